@@ -1,0 +1,53 @@
+# One entry point for people and CI. Every target builds the virtual environment it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-all lint bench fmt lock clean schemas
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## make run: make the demo data if missing, start the emulator, run jobs/demo.toml, show status and stats.
+run: $(STAMP)
+	$(BIN)/python -m runner.demo
+
+## make test: the default suite (slow soak tests excluded).
+test: $(STAMP)
+	$(BIN)/pytest
+
+## make test-all: everything, soak tests included.
+test-all: $(STAMP)
+	$(BIN)/pytest -m ''
+
+lint: $(STAMP)
+	$(BIN)/ruff check runner tests bench
+	$(BIN)/ruff format --check runner tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format runner tests bench
+	$(BIN)/ruff check --fix runner tests bench
+
+## make bench: run bench/ against the emulator and rewrite BENCHMARKS.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## make schemas: regenerate schemas/ from the code (tests fail when they drift).
+schemas: $(STAMP)
+	$(BIN)/python -m runner.schemas
+
+## make lock: refresh constraints.txt from the current resolution of pyproject's ranges.
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet --upgrade pip
+	.lockvenv/bin/pip install --quiet -e '.[dev]'
+	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""Every exception bedrock-batch raises, in one tree whose branches follow who must act.
+
+::
+
+    BatchError
+    ├── SpecError                  the user fixes the job spec (TOML or flags)        exit 2
+    ├── SourceError                the input cannot be read or does not fit the spec   exit 2
+    ├── SinkError                  results cannot be written                           exit 2
+    ├── StateError                 the job directory is inconsistent or in use         exit 2
+    │   └── LockedError            another runner holds the job's lock
+    ├── PreflightError             no route survived the checks before the first paid call   exit 2
+    ├── RowError                   one row cannot become a request: becomes an error row
+    └── InvocationError            one Bedrock call failed
+        ├── RetryableError         worth another attempt (backoff, maybe another route)
+        │   ├── ThrottledError         429 ThrottlingException / ModelNotReadyException
+        │   ├── ModelTimeoutError      408 ModelTimeoutException, or our own deadline
+        │   ├── ModelError             424 ModelErrorException (retried once or twice)
+        │   └── EndpointUnavailableError  5xx, connection reset, cut-off body
+        ├── PermanentError         another attempt would fail the same way
+        │   ├── ModelValidationError   400 ValidationException: the row is bad
+        │   ├── RouteError             the route, not the row, is wrong: never use it again
+        │   │   ├── AccessDeniedError      403 AccessDeniedException
+        │   │   └── RouteNotFoundError     404 ResourceNotFoundException
+        │   └── QuotaExceededError     400 ServiceQuotaExceededException
+        └── RetriesExhaustedError  out of attempts; carries the last cause
+
+A failed row never leaves the task group as an exception: it becomes an ``error`` row whose
+``error_type`` is the class name. Only job-fatal errors reach the CLI, which prints one line.
+"""
+
+from __future__ import annotations
+
+
+class BatchError(Exception):
+    """Root of every error bedrock-batch raises on purpose."""
+
+
+class SpecError(BatchError):
+    """The job spec is wrong; the message names the file and key."""
+
+
+class SourceError(BatchError):
+    """The input cannot be read, or lacks a column the spec names."""
+
+
+class SinkError(BatchError):
+    """Results cannot be written to the output directory."""
+
+
+class StateError(BatchError):
+    """The job directory cannot be used as it is (changed input, foreign files)."""
+
+
+class LockedError(StateError):
+    """Another runner holds the job's lock."""
+
+
+class PreflightError(BatchError):
+    """No route is usable: found before any paid call."""
+
+
+class RowError(BatchError):
+    """A row cannot become a request (null prompt, malformed messages, too long)."""
+
+    def __init__(self, message: str, *, error_type: str = "RowError") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class InvocationError(BatchError):
+    """A Bedrock call failed. ``code`` is Bedrock's error name, when it sent one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.request_id = request_id
+        self.route = route
+
+    @property
+    def error_type(self) -> str:
+        """What the result row's ``error_type`` column says: Bedrock's name when there is one."""
+        return self.code or type(self).__name__
+
+
+class RetryableError(InvocationError):
+    """Another attempt, after a pause or on another route, may succeed."""
+
+
+class ThrottledError(RetryableError):
+    """The quota is talking: slow down."""
+
+
+class ModelTimeoutError(RetryableError):
+    """The model (or our own deadline) took too long."""
+
+
+class ModelError(RetryableError):
+    """The model failed to answer; worth one or two more tries at most."""
+
+
+class EndpointUnavailableError(RetryableError):
+    """5xx, reset connection or truncated body: the endpoint, not the row, is unwell."""
+
+
+class PermanentError(InvocationError):
+    """Another attempt would fail the same way."""
+
+
+class ModelValidationError(PermanentError):
+    """Bedrock rejected the request body: the row is bad."""
+
+
+class RouteError(PermanentError):
+    """The route itself cannot be used (no access, no such profile in that region)."""
+
+
+class AccessDeniedError(RouteError):
+    """403: the credentials may not call this route (often ``global.`` under regional IAM policies)."""
+
+
+class RouteNotFoundError(RouteError):
+    """404: the model or profile does not exist in that region."""
+
+
+class QuotaExceededError(PermanentError):
+    """ServiceQuotaExceededException: a hard account limit, not a throttle."""
+
+
+class RetriesExhaustedError(InvocationError):
+    """Out of attempts. ``last`` is the final cause; its type names the row's error."""
+
+    def __init__(self, message: str, *, last: InvocationError, attempts: int) -> None:
+        super().__init__(
+            message, code=last.code, status=last.status, request_id=last.request_id, route=last.route
+        )
+        self.last = last
+        self.attempts = attempts
+
+    @property
+    def error_type(self) -> str:
+        return self.last.error_type

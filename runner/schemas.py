@@ -1,0 +1,75 @@
+"""The contracts as files: the output Arrow schema and the job spec JSON Schema.
+
+``python -m runner.schemas`` (``make schemas``) writes them into ``schemas/``; a test fails when the
+files and the code disagree, so outside tools can trust the files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from runner.spec import json_schema
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
+        pa.field("completion", pa.string()),
+        pa.field("stop_reason", pa.string()),
+        pa.field("input_tokens", pa.int64(), nullable=False),
+        pa.field("output_tokens", pa.int64(), nullable=False),
+        pa.field("cache_creation_input_tokens", pa.int64(), nullable=False),
+        pa.field("cache_read_input_tokens", pa.int64(), nullable=False),
+        pa.field("model_id", pa.string()),  # the inference profile that served the row
+        pa.field("region", pa.string()),
+        pa.field("attempts", pa.int32(), nullable=False),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("error_type", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("request_id", pa.string()),  # x-amzn-requestid, for support cases
+        pa.field("cost_usd", pa.float64(), nullable=False),
+        pa.field("price_table", pa.string()),  # which price table priced cost_usd
+        pa.field("lane", pa.string(), nullable=False),  # "on_demand" | "batch"
+        pa.field("started_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("retryable", pa.bool_(), nullable=False),  # error rows: would a rerun retry it?
+        pa.field("request_key", pa.string(), nullable=False),  # resume key: row id + request hash
+    ]
+)
+"""Columns every results.parquet has, in this order; the spec's kept input columns follow them."""
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def result_schema_json() -> dict[str, object]:
+    """The output schema as JSON: column name, Arrow type and nullability."""
+    return {
+        "title": "bedrock-batch results.parquet columns (kept input columns follow)",
+        "columns": [
+            {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in RESULT_SCHEMA
+        ],
+    }
+
+
+def rendered() -> dict[str, str]:
+    """File name -> content, exactly as ``schemas/`` should hold it."""
+    return {
+        "job_spec.schema.json": json.dumps(json_schema(), indent=2) + "\n",
+        "results.schema.json": json.dumps(result_schema_json(), indent=2) + "\n",
+    }
+
+
+def main() -> int:
+    SCHEMAS_DIR.mkdir(exist_ok=True)
+    for name, text in rendered().items():
+        (SCHEMAS_DIR / name).write_text(text, encoding="utf-8")
+        print(f"wrote schemas/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

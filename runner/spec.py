@@ -1,0 +1,389 @@
+"""The job spec: a TOML file plus CLI overrides, validated once, before anything is paid for.
+
+The spec is a tree of frozen dataclasses. Each field carries its help text in ``metadata``, and the
+parser and the JSON Schema in ``schemas/job_spec.schema.json`` are both derived from those dataclasses,
+so the documentation, the checks and the code cannot drift apart (a test keeps the file equal).
+Every error names the file and the key, because the person reading it is about to edit that key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from runner import catalog
+from runner.errors import SpecError
+
+Mode = Literal["on_demand", "batch"]
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A spec field: its default and the one sentence of help the schema and docs show."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True, slots=True)
+class JobSection:
+    name: str = _f("", "Job name for logs and reports; defaults to the spec file's stem.")
+    input: str = _f("", "Parquet file, directory of Parquet files, or s3:// URI.", required=True)
+    output: str = _f("", "Job directory: results.parquet and the runner's working files.", required=True)
+    mode: Mode = _f("on_demand", "on_demand (InvokeModel) or batch (Bedrock batch inference, 50 % price).")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSection:
+    id: str = _f("", "Base model id (anthropic.claude-...) or an inference profile id.", required=True)
+    region: str = _f("", "Home region; else AWS_REGION, else us-east-1.")
+    endpoints: list[str] = _f(
+        [], "Route order by geography, e.g. ['global', 'us']. Default: global, then the home geography."
+    )
+    residency: str = _f("", "Keep every call inside this geography (us, eu, jp, apac); never call global.")
+    endpoint_url: str = _f("", "Send every Bedrock call here instead of AWS (the emulator).")
+    preflight: bool = _f(True, "One minimal request per route before the job, to catch AccessDenied early.")
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnsSection:
+    id: str = _f("", "Column with a unique row id; default: the row number.")
+    prompt: str = _f("", "Column with the user prompt text (or use messages, or template).")
+    messages: str = _f("", "Column with Messages API turns: JSON text or a list of {role, content} structs.")
+    template: str = _f("", "User prompt template with {column} placeholders, filled per row.")
+    system: str = _f("", "System prompt shared by every row.")
+    system_column: str = _f("", "Column with a per-row system prompt.")
+    cache_system: bool = _f(False, "Mark the shared system prompt with cache_control (prompt caching).")
+    document: str = _f("", "Column with a PDF, as bytes or a file path, sent as a document block.")
+    keep: list[str] = _f([], "Input columns copied to results.parquet (e.g. a team column for chargeback).")
+    overrides: dict[str, str] = _f(
+        {}, "Per-row request parameters from columns, e.g. {max_tokens = 'max_tokens_col'}."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSection:
+    max_tokens: int = _f(1024, "Upper bound of output tokens per request (reserved against the quota).")
+    temperature: float | None = _f(None, "Sampling temperature.")
+    top_p: float | None = _f(None, "Nucleus sampling (Sonnet 4.5 / Haiku 4.5: not with temperature).")
+    top_k: int | None = _f(None, "Top-k sampling.")
+    stop_sequences: list[str] = _f([], "Stop sequences.")
+    anthropic_beta: list[str] = _f([], "Beta flags sent in the body, e.g. ['context-1m-2025-08-07'].")
+    extra: dict[str, Any] = _f({}, "Other body keys passed through as they are (tools, tool_choice, thinking).")
+    max_prompt_tokens: int = _f(0, "Rows whose estimated prompt is longer become error rows; 0: model's window.")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSection:
+    max_in_flight: int = _f(64, "Most requests in flight at once (all routes together).")
+    tpm: int = _f(0, "Tokens-per-minute quota per route to stay under; 0: find it adaptively.")
+    adaptive: bool = _f(True, "Adapt concurrency to throttling (cut on 429, grow on success).")
+    max_cost_usd: float = _f(0.0, "Stop admitting rows once spent + reserved cost would pass this; 0: no cap.")
+    output_burndown: float = _f(0.0, "Quota tokens per output token; 0: the catalogue's figure.")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySection:
+    max_attempts: int = _f(8, "Attempts per row, across all routes, before it becomes an error row.")
+    backoff_initial_s: float = _f(0.5, "First backoff; doubles each attempt, full jitter.")
+    backoff_max_s: float = _f(30.0, "Longest backoff between two attempts.")
+    timeout_s: float = _f(600.0, "Deadline of one InvokeModel call.")
+    model_error_attempts: int = _f(2, "Attempts for ModelErrorException (424), which rarely heals.")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSection:
+    part_rows: int = _f(2000, "Commit a part file after this many results...")
+    part_seconds: float = _f(10.0, "...or after this many seconds, whichever comes first.")
+    read_batch_rows: int = _f(1024, "Rows read from the input per Parquet record batch.")
+    log_prompts: bool = _f(False, "Allow prompt and completion text in logs (off: redacted).")
+    prices: str = _f("", "TOML price table replacing the built-in one (runner/prices.toml).")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSection:
+    role_arn: str = _f("", "IAM role Bedrock batch inference assumes to read and write S3.")
+    s3_uri: str = _f("", "s3:// prefix where shards are uploaded and results written.")
+    min_records: int = _f(100, "Fewest records Bedrock accepts per batch job; smaller rests run on-demand.")
+    max_records: int = _f(50_000, "Most records per batch job (one shard).")
+    max_shard_bytes: int = _f(1_000_000_000, "Largest shard file.")
+    timeout_hours: int = _f(24, "timeoutDurationInHours of each batch job (24 to 168).")
+    poll_initial_s: float = _f(5.0, "First wait between status polls; grows to poll_max_s.")
+    poll_max_s: float = _f(300.0, "Longest wait between status polls.")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A validated job. ``source`` is the file it came from (for messages), not part of the job."""
+
+    job: JobSection
+    model: ModelSection
+    columns: ColumnsSection = ColumnsSection()
+    request: RequestSection = RequestSection()
+    limits: LimitsSection = LimitsSection()
+    retry: RetrySection = RetrySection()
+    output: OutputSection = OutputSection()
+    batch: BatchSection = BatchSection()
+    source: str = field(default="<spec>", compare=False, metadata={"internal": True})
+
+    @property
+    def name(self) -> str:
+        return self.job.name or Path(self.source).stem
+
+    @property
+    def region(self) -> str:
+        """Explicit setting, else ``AWS_REGION``, else us-east-1 (BEDROCK.md)."""
+        return self.model.region or os.environ.get("AWS_REGION") or catalog.DEFAULT_REGION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (what the job directory freezes), without ``source``."""
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+    def request_digest(self) -> str:
+        """Hash of everything that shapes a request body apart from the row: part of each resume key.
+
+        Changing the model, template, system prompt or parameters changes it, so rows run again;
+        changing limits, retries, routes or output settings does not.
+        """
+        payload = {"model": self.model.id, "columns": dataclasses.asdict(self.columns)}
+        payload["request"] = dataclasses.asdict(self.request)
+        payload["columns"].pop("keep")
+        return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    f.name: f.type if isinstance(f.type, type) else typing.get_type_hints(JobSpec)[f.name]
+    for f in dataclasses.fields(JobSpec)
+    if not f.metadata.get("internal")
+}
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Read, merge CLI overrides into, and validate a TOML job spec.
+
+    ``overrides`` maps dotted keys (``"job.input"``, ``"limits.max_in_flight"``) to values; ``None``
+    values are ignored so callers can pass every flag as it came.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such job spec file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the job spec ({exc.strerror})") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    return spec_from_dict(raw, source=str(path))
+
+
+def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> JobSpec:
+    """Validate plain data into a :class:`JobSpec`; errors are ``SpecError`` naming ``source`` and key."""
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise SpecError(f"{source}: unknown section [{unknown[0]}] (known: {', '.join(_SECTIONS)})")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            raise SpecError(f"{source}: [{name}] must be a table")
+        sections[name] = _section(cls, value, name, source)
+    spec = JobSpec(**sections, source=source)
+    _check(spec)
+    return spec
+
+
+def _section(cls: type[Any], raw: dict[str, Any], name: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise SpecError(f"{source}: [{name}] unknown key `{key}` (known: {', '.join(known)})")
+    values: dict[str, Any] = {}
+    for key, f in known.items():
+        if key not in raw:
+            if f.metadata.get("required"):
+                raise SpecError(f"{source}: [{name}] `{key}` is required ({f.metadata['help']})")
+            continue
+        values[key] = _coerce(raw[key], hints[key], f"[{name}] `{key}`", source)
+        if f.metadata.get("required") and values[key] in ("", None):
+            raise SpecError(f"{source}: [{name}] `{key}` must not be empty")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
+    """Check ``value`` against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where, source)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise SpecError(f"{source}: {where} must be one of {choices}, not {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise SpecError(f"{source}: {where} must be a list, not {type(value).__name__}")
+        return [_coerce(v, args[0], where, source) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{source}: {where} must be a table, not {type(value).__name__}")
+        if args[1] is Any:
+            return dict(value)
+        return {k: _coerce(v, args[1], where, source) for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        return value
+    raise SpecError(f"{source}: {where} must be {_type_name(hint)}, not {type(value).__name__} {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _check(spec: JobSpec) -> None:
+    """Cross-field rules: what a type cannot say."""
+    src = spec.source
+    try:
+        model, pinned = catalog.find_model(spec.model.id)
+    except catalog.UnknownModelError:
+        known = ", ".join(m.base_id for m in catalog.MODELS[:3])
+        raise SpecError(
+            f"{src}: [model] `id` {spec.model.id!r} is not a Claude model on Bedrock "
+            f"(e.g. {known}; `bedrock-batch models` lists them)"
+        ) from None
+    for geo in spec.model.endpoints:
+        if geo not in catalog.GEOGRAPHIES:
+            raise SpecError(f"{src}: [model] `endpoints` has {geo!r}; use {', '.join(catalog.GEOGRAPHIES)}")
+    if spec.model.residency:
+        if spec.model.residency not in catalog.GEOGRAPHIES or spec.model.residency == "global":
+            raise SpecError(
+                f"{src}: [model] `residency` must be one of us, eu, jp, apac, not {spec.model.residency!r}"
+            )
+        if pinned and pinned != spec.model.residency:
+            raise SpecError(
+                f"{src}: [model] `id` pins geography {pinned!r} but `residency` is {spec.model.residency!r}"
+            )
+    cols = spec.columns
+    given = [k for k in ("prompt", "messages", "template") if getattr(cols, k)]
+    if not given and not cols.document:
+        raise SpecError(f"{src}: [columns] needs one of `prompt`, `messages` or `template`")
+    if cols.messages and (cols.prompt or cols.template):
+        raise SpecError(f"{src}: [columns] `messages` cannot be combined with `prompt` or `template`")
+    if cols.prompt and cols.template:
+        raise SpecError(f"{src}: [columns] use `prompt` or `template`, not both")
+    req = spec.request
+    if not 1 <= req.max_tokens <= model.max_output_tokens:
+        raise SpecError(
+            f"{src}: [request] `max_tokens` must be between 1 and {model.max_output_tokens} "
+            f"for {model.name}, not {req.max_tokens}"
+        )
+    if model.exclusive_sampling and req.temperature is not None and req.top_p is not None:
+        raise SpecError(f"{src}: [request] {model.name} accepts `temperature` or `top_p`, not both")
+    for key in ("anthropic_version", "messages", "max_tokens", "system"):
+        if key in req.extra:
+            raise SpecError(f"{src}: [request] `extra` must not set {key!r}; the runner builds it")
+    allowed_overrides = {"max_tokens", "temperature", "top_p", "top_k"}
+    for key in cols.overrides:
+        if key not in allowed_overrides:
+            raise SpecError(
+                f"{src}: [columns] `overrides` key {key!r} is not one of {', '.join(sorted(allowed_overrides))}"
+            )
+    lim = spec.limits
+    _positive(src, "[limits] `max_in_flight`", lim.max_in_flight)
+    _non_negative(src, "[limits] `tpm`", lim.tpm)
+    _non_negative(src, "[limits] `max_cost_usd`", lim.max_cost_usd)
+    _non_negative(src, "[limits] `output_burndown`", lim.output_burndown)
+    _positive(src, "[retry] `max_attempts`", spec.retry.max_attempts)
+    _positive(src, "[retry] `timeout_s`", spec.retry.timeout_s)
+    _positive(src, "[retry] `model_error_attempts`", spec.retry.model_error_attempts)
+    if spec.retry.backoff_initial_s < 0 or spec.retry.backoff_max_s < spec.retry.backoff_initial_s:
+        raise SpecError(f"{src}: [retry] need 0 <= `backoff_initial_s` <= `backoff_max_s`")
+    _positive(src, "[output] `part_rows`", spec.output.part_rows)
+    _positive(src, "[output] `part_seconds`", spec.output.part_seconds)
+    _positive(src, "[output] `read_batch_rows`", spec.output.read_batch_rows)
+    b = spec.batch
+    if spec.job.mode == "batch" and not (b.role_arn and b.s3_uri.startswith("s3://")):
+        raise SpecError(f"{src}: [job] mode = 'batch' needs [batch] `role_arn` and an s3:// `s3_uri`")
+    if not 24 <= b.timeout_hours <= 168:
+        raise SpecError(f"{src}: [batch] `timeout_hours` must be between 24 and 168, not {b.timeout_hours}")
+    if not 1 <= b.min_records <= b.max_records:
+        raise SpecError(f"{src}: [batch] need 1 <= `min_records` <= `max_records`")
+
+
+def _positive(src: str, where: str, value: float) -> None:
+    if value <= 0:
+        raise SpecError(f"{src}: {where} must be greater than 0, not {value}")
+
+
+def _non_negative(src: str, where: str, value: float) -> None:
+    if value < 0:
+        raise SpecError(f"{src}: {where} must not be negative, not {value}")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of job spec files, derived from the dataclasses (see ``schemas/``)."""
+    props: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        section: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {f.name: _schema_of(hints[f.name], f) for f in fields},
+        }
+        required = [f.name for f in fields if f.metadata.get("required")]
+        if required:
+            section["required"] = required
+        props[name] = section
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "bedrock-batch job spec",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["job", "model"],
+        "properties": props,
+    }
+
+
+def _schema_of(hint: Any, f: dataclasses.Field[Any]) -> dict[str, Any]:
+    out = _json_type(hint)
+    out["description"] = f.metadata["help"]
+    if f.default is not dataclasses.MISSING and f.default is not None:
+        out["default"] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        out["default"] = f.default_factory()
+    return out
+
+
+def _json_type(hint: Any) -> dict[str, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        (inner,) = [a for a in args if a is not type(None)]
+        return {"type": [_json_type(inner)["type"], "null"]}
+    if origin is Literal:
+        return {"type": "string", "enum": list(args)}
+    if origin is list:
+        return {"type": "array", "items": _json_type(args[0])}
+    if origin is dict:
+        return {"type": "object"} if args[1] is Any else {"type": "object", "additionalProperties": _json_type(args[1])}
+    names = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    return {"type": names[hint]}

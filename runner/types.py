@@ -1,0 +1,98 @@
+"""The values that flow through a job: a ``Record`` in, a ``Result`` out, and the ``Route`` between.
+
+Frozen and slotted: millions of them pass through a run, and none is changed after it is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+JSON: TypeAlias = dict[str, Any]
+"""A decoded JSON object (request or response body)."""
+
+Status: TypeAlias = Literal["ok", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a request goes: an inference profile called from a region.
+
+    ``geography`` is the profile's prefix (``global``, ``us``, ``eu``, ...), which decides price and
+    data residency; ``name`` (``global@us-east-1``) is how logs, stats and breakers refer to it.
+    """
+
+    model_id: str
+    region: str
+    geography: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.geography}@{self.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input row, ready to send: its body is built once, in the source, never per attempt.
+
+    ``key`` is the resume key (row id + request hash): a row whose key is already done is never sent
+    again, and a row whose prompt or parameters changed gets a new key and runs again. ``error`` is
+    set instead of ``body`` when the row cannot become a request; it still becomes a result row.
+    """
+
+    index: int
+    id: str
+    key: str
+    body: bytes | None
+    max_tokens: int
+    estimated_input_tokens: int
+    error_type: str | None = None
+    error_message: str | None = None
+    keep: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as Bedrock reports them in the response's ``usage`` object."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A successful InvokeModel answer, reduced to what the result row keeps."""
+
+    text: str
+    stop_reason: str | None
+    usage: Usage
+    request_id: str | None
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One output row: the outcome of one record, ok or error. Column names are the DESIGN contract."""
+
+    index: int
+    id: str
+    key: str
+    status: Status
+    completion: str | None = None
+    stop_reason: str | None = None
+    usage: Usage = Usage()
+    model_id: str | None = None
+    region: str | None = None
+    attempts: int = 0
+    latency_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    request_id: str | None = None
+    retryable: bool = False
+    cost_usd: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    lane: str = "on_demand"
+    keep: dict[str, Any] = field(default_factory=dict)
