@@ -37,7 +37,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("started_at", pa.timestamp("ms", tz="UTC")),
         pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
         pa.field("retryable", pa.bool_(), nullable=False),  # error rows: would a rerun retry it?
-        pa.field("request_key", pa.string(), nullable=False),  # resume key: row id + request hash
+        pa.field("request_key", pa.int64(), nullable=False),  # resume key: hash of row id + request
     ]
 )
 """Columns every results.parquet has, in this order; the spec's kept input columns follow them."""

@@ -42,7 +42,7 @@ class Record:
 
     index: int
     id: str
-    key: str
+    key: int
     body: bytes | None
     max_tokens: int
     estimated_input_tokens: int
@@ -78,7 +78,7 @@ class Result:
 
     index: int
     id: str
-    key: str
+    key: int
     status: Status
     completion: str | None = None
     stop_reason: str | None = None
