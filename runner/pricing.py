@@ -150,9 +150,6 @@ class PriceTable:
         meta = _table(data, "meta", origin)
         rules = _table(data, "rules", origin)
         models_raw = _table(data, "models", origin)
-        if not models_raw:
-            raise SpecError(f"{origin}: [models] is missing or empty; a price table needs at least one model")
-
         unknown_rules = set(rules) - {"regional_surcharge", "batch_discount"}
         if unknown_rules:
             raise SpecError(
@@ -163,6 +160,9 @@ class PriceTable:
         discount = _number(rules, "batch_discount", DEFAULT_BATCH_DISCOUNT, origin, "rules")
         if discount >= 1:
             raise SpecError(f"{origin}: rules.batch_discount must be below 1 (got {discount})")
+
+        if not models_raw:
+            raise SpecError(f"{origin}: [models] is missing or empty; a price table needs at least one model")
 
         models: dict[str, Price] = {}
         surcharged: set[str] = set()
