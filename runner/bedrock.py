@@ -1,0 +1,193 @@
+"""The only module that talks to Bedrock: InvokeModel through aioboto3, behind a ``Transport`` seam.
+
+One aioboto3 client per region for the whole job (each costs ~26 ms of CPU to build, so never one per
+request), botocore's own retries off (tenacity in ``pool`` is the only retry layer, or every failure
+would be retried twice over), a connection pool as large as the job's concurrency, and every botocore
+or aiohttp failure translated into the ``errors`` tree in one place: :func:`map_botocore_errors`.
+The emulator path and the real-AWS path are the same code; only ``endpoint_url`` differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
+
+import aioboto3
+import aiohttp
+import botocore.exceptions
+from botocore.config import Config
+
+from runner.errors import (
+    AccessDeniedError,
+    EndpointUnavailableError,
+    InvocationError,
+    ModelError,
+    ModelTimeoutError,
+    ModelValidationError,
+    PermanentError,
+    QuotaExceededError,
+    RouteNotFoundError,
+    ThrottledError,
+)
+from runner.types import Completion, Route, Usage
+
+_ERRORS: dict[str, type[InvocationError]] = {
+    "ThrottlingException": ThrottledError,
+    "ModelNotReadyException": ThrottledError,
+    "TooManyRequestsException": ThrottledError,
+    "ServiceUnavailableException": EndpointUnavailableError,
+    "InternalServerException": EndpointUnavailableError,
+    "ModelTimeoutException": ModelTimeoutError,
+    "ModelErrorException": ModelError,
+    "ValidationException": ModelValidationError,
+    "AccessDeniedException": AccessDeniedError,
+    "UnrecognizedClientException": AccessDeniedError,
+    "ResourceNotFoundException": RouteNotFoundError,
+    "ServiceQuotaExceededException": QuotaExceededError,
+}
+
+
+class Transport(Protocol):
+    """What the pool needs from Bedrock: one call, one answer or one error from ``runner.errors``."""
+
+    async def invoke(self, route: Route, body: bytes) -> Completion: ...
+
+
+@contextlib.contextmanager
+def map_botocore_errors(route: Route) -> Iterator[None]:
+    """Translate botocore/aiohttp failures into the most specific ``InvocationError``.
+
+    Messages carry Bedrock's own message (which never echoes the prompt) and never the payload.
+    """
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        err = exc.response.get("Error", {})
+        meta = exc.response.get("ResponseMetadata", {})
+        code = str(err.get("Code") or "")
+        status = int(meta.get("HTTPStatusCode") or 0)
+        cls = _ERRORS.get(code)
+        if cls is None:
+            cls = EndpointUnavailableError if status >= 500 or status == 0 else PermanentError
+        message = str(err.get("Message") or code or f"HTTP {status}")
+        raise cls(
+            f"{route.model_id} in {route.region}: {message}",
+            code=code or None,
+            status=status or None,
+            request_id=meta.get("RequestId"),
+            route=route.name,
+        ) from exc
+    except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError, TimeoutError) as exc:
+        raise ModelTimeoutError(
+            f"{route.model_id} in {route.region}: no answer in time", route=route.name
+        ) from exc
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectionClosedError,
+        botocore.exceptions.ResponseStreamingError,
+        botocore.exceptions.IncompleteReadError,
+        botocore.exceptions.HTTPClientError,
+        aiohttp.ClientError,
+        ConnectionError,
+    ) as exc:
+        raise EndpointUnavailableError(
+            f"{route.model_id} in {route.region}: connection failed ({type(exc).__name__})",
+            route=route.name,
+        ) from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise AccessDeniedError(
+            "no AWS credentials found (environment, ~/.aws/credentials, profile or instance role)",
+            route=route.name,
+        ) from exc
+
+
+def parse_completion(raw: bytes, headers: dict[str, str], latency_ms: float) -> Completion:
+    """Reduce an InvokeModel answer to what a result row keeps. A truncated body is a retryable error."""
+    try:
+        data: dict[str, Any] = json.loads(raw)
+        content = data["content"]
+        usage = data.get("usage") or {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EndpointUnavailableError("the response body was cut off or is not a Messages response") from exc
+    text = "".join(block.get("text", "") for block in content if block.get("type") == "text")
+    return Completion(
+        text=text,
+        stop_reason=data.get("stop_reason"),
+        usage=Usage(
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+            cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
+        ),
+        request_id=headers.get("x-amzn-requestid"),
+        latency_ms=latency_ms,
+    )
+
+
+class AioBotoTransport:
+    """InvokeModel over aioboto3, one client per region, opened for the life of a job.
+
+    Use :meth:`open` as an async context manager; it builds every client up front, so the first row
+    does not pay for client construction and a bad region or endpoint fails before the job starts.
+    """
+
+    def __init__(self, clients: dict[str, Any]) -> None:
+        self._clients = clients
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        regions: Iterable[str],
+        *,
+        endpoint_url: str | None = None,
+        max_in_flight: int = 64,
+        timeout_s: float = 600.0,
+        session: aioboto3.Session | None = None,
+    ) -> AsyncIterator[AioBotoTransport]:
+        session = session or aioboto3.Session()
+        config = client_config(max_in_flight=max_in_flight, timeout_s=timeout_s)
+        async with AsyncExitStack() as stack:
+            clients: dict[str, Any] = {}
+            for region in dict.fromkeys(regions):
+                clients[region] = await stack.enter_async_context(
+                    session.client(
+                        "bedrock-runtime", region_name=region, endpoint_url=endpoint_url or None, config=config
+                    )
+                )
+            yield cls(clients)
+
+    async def invoke(self, route: Route, body: bytes) -> Completion:
+        client = self._clients[route.region]
+        start = time.perf_counter()
+        with map_botocore_errors(route):
+            response = await client.invoke_model(
+                modelId=route.model_id, body=body, contentType="application/json", accept="application/json"
+            )
+            async with response["body"] as stream:
+                raw = await stream.read()
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        headers: dict[str, str] = response["ResponseMetadata"].get("HTTPHeaders", {})
+        try:
+            return parse_completion(raw, headers, latency_ms)
+        except EndpointUnavailableError as exc:
+            exc.route = route.name
+            exc.request_id = headers.get("x-amzn-requestid")
+            raise
+
+
+def client_config(*, max_in_flight: int, timeout_s: float) -> Config:
+    """botocore settings for a job: no hidden retries, a pool per region as large as the job's concurrency."""
+    return Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max(10, max_in_flight),
+        connect_timeout=10,
+        read_timeout=timeout_s,
+        tcp_keepalive=True,
+        parameter_validation=False,
+        user_agent_extra="bedrock-batch",
+    )

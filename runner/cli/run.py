@@ -1,0 +1,155 @@
+"""``bedrock-batch run`` and ``bedrock-batch status``: parse flags, call ``run_job``, print one summary."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runner.errors import BatchError
+from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
+from runner.job import JobReport, resolve_spec, run_job
+from runner.spec import load_spec
+from runner.state import JobDir
+
+
+@contextlib.contextmanager
+def fail_cleanly(debug: bool) -> Iterator[None]:
+    """Turn a ``BatchError`` into one line on stderr and exit 2; a traceback only with ``--debug``."""
+    try:
+        yield
+    except BatchError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_SPEC_INVALID)
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("spec_path", metavar="SPEC.toml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "input_", metavar="PATH", help="Override [job] input (file, directory or s3:// URI).")
+@click.option("--output", metavar="DIR", help="Override [job] output, the job directory.")
+@click.option("--endpoint-url", metavar="URL", help="Send every Bedrock call here (e.g. the emulator).")
+@click.option("--max-in-flight", type=click.IntRange(min=1), metavar="N", help="Override [limits] max_in_flight.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Only the first N input rows.")
+@click.option("--retry-failed", is_flag=True, help="Also rerun error rows whose error was not retryable.")
+@click.option("--force", is_flag=True, help="Resume even though the input's ids changed since the job began.")
+@click.option("--preflight/--no-preflight", default=None, help="One tiny request per route first [spec].")
+@click.option("--emulate", is_flag=True, help="Dry run against a built-in emulator instead of AWS (no cost).")
+@click.option("--grace", "grace_s", type=float, default=30.0, help="Seconds in-flight requests get after Ctrl-C.")
+@click.option("--progress/--no-progress", default=None, help="Live progress bar [on a terminal].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+@click.option("--debug", is_flag=True, help="Print tracebacks.")
+def run_command(
+    spec_path: Path,
+    input_: str | None,
+    output: str | None,
+    endpoint_url: str | None,
+    max_in_flight: int | None,
+    limit: int | None,
+    retry_failed: bool,
+    force: bool,
+    preflight: bool | None,
+    emulate: bool,
+    grace_s: float,
+    progress: bool | None,
+    log_level: str,
+    debug: bool,
+) -> None:
+    """Run the job in SPEC.toml, or resume it: rerunning the same command after a crash or Ctrl-C
+    continues where it stopped and never pays twice for a row that is done.
+
+    Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input or
+    preflight (nothing was paid), 130 interrupted (resumable).
+    """
+    with fail_cleanly(debug):
+        spec = load_spec(spec_path)
+        spec = resolve_spec(spec, input=input_, output=output, endpoint_url=endpoint_url, max_in_flight=max_in_flight)
+        with _maybe_emulator(emulate) as url:
+            if url:
+                spec = resolve_spec(spec, endpoint_url=url)
+            report = run_job(
+                spec,
+                limit=limit,
+                retry_failed=retry_failed,
+                force=force,
+                preflight=preflight,
+                progress=progress,
+                grace_s=grace_s,
+                log_level=log_level,
+            )
+    _print_summary(report)
+    sys.exit(report.exit_code)
+
+
+@contextlib.contextmanager
+def _maybe_emulator(enabled: bool) -> Iterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    from runner.emulator import EmulatorConfig, EmulatorThread
+
+    with EmulatorThread(EmulatorConfig.from_dict({})) as emulator:
+        click.echo(f"dry run: emulator at {emulator.url} (no AWS calls, no cost)", err=True)
+        yield str(emulator.url)
+
+
+def _print_summary(report: JobReport) -> None:
+    p, c = report.progress, report.counters
+    rate = (c.ok + c.failed) / report.elapsed_s if report.elapsed_s else 0.0
+    lines = [
+        f"{p.rows:,} rows: {p.ok:,} ok, {p.failed:,} failed, {p.pending:,} pending"
+        + (f" ({report.recovered_rows:,} recovered from the journal)" if report.recovered_rows else ""),
+        f"this run: {c.ok + c.failed:,} rows in {report.elapsed_s:.1f} s ({rate:,.1f} rows/s), "
+        f"{c.input_tokens:,} input + {c.output_tokens:,} output tokens, ${c.cost_usd:,.4f}, "
+        f"{c.throttles:,} throttled attempts",
+        f"results: {report.output / 'results.parquet'}",
+    ]
+    if report.exit_code == EXIT_INTERRUPTED:
+        lines.append("interrupted: rerun the same command to resume")
+    elif report.stopped:
+        lines.append(f"stopped early: {report.stopped}; rerun (with a higher cap) to continue")
+    elif report.exit_code == EXIT_ROWS_FAILED and p.failed_retryable:
+        lines.append(f"{p.failed_retryable:,} failed rows are retryable: rerun the same command to retry them")
+    for line in lines:
+        click.echo(line, err=True)
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("job_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def status_command(job_dir: Path, as_json: bool) -> None:
+    """Rows done / failed / pending in a job directory, and whether the job can be resumed."""
+    with fail_cleanly(False):
+        job = JobDir(job_dir)
+        p = job.progress()
+    info: dict[str, Any] = {
+        "rows": p.rows,
+        "ok": p.ok,
+        "failed": p.failed,
+        "failed_retryable": p.failed_retryable,
+        "pending": p.pending,
+        "running": p.running,
+        "resumable": not p.running and (p.pending > 0 or p.failed_retryable > 0),
+        "complete": p.pending == 0 and p.failed == 0,
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo(f"{job_dir}: {p.rows:,} rows")
+        click.echo(f"  done     {p.ok:,}")
+        click.echo(f"  failed   {p.failed:,} ({p.failed_retryable:,} retryable)")
+        click.echo(f"  pending  {p.pending:,}")
+        if p.running:
+            click.echo("  a runner is working on this job now")
+        elif info["resumable"]:
+            click.echo("  resumable: rerun the same `bedrock-batch run` command to continue")
+        else:
+            click.echo("  complete" if info["complete"] else "  finished (use --retry-failed to rerun failed rows)")
+    sys.exit(EXIT_OK)

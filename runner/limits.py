@@ -1,0 +1,297 @@
+"""Admission control: how many requests each route may have in flight, and when a request may start.
+
+Bedrock's on-demand limit is a tokens-per-minute quota per route, and it *reserves*
+``input + cache_write + max_tokens`` when a request starts, then settles to the real usage (output
+tokens weighted by the model's burndown) when it ends. Firing a fixed number of workers either leaves
+that quota idle or drowns in ThrottlingException. Two mechanisms, per route, fix that:
+
+* :class:`TokenWindow` models the quota (when ``tpm`` is known): a rolling 60-second window of charges,
+  each reserved at admission and settled at completion, exactly as Bedrock books them. A request is
+  admitted only when it fits under ``tpm * headroom``; otherwise it waits for the window to slide.
+* :class:`AdaptiveLimit` finds what is left unknown: AIMD on the number of requests in flight. It grows
+  by one per success until the first throttle (slow start), then by one per window of successes, and
+  is cut by 30 % on a throttle, at most once per ``cut_interval_s`` so one burst of 429s answers one cut.
+
+``Admission`` combines both with the job-wide ``max_in_flight`` and wakes waiters in FIFO order, one
+at a time, so a thousand waiting tasks do not all wake up for every completed request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+import anyio
+
+from runner.types import Route, Usage
+
+WINDOW_S = 60.0
+DEFAULT_HEADROOM = 0.98
+"""Share of a known quota the budget fills: a little slack for clock skew and settle timing."""
+
+Outcome = Literal["ok", "throttled", "failed", "cancelled"]
+
+
+@dataclass(eq=False, slots=True)
+class _Charge:
+    at: float
+    tokens: float
+    live: bool = True
+
+
+@dataclass(eq=False)
+class TokenWindow:
+    """Rolling 60 s window of quota charges (reservations and settled usage) of one route."""
+
+    tpm: float
+    headroom: float = DEFAULT_HEADROOM
+    _charges: deque[_Charge] = field(default_factory=deque)
+    _sum: float = 0.0
+
+    @property
+    def cap(self) -> float:
+        return self.tpm * self.headroom
+
+    def used(self, now: float) -> float:
+        self._expire(now)
+        return self._sum
+
+    def wait_time(self, tokens: float, now: float) -> float:
+        """Seconds until ``tokens`` fit, 0 if they fit now. A request larger than the whole quota fits
+        only into an empty window (Bedrock would reject it outright only above the quota itself)."""
+        self._expire(now)
+        need = min(tokens, self.cap)
+        if self._sum + need <= self.cap:
+            return 0.0
+        freed = 0.0
+        for charge in self._charges:
+            freed += charge.tokens
+            if self._sum - freed + need <= self.cap:
+                return max(0.0, charge.at + WINDOW_S - now)
+        return WINDOW_S
+
+    def reserve(self, tokens: float, now: float) -> _Charge:
+        charge = _Charge(now, tokens)
+        self._charges.append(charge)
+        self._sum += tokens
+        return charge
+
+    def settle(self, charge: _Charge, tokens: float) -> None:
+        """Replace a reservation by the real charge (kept at its admission time, as Bedrock books it)."""
+        if charge.live:
+            self._sum += tokens - charge.tokens
+        charge.tokens = tokens
+
+    def _expire(self, now: float) -> None:
+        horizon = now - WINDOW_S
+        charges = self._charges
+        while charges and charges[0].at <= horizon:
+            old = charges.popleft()
+            old.live = False
+            self._sum -= old.tokens
+        if not charges:
+            self._sum = 0.0  # shed float drift
+
+
+@dataclass(eq=False)
+class AdaptiveLimit:
+    """AIMD concurrency limit of one route, never above ``ceiling``."""
+
+    ceiling: int
+    value: float
+    floor: float = 1.0
+    decrease: float = 0.7
+    cut_interval_s: float = 2.0
+    slow_start: bool = True
+    _last_cut: float = -math.inf
+
+    def on_success(self) -> None:
+        step = 1.0 if self.slow_start else 1.0 / max(self.value, 1.0)
+        self.value = min(float(self.ceiling), self.value + step)
+
+    def on_throttle(self, now: float) -> bool:
+        """Cut the limit unless it was cut very recently; returns True when it was cut."""
+        self.slow_start = False
+        if now - self._last_cut < self.cut_interval_s:
+            return False
+        self._last_cut = now
+        self.value = max(self.floor, self.value * self.decrease)
+        return True
+
+    @property
+    def slots(self) -> int:
+        return max(1, int(self.value))
+
+
+class RouteFigures(NamedTuple):
+    """A snapshot of one route's admission state, for the progress display and logs."""
+
+    in_flight: int
+    limit: int
+    tokens_last_minute: float
+    quota_share: float | None
+    throttles_last_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """The right to send one request on ``route``; hand it back with :meth:`Admission.release`."""
+
+    route: Route
+    reserved: float
+    charge: _Charge | None
+
+
+@dataclass(eq=False)
+class _RouteState:
+    limit: AdaptiveLimit
+    window: TokenWindow | None
+    in_flight: int = 0
+    waiters: deque[anyio.Event] = field(default_factory=deque)
+    throttles: deque[float] = field(default_factory=deque)
+    settled: TokenWindow = field(default_factory=lambda: TokenWindow(tpm=math.inf))
+
+
+class Admission:
+    """Admission of requests onto routes: job-wide ``max_in_flight``, AIMD per route, quota per route."""
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        max_in_flight: int,
+        tpm: int = 0,
+        adaptive: bool = True,
+        output_burndown: float = 1.0,
+        headroom: float = DEFAULT_HEADROOM,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_in_flight = max_in_flight
+        self.output_burndown = output_burndown
+        self._clock = clock
+        self._in_flight = 0
+        start = max_in_flight if (tpm or not adaptive) else min(max_in_flight, 32)
+        self._routes: dict[Route, _RouteState] = {
+            r: _RouteState(
+                limit=AdaptiveLimit(ceiling=max_in_flight, value=float(start), slow_start=not tpm),
+                window=TokenWindow(tpm=tpm, headroom=headroom) if tpm else None,
+            )
+            for r in routes
+        }
+        self._adaptive = adaptive
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def charge_of(self, usage: Usage) -> float:
+        """Quota tokens a finished request costs: cache reads are free, output burns down."""
+        return (
+            usage.input_tokens
+            + usage.cache_creation_input_tokens
+            + usage.output_tokens * self.output_burndown
+        )
+
+    def _fits(self, state: _RouteState, tokens: float, now: float) -> float:
+        """0 when the request may start now; else seconds to wait (``inf``: until a release)."""
+        if self._in_flight >= self.max_in_flight or state.in_flight >= state.limit.slots:
+            return math.inf
+        if state.window is not None:
+            return state.window.wait_time(tokens, now)
+        return 0.0
+
+    async def acquire(self, route: Route, tokens: float) -> Permit:
+        """Wait until a request reserving ``tokens`` may start on ``route`` (FIFO among waiters)."""
+        state = self._routes[route]
+        now = self._clock()
+        if not state.waiters and self._fits(state, tokens, now) == 0.0:
+            return self._admit(route, state, tokens, now)
+        event = anyio.Event()
+        state.waiters.append(event)
+        try:
+            while True:
+                now = self._clock()
+                if state.waiters[0] is event:
+                    wait = self._fits(state, tokens, now)
+                    if wait == 0.0:
+                        state.waiters.popleft()
+                        permit = self._admit(route, state, tokens, now)
+                        self._wake(state)
+                        return permit
+                else:
+                    wait = math.inf
+                with anyio.move_on_after(None if math.isinf(wait) else wait):
+                    await event.wait()
+                if event.is_set():
+                    event = self._rearm(state, event)
+        except BaseException:
+            if event in state.waiters:
+                head = state.waiters[0] is event
+                state.waiters.remove(event)
+                if head:
+                    self._wake(state)
+            raise
+
+    @staticmethod
+    def _rearm(state: _RouteState, event: anyio.Event) -> anyio.Event:
+        fresh = anyio.Event()
+        state.waiters[state.waiters.index(event)] = fresh
+        return fresh
+
+    def _admit(self, route: Route, state: _RouteState, tokens: float, now: float) -> Permit:
+        self._in_flight += 1
+        state.in_flight += 1
+        charge = state.window.reserve(tokens, now) if state.window is not None else None
+        return Permit(route=route, reserved=tokens, charge=charge)
+
+    def release(self, permit: Permit, outcome: Outcome, usage: Usage | None = None) -> None:
+        """End a request: settle its quota charge and adapt the route's limit to how it went."""
+        state = self._routes[permit.route]
+        self._in_flight -= 1
+        state.in_flight -= 1
+        now = self._clock()
+        charged = self.charge_of(usage) if usage is not None else 0.0
+        if permit.charge is not None and state.window is not None:
+            # A throttled request was never admitted by Bedrock: it books nothing. Anything that ran
+            # books what it used; a failure mid-flight keeps its reservation (Bedrock may have counted it).
+            if outcome == "throttled":
+                state.window.settle(permit.charge, 0.0)
+            elif usage is not None:
+                state.window.settle(permit.charge, charged)
+        if usage is not None:
+            state.settled.reserve(charged, now)
+        if outcome == "throttled":
+            state.throttles.append(now)
+            if self._adaptive:
+                state.limit.on_throttle(now)
+        elif outcome == "ok" and self._adaptive:
+            state.limit.on_success()
+        for other in self._routes.values():
+            self._wake(other)
+
+    @staticmethod
+    def _wake(state: _RouteState) -> None:
+        if state.waiters:
+            state.waiters[0].set()
+
+    def figures(self) -> dict[str, RouteFigures]:
+        """Live per-route figures: in flight, current limit, tokens per minute, quota share, throttles."""
+        now = self._clock()
+        out: dict[str, RouteFigures] = {}
+        for route, state in self._routes.items():
+            while state.throttles and state.throttles[0] <= now - WINDOW_S:
+                state.throttles.popleft()
+            used = state.settled.used(now)
+            share = used / state.window.tpm if state.window is not None else None
+            out[route.name] = RouteFigures(
+                in_flight=state.in_flight,
+                limit=state.limit.slots,
+                tokens_last_minute=used,
+                quota_share=share,
+                throttles_last_minute=len(state.throttles),
+            )
+        return out

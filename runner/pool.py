@@ -1,0 +1,347 @@
+"""The one task group: a reader feeds records to workers, workers call Bedrock, one writer persists.
+
+::
+
+    reader ──records (bounded)──▶ workers × max_in_flight ──results (bounded)──▶ writer ──▶ sink
+                                     │ admission (limits) · route (routing) · retries (tenacity)
+
+Streams are bounded, so memory depends on ``max_in_flight`` and the batch size, never on the input.
+Each row is retried with exponential backoff and full jitter (tenacity), each attempt on the route
+the router picks; a row out of attempts, or with a permanent error, becomes an ``error`` result. A
+row never vanishes: it either has a result or stays pending (stopped before it was sent).
+
+Stopping (Ctrl-C, SIGTERM, the cost cap): the reader stops, queued rows stay pending, requests in
+flight get ``grace_s`` to finish, then are cancelled. Results already produced always reach the
+writer (their send is shielded), because they are paid for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from runner.bedrock import Transport
+from runner.errors import (
+    InvocationError,
+    ModelError,
+    ModelTimeoutError,
+    PermanentError,
+    RetryableError,
+    RouteError,
+    ThrottledError,
+)
+from runner.limits import Admission, Outcome
+from runner.routing import Router
+from runner.sink import PartSink
+from runner.spec import RetrySection
+from runner.types import Completion, Record, Result, Route, Usage
+
+log = structlog.get_logger("runner.pool")
+
+Pricer = Callable[[str, Usage], float]
+
+
+@dataclass(eq=False)
+class Counters:
+    """Live figures of a run (mutated by the pool, read by the progress display and the summary)."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    attempts: int = 0
+    throttles: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    first_request_at: float | None = None
+
+
+class CostCap:
+    """``max_cost_usd``: admit a call only while spent + reserved + its worst case stays under the cap."""
+
+    def __init__(self, cap_usd: float, pricer: Pricer, spent_usd: float = 0.0) -> None:
+        self.cap = cap_usd
+        self.pricer = pricer
+        self.spent = spent_usd
+        self.reserved = 0.0
+
+    def reserve(self, route: Route, record: Record) -> float | None:
+        worst = self.pricer(route.model_id, Usage(record.estimated_input_tokens, record.max_tokens))
+        if self.spent + self.reserved + worst > self.cap:
+            return None
+        self.reserved += worst
+        return worst
+
+    def settle(self, reserved: float, cost: float) -> None:
+        self.reserved -= reserved
+        self.spent += cost
+
+
+class _CapReached(Exception):
+    """Raised inside a worker when the cost cap refuses a row: the row stays pending."""
+
+
+@dataclass(eq=False, slots=True)
+class _RowState:
+    attempts: int = 0
+    last_route: Route | None = None
+    served_by: Route | None = None
+    model_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOutcome:
+    """How a pool run ended: ``stopped`` is the reason admission stopped early, if it did."""
+
+    stopped: str | None
+    counters: Counters
+
+
+class Pool:
+    """Runs records through Bedrock with bounded concurrency and hands results to a sink."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        router: Router,
+        admission: Admission,
+        sink: PartSink,
+        retry: RetrySection,
+        pricer: Pricer,
+        max_in_flight: int,
+        cost_cap: CostCap | None = None,
+        grace_s: float = 30.0,
+        counters: Counters | None = None,
+    ) -> None:
+        self.transport = transport
+        self.router = router
+        self.admission = admission
+        self.sink = sink
+        self.retry = retry
+        self.pricer = pricer
+        self.max_in_flight = max_in_flight
+        self.cost_cap = cost_cap
+        self.grace_s = grace_s
+        self.counters = counters or Counters()
+        self._stopped: str | None = None
+        self._stop_event = anyio.Event()
+        self._work_scope: anyio.CancelScope | None = None
+        self._retrying = AsyncRetrying(
+            stop=stop_after_attempt(retry.max_attempts) | self._model_error_stop,
+            wait=wait_random_exponential(multiplier=retry.backoff_initial_s, max=retry.backoff_max_s),
+            retry=retry_if_exception_type(RetryableError),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+
+    def _model_error_stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return isinstance(exc, ModelError) and state.attempt_number >= self.retry.model_error_attempts
+
+    @property
+    def stopped(self) -> str | None:
+        return self._stopped
+
+    def stop(self, reason: str) -> None:
+        """Stop admitting rows; in-flight requests get ``grace_s`` before they are cancelled."""
+        if self._stopped is None:
+            self._stopped = reason
+            self._stop_event.set()
+            log.info("job.stopping", reason=reason, in_flight=self.admission.in_flight)
+
+    def cancel_now(self) -> None:
+        """Cancel in-flight requests at once (second Ctrl-C); finished results still reach the sink."""
+        if self._work_scope is not None:
+            self._work_scope.cancel()
+
+    async def run(self, batches: Iterator[list[Record]]) -> PoolOutcome:
+        records_send, records_recv = anyio.create_memory_object_stream[Record](self.max_in_flight)
+        results_send, results_recv = anyio.create_memory_object_stream[Result](self.max_in_flight * 2)
+        timer = anyio.CancelScope()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer, results_recv)
+            tg.start_soon(self._grace_timer, timer)
+            async with results_send:
+                with anyio.CancelScope() as self._work_scope:
+                    async with anyio.create_task_group() as work:
+                        work.start_soon(self._reader, batches, records_send)
+                        async with records_recv:
+                            for _ in range(self.max_in_flight):
+                                work.start_soon(self._worker, records_recv.clone(), results_send.clone())
+            timer.cancel()
+        return PoolOutcome(stopped=self._stopped, counters=self.counters)
+
+    async def _grace_timer(self, scope: anyio.CancelScope) -> None:
+        """After a stop, give requests in flight ``grace_s`` to finish, then cancel them."""
+        with scope:
+            await self._stop_event.wait()
+            await anyio.sleep(self.grace_s)
+            if self.admission.in_flight:
+                log.warning("job.grace_expired", in_flight=self.admission.in_flight, grace_s=self.grace_s)
+            self.cancel_now()
+
+    async def _reader(self, batches: Iterator[list[Record]], send: ObjectSendStream[Record]) -> None:
+        async with send:
+            while self._stopped is None:
+                batch = await anyio.to_thread.run_sync(next, batches, None)
+                if batch is None:
+                    break
+                for record in batch:
+                    if self._stopped is not None:
+                        break
+                    await send.send(record)
+
+    async def _worker(self, recv: ObjectReceiveStream[Record], send: ObjectSendStream[Result]) -> None:
+        async with recv, send:
+            async for record in recv:
+                if self._stopped is not None:
+                    continue  # stays pending: never sent, never paid
+                try:
+                    result = await self._process(record)
+                except _CapReached:
+                    self.stop("max_cost_usd reached")
+                    continue
+                with anyio.CancelScope(shield=True):
+                    await send.send(result)
+
+    async def _writer(self, recv: ObjectReceiveStream[Result]) -> None:
+        async with recv:
+            async for result in recv:
+                self.sink.add(result)
+                if self.sink.due():
+                    number, rows = self.sink.take_part()
+                    await anyio.to_thread.run_sync(self.sink.commit, number, rows)
+        if self.sink.buffered:
+            number, rows = self.sink.take_part()
+            await anyio.to_thread.run_sync(self.sink.commit, number, rows)
+
+    # -- one row ------------------------------------------------------------------------------
+
+    async def _process(self, record: Record) -> Result:
+        started = time.time()
+        if record.body is None:
+            self.counters.failed += 1
+            return Result(
+                index=record.index, id=record.id, key=record.key, status="error",
+                error_type=record.error_type, error_message=record.error_message,
+                started_at=started, finished_at=started, keep=record.keep,
+            )  # fmt: skip
+        row = _RowState()
+        try:
+            async for attempt in self._retrying.copy():
+                with attempt:
+                    completion = await self._attempt(record, row)
+        except InvocationError as exc:
+            self.counters.failed += 1
+            retryable = isinstance(exc, RetryableError)
+            message = str(exc)
+            if retryable:
+                message = f"gave up after {row.attempts} attempts: {message}"
+            route = row.last_route
+            return Result(
+                index=record.index, id=record.id, key=record.key, status="error",
+                model_id=route.model_id if route else None, region=route.region if route else None,
+                attempts=row.attempts, error_type=exc.error_type, error_message=message,
+                request_id=exc.request_id, retryable=retryable,
+                started_at=started, finished_at=time.time(), keep=record.keep,
+            )  # fmt: skip
+        route = row.served_by
+        assert route is not None
+        cost = self.pricer(route.model_id, completion.usage)
+        c = self.counters
+        c.ok += 1
+        c.input_tokens += completion.usage.input_tokens
+        c.output_tokens += completion.usage.output_tokens
+        c.cost_usd += cost
+        return Result(
+            index=record.index, id=record.id, key=record.key, status="ok",
+            completion=completion.text, stop_reason=completion.stop_reason, usage=completion.usage,
+            model_id=route.model_id, region=route.region, attempts=row.attempts,
+            latency_ms=completion.latency_ms, request_id=completion.request_id, cost_usd=cost,
+            started_at=started, finished_at=time.time(), keep=record.keep,
+        )  # fmt: skip
+
+    async def _attempt(self, record: Record, row: _RowState) -> Completion:
+        """One attempt: pick a route, get admitted, call. Route errors move on at once."""
+        assert record.body is not None
+        while True:
+            route = self.router.choose(after=row.last_route)
+            if route is None:
+                if not self.router.active:
+                    raise RouteError("no usable route is left (every route was denied or not found)")
+                await anyio.sleep(self.router.retry_in())
+                continue
+            reserved_cost = 0.0
+            if self.cost_cap is not None:
+                reserved = self.cost_cap.reserve(route, record)
+                if reserved is None:
+                    raise _CapReached
+                reserved_cost = reserved
+            tokens = record.estimated_input_tokens + record.max_tokens
+            try:
+                permit = await self.admission.acquire(route, tokens)
+            except BaseException:
+                if self.cost_cap is not None:
+                    self.cost_cap.settle(reserved_cost, 0.0)
+                raise
+            row.attempts += 1
+            self.counters.attempts += 1
+            if self.counters.first_request_at is None:
+                self.counters.first_request_at = time.monotonic()
+            usage: Usage | None = None
+            outcome: Outcome = "failed"
+            try:
+                with anyio.fail_after(self.retry.timeout_s):
+                    completion = await self.transport.invoke(route, record.body)
+                usage = completion.usage
+                outcome = "ok"
+            except TimeoutError as exc:
+                row.last_route = route
+                self.router.failure(route)
+                raise ModelTimeoutError(
+                    f"{route.model_id} in {route.region}: no answer within {self.retry.timeout_s:g} s",
+                    route=route.name,
+                ) from exc
+            except ThrottledError:
+                outcome = "throttled"
+                self.counters.throttles += 1
+                row.last_route = route
+                raise
+            except RouteError as exc:
+                row.last_route = route
+                self.router.remove(route, str(exc))
+                log.warning("route.removed", route=route.name, reason=exc.error_type, message=str(exc))
+                if not self.router.active:
+                    raise
+                continue
+            except RetryableError as exc:
+                row.last_route = route
+                if isinstance(exc, ModelError):
+                    row.model_errors += 1
+                if self.router.failure(route):
+                    log.warning("route.breaker_opened", route=route.name, error_type=exc.error_type)
+                raise
+            except PermanentError:
+                row.last_route = route
+                raise  # the route is fine, the row is bad: no breaker, no limit change
+            except BaseException:
+                outcome = "cancelled"
+                raise
+            finally:
+                self.admission.release(permit, outcome, usage)
+                if self.cost_cap is not None:
+                    cost = self.pricer(route.model_id, usage) if usage is not None else 0.0
+                    self.cost_cap.settle(reserved_cost, cost)
+            self.router.success(route)
+            row.served_by = route
+            return completion
+
