@@ -1,0 +1,132 @@
+"""Per-route state: resolved faults, quota window and counters of one (inference profile, region).
+
+Built the first time a route is called and kept, so the hot path does one dict look-up instead of
+matching globs, parsing the model id or consulting the catalogue per request. Re-resolved (counters
+and quota window kept) when the faults change.
+"""
+
+from __future__ import annotations
+
+import math
+
+from runner.catalog import Model, UnknownModelError, find_model
+from runner.emulator.config import FaultSettings, Outage
+from runner.emulator.control import ACCOUNT_ID, callable_from
+from runner.emulator.errors import BedrockError, validation
+from runner.emulator.quota import TokenWindow
+
+
+def route_error(profile: str, region: str) -> tuple[Model | None, BedrockError | None]:
+    """The model a route calls, or the error Bedrock answers for it whatever the body.
+
+    An id the catalogue does not know is a ``ValidationException`` ("The provided model identifier is
+    invalid.", Bedrock's answer to a typo); a known model in a geography it does not have, or a
+    geographic profile called from a region outside its geography, is a ``ResourceNotFoundException``,
+    so a client can tell "this route does not exist" (never retry it) from "this row is bad".
+    A base model id (no geography prefix) is accepted from any region, as in-region on-demand.
+    """
+    try:
+        model, geography = find_model(profile)
+    except UnknownModelError:
+        return None, validation("The provided model identifier is invalid.")
+    if geography is None:
+        return model, None
+    if geography not in model.geographies:
+        return model, BedrockError(
+            "ResourceNotFoundException",
+            f"Could not resolve the inference profile {profile}: {model.name} has no {geography} profile.",
+        )
+    if not callable_from(geography, region):
+        return model, BedrockError(
+            "ResourceNotFoundException",
+            f"The inference profile {profile} cannot be called from region {region}.",
+        )
+    return model, None
+
+
+class RouteState:
+    """Mutable, owned by the emulator's event loop."""
+
+    __slots__ = (
+        "burndown",
+        "cache_read",
+        "cache_write",
+        "error",
+        "fault_key",
+        "input_tokens",
+        "model",
+        "name",
+        "outcomes",
+        "output_tokens",
+        "profile",
+        "region",
+        "settings",
+        "window",
+    )
+
+    def __init__(self, profile: str, region: str, settings: FaultSettings, *, seed: int) -> None:
+        self.profile = profile
+        self.region = region
+        self.name = f"{profile}@{region}"
+        self.model, self.error = route_error(profile, region)
+        self.fault_key = f"{seed}|{self.name}|".encode()
+        self.outcomes: dict[str, int] = {}
+        self.input_tokens = self.output_tokens = self.cache_read = self.cache_write = 0
+        self.window: TokenWindow | None = None
+        self.settings = settings
+        self.burndown = 1.0
+        self.apply(settings, seed=seed)
+
+    def apply(self, settings: FaultSettings, *, seed: int) -> None:
+        """Take new fault settings; the quota window keeps its in-flight reservations."""
+        self.settings = settings
+        self.fault_key = f"{seed}|{self.name}|".encode()
+        if settings.output_burndown is not None:
+            self.burndown = settings.output_burndown
+        else:
+            self.burndown = self.model.output_burndown if self.model is not None else 1.0
+        if settings.tpm is None:
+            self.window = None
+        elif self.window is None:
+            self.window = TokenWindow(settings.tpm)
+        else:
+            self.window.limit = settings.tpm
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def access_denied(self) -> BedrockError:
+        return BedrockError(
+            "AccessDeniedException",
+            f"User: arn:aws:iam::{ACCOUNT_ID}:user/emulator is not authorized to perform: "
+            f"bedrock:InvokeModel on resource: "
+            f"arn:aws:bedrock:{self.region}:{ACCOUNT_ID}:inference-profile/{self.profile} "
+            "because no identity-based policy allows the bedrock:InvokeModel action",
+        )
+
+
+def outage_error(outages: tuple[Outage, ...], *, since_start: float, since_set: float) -> str | None:
+    """The error name of the outage covering this moment, if any (pure: both clocks passed in)."""
+    for outage in outages:
+        t = since_set if outage.since == "set" else since_start
+        if outage.start_s <= t < outage.end_s:
+            return outage.error
+    return None
+
+
+def uniforms(digest: bytes) -> tuple[float, float, float, float, float, float]:
+    """Six independent uniforms in (0, 1] from a 32-byte digest (the per-request fault draws)."""
+    return (
+        (int.from_bytes(digest[0:4], "big") + 1) / 4294967296.0,
+        (int.from_bytes(digest[4:8], "big") + 1) / 4294967296.0,
+        (int.from_bytes(digest[8:12], "big") + 1) / 4294967296.0,
+        (int.from_bytes(digest[12:16], "big") + 1) / 4294967296.0,
+        (int.from_bytes(digest[16:20], "big") + 1) / 4294967296.0,
+        (int.from_bytes(digest[20:24], "big") + 1) / 4294967296.0,
+    )
+
+
+def prompt_uniform(prompt_key: int, seed: int) -> float:
+    """A uniform in [0, 1) that depends on the prompt and seed only (how long the answer is)."""
+    mixed = (prompt_key * 0x9E3779B97F4A7C15 + seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return math.ldexp(mixed >> 11, -53)
