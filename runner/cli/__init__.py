@@ -24,6 +24,9 @@ def _register() -> None:
 
     cli.add_command(run_command, "run")
     cli.add_command(status_command, "status")
+    from runner.cli.stats import stats_command
+
+    cli.add_command(stats_command, "stats")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,105 @@
+"""``bedrock-batch stats DIR``: what a job used and cost, on a terminal, as JSON, or as an HTML report.
+
+It reads the job directory only (``runner.stats``), so it works while the job runs, after Ctrl-C and
+after a crash. ``--json`` writes exactly one JSON object to stdout and nothing else, for scripts;
+notes go to stderr. A directory that is not a job, an unknown ``--by`` column or a bad ``--prices``
+file is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from runner.errors import BatchError
+from runner.exit_codes import EXIT_SPEC_INVALID
+from runner.pricing import PriceTable
+from runner.report import TALLY_HEADERS, fmt_int, overview_rows, tally_cells, write_html
+from runner.stats import JobStats, Tally, read_job, summarize
+
+
+WIDE = 180
+"""Columns of the table view when stdout is not a terminal (nothing to fit, so nothing to wrap)."""
+
+
+@click.command("stats")
+@click.argument("job_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (the stats contract) and nothing else."
+)
+@click.option(
+    "--by", metavar="COLUMN", help="Group rows, tokens and cost by this column (e.g. a kept team column)."
+)
+@click.option(
+    "--html",
+    "html_path",
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML report with charts (needs the 'report' extra).",
+)
+@click.option(
+    "--prices",
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Re-price every row from its tokens with this price table instead of the recorded cost.",
+)
+def stats_command(
+    job_dir: Path, as_json: bool, by: str | None, html_path: Path | None, prices: Path | None
+) -> None:
+    """Usage statistics of the job in DIR: rows, tokens, cost per route, latency, errors."""
+    try:
+        table = PriceTable.load(prices) if prices is not None else None
+        data = read_job(job_dir, extra_columns=(by,) if by else ())
+        stats = summarize(data, by=by, prices=table)
+        if html_path is not None:
+            write_html(html_path, data, stats, prices=table)
+    except BatchError as exc:
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        raise SystemExit(EXIT_SPEC_INVALID) from None
+
+    if as_json:
+        click.echo(stats.to_json())
+    else:
+        console = Console(highlight=False)
+        if not console.is_terminal:  # a file or a pipe: long route ids read better unwrapped
+            console = Console(highlight=False, width=max(console.width, WIDE))
+        render(stats, console)
+    if html_path is not None:
+        click.echo(f"report written to {html_path}", err=True)
+
+
+def render(stats: JobStats, console: Console) -> None:
+    """The terminal view: overview, routes, errors and groups, each a rich table."""
+    overview = Table(title="Job statistics", show_header=False, title_justify="left")
+    overview.add_column(style="bold")
+    overview.add_column()
+    for label, value in overview_rows(stats):
+        overview.add_row(label, value)
+    console.print(overview)
+    if stats.routes:
+        console.print(_tally_table("Routes", "route", stats.routes))
+    if stats.unrouted:
+        console.print(f"{fmt_int(stats.unrouted)} rows never reached a route (bad rows).")
+    if stats.errors:
+        errors = Table(title="Errors by type", title_justify="left")
+        errors.add_column("error type")
+        errors.add_column("rows", justify="right")
+        for name, count in stats.errors.items():
+            errors.add_row(name, fmt_int(count))
+        console.print(errors)
+    if stats.by is not None and stats.groups is not None:
+        console.print(_tally_table(f"By {stats.by}", stats.by, stats.groups))
+
+
+def _tally_table(title: str, key: str, tallies: Mapping[str, Tally]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(key, overflow="fold")
+    for header in TALLY_HEADERS:
+        table.add_column(header, justify="right")
+    for name, tally in tallies.items():
+        table.add_row(name, *tally_cells(tally))
+    return table
