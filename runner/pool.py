@@ -29,6 +29,7 @@ from tenacity.wait import wait_random_exponential
 
 from runner.bedrock import Transport
 from runner.errors import (
+    EndpointUnavailableError,
     InvocationError,
     ModelError,
     ModelTimeoutError,
@@ -278,8 +279,12 @@ class Pool:
             if route is None:
                 if not self.router.active:
                     raise RouteError("no usable route is left (every route was denied or not found)")
-                await anyio.sleep(self.router.retry_in())
-                continue
+                # Every breaker is open: this counts as a failed attempt, so the row backs off and,
+                # if the outage outlasts its attempts, ends as a retryable error a rerun will redo.
+                raise EndpointUnavailableError(
+                    f"every route is cooling down after repeated failures (next probe in "
+                    f"{self.router.retry_in():.0f} s)"
+                )
             reserved_cost = 0.0
             if self.cost_cap is not None:
                 reserved = self.cost_cap.reserve(route, record)

@@ -1,0 +1,130 @@
+"""Admission maths: the quota window, AIMD, and the async gate."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from runner.limits import Admission, AdaptiveLimit, TokenWindow
+from runner.types import Route, Usage
+
+ROUTE = Route("global.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "global")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestTokenWindow:
+    def test_fits_under_the_cap(self) -> None:
+        """A request that fits under tpm x headroom waits zero seconds."""
+        w = TokenWindow(tpm=1000, headroom=1.0)
+        assert w.wait_time(1000, 0.0) == 0.0
+
+    def test_waits_for_the_oldest_charge_to_expire(self) -> None:
+        """When full, the wait is until enough old charges leave the 60 s window."""
+        w = TokenWindow(tpm=1000, headroom=1.0)
+        w.reserve(600, 0.0)
+        w.reserve(400, 10.0)
+        assert w.wait_time(500, 20.0) == pytest.approx(40.0)
+
+    def test_settle_replaces_the_reservation(self) -> None:
+        """Settling books the real usage instead of the reservation."""
+        w = TokenWindow(tpm=1000, headroom=1.0)
+        c = w.reserve(900, 0.0)
+        w.settle(c, 100)
+        assert w.used(1.0) == 100
+
+    def test_settle_after_expiry_changes_nothing(self) -> None:
+        """An entry that already left the window no longer counts when settled."""
+        w = TokenWindow(tpm=1000, headroom=1.0)
+        c = w.reserve(900, 0.0)
+        assert w.used(61.0) == 0
+        w.settle(c, 100)
+        assert w.used(61.0) == 0
+
+
+class TestAdaptiveLimit:
+    def test_slow_start_grows_by_one_per_success(self) -> None:
+        """Before the first throttle every success adds one slot."""
+        lim = AdaptiveLimit(ceiling=100, value=4)
+        for _ in range(4):
+            lim.on_success()
+        assert lim.slots == 8
+
+    def test_throttle_cuts_once_per_interval(self) -> None:
+        """A burst of throttles within the interval cuts the limit once."""
+        lim = AdaptiveLimit(ceiling=100, value=50)
+        assert lim.on_throttle(0.0)
+        assert not lim.on_throttle(0.5)
+        assert lim.slots == 35
+
+    def test_never_above_ceiling(self) -> None:
+        """The limit never exceeds max_in_flight."""
+        lim = AdaptiveLimit(ceiling=5, value=5)
+        lim.on_success()
+        assert lim.slots == 5
+
+
+class TestAdmission:
+    async def test_max_in_flight_blocks_until_release(self) -> None:
+        """The (n+1)th request waits until one of n in flight is released."""
+        adm = Admission([ROUTE], max_in_flight=2, adaptive=False)
+        p1 = await adm.acquire(ROUTE, 10)
+        await adm.acquire(ROUTE, 10)
+        admitted: list[int] = []
+
+        async def third() -> None:
+            await adm.acquire(ROUTE, 10)
+            admitted.append(3)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(third)
+            await anyio.wait_all_tasks_blocked()
+            assert admitted == []
+            adm.release(p1, "ok", Usage(5, 5))
+        assert admitted == [3]
+
+    async def test_waiters_are_admitted_in_fifo_order(self) -> None:
+        """Waiting requests start in the order they arrived."""
+        adm = Admission([ROUTE], max_in_flight=1, adaptive=False)
+        first = await adm.acquire(ROUTE, 1)
+        order: list[int] = []
+
+        async def waiter(n: int) -> None:
+            p = await adm.acquire(ROUTE, 1)
+            order.append(n)
+            adm.release(p, "ok", Usage(1, 1))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(waiter, n)
+                await anyio.wait_all_tasks_blocked()
+            adm.release(first, "ok", Usage(1, 1))
+        assert order == [0, 1, 2, 3, 4]
+
+    async def test_token_budget_holds_requests_over_quota(self) -> None:
+        """With a known tpm, a request that would pass the quota is not admitted yet."""
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=10, tpm=1000, headroom=1.0, clock=clock)
+        await adm.acquire(ROUTE, 800)
+        with anyio.move_on_after(0.05) as scope:
+            await adm.acquire(ROUTE, 300)
+        assert scope.cancelled_caught
+
+    async def test_throttle_releases_its_reservation(self) -> None:
+        """A throttled request books nothing against the modelled quota."""
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=10, tpm=1000, headroom=1.0, clock=clock)
+        p = await adm.acquire(ROUTE, 800)
+        adm.release(p, "throttled")
+        await adm.acquire(ROUTE, 900)
+
+    def test_charge_uses_output_burndown_and_ignores_cache_reads(self) -> None:
+        """Quota charge = input + cache writes + output x burndown; cache reads are free."""
+        adm = Admission([ROUTE], max_in_flight=1, output_burndown=5.0)
+        assert adm.charge_of(Usage(100, 10, 20, 1000)) == 100 + 20 + 50
