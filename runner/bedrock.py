@@ -10,8 +10,10 @@ The emulator path and the real-AWS path are the same code; only ``endpoint_url``
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
@@ -29,6 +31,7 @@ from runner.errors import (
     ModelTimeoutError,
     ModelValidationError,
     PermanentError,
+    PreflightError,
     QuotaExceededError,
     RouteNotFoundError,
     ThrottledError,
@@ -150,6 +153,14 @@ class AioBotoTransport:
         session: aioboto3.Session | None = None,
     ) -> AsyncIterator[AioBotoTransport]:
         session = session or aioboto3.Session()
+        if await session.get_credentials() is None:
+            if not is_loopback(endpoint_url):
+                raise PreflightError(
+                    "no AWS credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
+                    "AWS_PROFILE or an instance role); nothing was sent"
+                )
+            # A local emulator checks signatures' shape, not their secret: sign with placeholders.
+            session = aioboto3.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator")
         config = client_config(max_in_flight=max_in_flight, timeout_s=timeout_s)
         async with AsyncExitStack() as stack:
             clients: dict[str, Any] = {}
@@ -178,6 +189,19 @@ class AioBotoTransport:
             exc.route = route.name
             exc.request_id = headers.get("x-amzn-requestid")
             raise
+
+
+def is_loopback(endpoint_url: str | None) -> bool:
+    """Whether ``endpoint_url`` points at this machine (the emulator), never at AWS."""
+    if not endpoint_url:
+        return False
+    host = urllib.parse.urlsplit(endpoint_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def client_config(*, max_in_flight: int, timeout_s: float) -> Config:

@@ -21,9 +21,11 @@ def cli() -> None:
 
 def _register() -> None:
     from runner.cli.run import run_command, status_command
+    from runner.emulator import emulator_command
 
     cli.add_command(run_command, "run")
     cli.add_command(status_command, "status")
+    cli.add_command(emulator_command, "emulator")
     from runner.cli.stats import stats_command
 
     cli.add_command(stats_command, "stats")
