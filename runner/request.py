@@ -443,7 +443,11 @@ class RequestBuilder:
         return messages, chars, other
 
     def _document(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-        """The PDF of the row as a base64 document block, and its estimated tokens."""
+        """The PDF of the row as a base64 document block, and its estimated tokens.
+
+        A text value is a file path; a relative one is read from the working directory, like
+        ``[job] input``. The file is read here, in the source's thread, not by the workers.
+        """
         col = self._document_col
         value = row[col]
         if isinstance(value, bytes | bytearray | memoryview):
