@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from runner import demo_data
 from runner.demo_data import MAX_CHARS, MIN_CHARS, make_demo_dataset
 from runner.errors import SourceError
 from runner.request import RequestBuilder
@@ -424,10 +425,17 @@ class TestDemoData:
         assert max(lengths) <= MAX_CHARS
         assert set(a.column("audience").to_pylist()) == {"general", "expert"}
 
-    def test_row_groups_of_fifty_thousand(self, tmp_path: Path) -> None:
-        """Large demo files are written in row groups of 50,000 rows."""
-        meta = pq.ParquetFile(make_demo_dataset(tmp_path / "d.parquet", rows=120_000)).metadata
-        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [50_000, 50_000, 20_000]
+    def test_written_in_row_groups(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Rows are generated and written one row group at a time (50,000 by default)."""
+        assert demo_data.ROW_GROUP_ROWS == 50_000
+        monkeypatch.setattr(demo_data, "ROW_GROUP_ROWS", 100)
+        meta = pq.ParquetFile(make_demo_dataset(tmp_path / "d.parquet", rows=250)).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [100, 100, 50]
+
+    def test_no_temporary_file_left(self, tmp_path: Path) -> None:
+        """The file is renamed into place, leaving nothing else in its directory."""
+        make_demo_dataset(tmp_path / "d.parquet", rows=3)
+        assert [p.name for p in tmp_path.iterdir()] == ["d.parquet"]
 
     def test_demo_job_reads_demo_data(self, tmp_path: Path) -> None:
         """jobs/demo.toml over the demo data yields one valid body per row with the team kept."""
