@@ -26,9 +26,11 @@ def _register() -> None:
     cli.add_command(run_command, "run")
     cli.add_command(status_command, "status")
     cli.add_command(emulator_command, "emulator")
+    from runner.cli.models import models_command
     from runner.cli.stats import stats_command
 
     cli.add_command(stats_command, "stats")
+    cli.add_command(models_command, "models")
 
 
 def main(argv: list[str] | None = None) -> int:
