@@ -62,7 +62,7 @@ def dumps_body(body: Mapping[str, Any]) -> bytes:
     Same output as ``json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()``, with an
     encoder made once instead of per call (``json.dumps`` builds a new one whenever it gets options).
     """
-    return _ENCODER.encode(body).encode("utf-8", "surrogatepass")
+    return _ENCODER.encode(body).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +318,9 @@ class RequestBuilder:
                 error_type="PromptTooLong",
             )
         try:
-            encoded = _ENCODER.encode(body).encode("utf-8", "surrogatepass")
-        except (TypeError, ValueError) as exc:
-            kind = "MalformedMessages" if self._messages_col else "BadOverride"
+            encoded = _ENCODER.encode(body).encode()
+        except (TypeError, ValueError) as exc:  # bytes or NaN in turns; a lone surrogate anywhere
+            kind = "MalformedMessages" if self._messages_col else "BadPrompt"
             raise RowError(f"row has a value JSON cannot carry ({_reason(exc)})", error_type=kind) from None
         return Built(encoded, max_tokens, estimated)
 

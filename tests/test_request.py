@@ -416,6 +416,15 @@ class TestRowErrors:
         turns = [{"role": "user", "content": [{"type": "image", "source": {"data": b"\x00"}}]}]
         assert row_error({"m": turns}, {"messages": "m"}).error_type == "MalformedMessages"
 
+    def test_lone_surrogate_in_json_turns(self) -> None:
+        """A JSON escape for half a surrogate pair cannot be sent as UTF-8: MalformedMessages."""
+        value = '[{"role": "user", "content": "a\\ud800b"}]'
+        assert row_error({"m": value}, {"messages": "m"}).error_type == "MalformedMessages"
+
+    def test_lone_surrogate_in_prompt(self) -> None:
+        """A prompt string holding a lone surrogate is a BadPrompt error, not invalid UTF-8 bytes."""
+        assert row_error({"text": "a\ud800b"}).error_type == "BadPrompt"
+
     def test_prompt_over_max_prompt_tokens(self) -> None:
         """A prompt estimated over `max_prompt_tokens` is a PromptTooLong error."""
         error = row_error({"text": SECRET * 100}, request={"max_prompt_tokens": 100})
