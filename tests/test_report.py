@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
-from test_stats import make_rows, write_job
 
 from runner.cli.stats import stats_command
 from runner.errors import SinkError
@@ -22,6 +22,13 @@ from runner.report import (
     write_html,
 )
 from runner.stats import read_job, summarize
+
+# The job-directory writer lives with the stats tests. pytest puts tests/ on sys.path (no __init__.py),
+# so at run time the module is ``test_stats``; mypy, run from the repository root, knows it by path.
+if TYPE_CHECKING:
+    from tests.test_stats import make_rows, write_job
+else:
+    from test_stats import make_rows, write_job
 
 
 @pytest.fixture(name="job")
