@@ -157,6 +157,7 @@ class Emulator:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        self._port = None
         for task in list(self._sleepers):
             task.cancel()
         await runner.cleanup()
@@ -251,6 +252,7 @@ class Emulator:
 
     def counters(self) -> dict[str, Any]:
         """The documented counters JSON (see ``docs/emulator.md``)."""
+        now = time.monotonic()
         return {
             "requests": {r.name: dict(r.outcomes) for r in self._routes.values() if r.outcomes},
             "tokens": {
@@ -262,6 +264,11 @@ class Emulator:
                 }
                 for r in self._routes.values()
                 if r.outcomes.get("ok")
+            },
+            "quota": {
+                r.name: {"limit": r.window.limit, "used": r.window.used(now)}
+                for r in self._routes.values()
+                if r.window is not None
             },
             "bodies": {digest.hex(): n for digest, n in self._bodies.items()},
             "billed_requests": self._billed,

@@ -1,0 +1,49 @@
+"""Shared fixtures: a clean AWS environment for every test, the asyncio backend, and one emulator.
+
+The emulator runs once per session on 127.0.0.1 (port 0) in a background thread; ``emu`` hands it to
+a test freshly reset (counters, quotas, cache, scripts and faults back to the start), so tests stay
+independent without paying a server start each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from runner.emulator import EmulatorConfig, EmulatorThread
+
+
+@pytest.fixture(autouse=True)
+def fixture_clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads real credentials or config, and none can reach the instance metadata service."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture(name="anyio_backend")
+def fixture_anyio_backend() -> str:
+    """aioboto3 runs on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture(name="emulator", scope="session")
+def fixture_emulator() -> Iterator[EmulatorThread]:
+    """One emulator for the session, on loopback and a free port."""
+    with EmulatorThread(EmulatorConfig(), host="127.0.0.1", port=0) as emulator:
+        yield emulator
+
+
+@pytest.fixture(name="emu")
+def fixture_emu(emulator: EmulatorThread) -> Iterator[EmulatorThread]:
+    """The session emulator, reset before and after the test (faults included)."""
+    emulator.reset()
+    yield emulator
+    emulator.reset()
