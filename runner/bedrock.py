@@ -84,7 +84,11 @@ def map_botocore_errors(route: Route) -> Iterator[None]:
             request_id=meta.get("RequestId"),
             route=route.name,
         ) from exc
-    except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError, TimeoutError) as exc:
+    except (
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ConnectTimeoutError,
+        TimeoutError,
+    ) as exc:
         raise ModelTimeoutError(
             f"{route.model_id} in {route.region}: no answer in time", route=route.name
         ) from exc
@@ -167,7 +171,10 @@ class AioBotoTransport:
             for region in dict.fromkeys(regions):
                 clients[region] = await stack.enter_async_context(
                     session.client(
-                        "bedrock-runtime", region_name=region, endpoint_url=endpoint_url or None, config=config
+                        "bedrock-runtime",
+                        region_name=region,
+                        endpoint_url=endpoint_url or None,
+                        config=config,
                     )
                 )
             yield cls(clients)

@@ -26,7 +26,17 @@ OUTPUT = ROOT / "out" / "demo"
 def start_emulator() -> tuple[subprocess.Popen[str], str]:
     """Start ``python -m runner.emulator`` on a free loopback port and wait for its ready line."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner.emulator", "--host", "127.0.0.1", "--port", "0", "--faults", str(FAULTS)],
+        [
+            sys.executable,
+            "-m",
+            "runner.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--faults",
+            str(FAULTS),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -53,7 +63,9 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print(f"\nresults: {OUTPUT / 'results.parquet'}   (run `make run` again: it resumes, nothing is paid twice)")
+    print(
+        f"\nresults: {OUTPUT / 'results.parquet'}   (run `make run` again: it resumes, nothing is paid twice)"
+    )
     return code
 
 

@@ -21,8 +21,8 @@ import structlog
 from runner import catalog
 from runner import logging as runner_logging
 from runner.bedrock import AioBotoTransport, Transport
-from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.errors import PreflightError, RouteError
+from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
 from runner.pool import CostCap, Counters, Pool
 from runner.pricing import PriceTable
@@ -103,7 +103,9 @@ async def run_job_async(
     """
     started = time.monotonic()
     region = spec.region
-    routes = plan_routes(spec.model.id, region=region, endpoints=spec.model.endpoints, residency=spec.model.residency)
+    routes = plan_routes(
+        spec.model.id, region=region, endpoints=spec.model.endpoints, residency=spec.model.residency
+    )
     model, _ = catalog.find_model(spec.model.id)
     prices = PriceTable.load(spec.output.prices or None)
     source = Source(spec, limit=limit)
@@ -152,7 +154,7 @@ async def run_job_async(
             part_rows=spec.output.part_rows,
             part_seconds=spec.output.part_seconds,
         )
-        before = job.progress()
+        before = job.progress(scope=limit)
         cost_cap = None
         if spec.limits.max_cost_usd:
             spent = _spent_so_far(job)
@@ -179,9 +181,7 @@ async def run_job_async(
                 async with anyio.create_task_group() as tg:
                     if handle_signals:
                         tg.start_soon(_watch_signals, pool)
-                    tg.start_soon(
-                        lambda: report_progress(counters, admission, before.pending, tty=tty)
-                    )
+                    tg.start_soon(lambda: report_progress(counters, admission, before.pending, tty=tty))
                     outcome = await pool.run(source.records(done))
                     tg.cancel_scope.cancel()
                 stopped = outcome.stopped
@@ -190,7 +190,7 @@ async def run_job_async(
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(job.recover, schema)
                 await anyio.to_thread.run_sync(job.consolidate)
-        after = job.progress()
+        after = job.progress(scope=limit)
         elapsed = time.monotonic() - started
         if stopped == INTERRUPTED:
             code = EXIT_INTERRUPTED
@@ -209,7 +209,11 @@ async def run_job_async(
             pending=after.pending,
             elapsed_s=round(elapsed, 2),
             routes=route_states,
-            **{k: v for k, v in figures(counters, admission, before.pending).items() if k not in ("routes", "ok", "failed")},
+            **{
+                k: v
+                for k, v in figures(counters, admission, before.pending).items()
+                if k not in ("routes", "ok", "failed")
+            },
         )
         runner_logging.close()
         structlog.contextvars.unbind_contextvars("job")
@@ -282,8 +286,10 @@ async def _preflight(bedrock: Transport, router: Router, routes: list[Route]) ->
                 await bedrock.invoke(route, PREFLIGHT_BODY)
         except RouteError as exc:
             router.remove(route, str(exc))
-            log.warning("route.preflight_failed", route=route.name, error_type=exc.error_type, message=str(exc))
-        except Exception as exc:  # noqa: BLE001 - anything else is not a verdict on access
+            log.warning(
+                "route.preflight_failed", route=route.name, error_type=exc.error_type, message=str(exc)
+            )
+        except Exception as exc:
             log.info("route.preflight_inconclusive", route=route.name, error=type(exc).__name__)
         else:
             log.info("route.preflight_ok", route=route.name)
@@ -307,4 +313,3 @@ async def _watch_signals(pool: Pool) -> None:
                 print("stopping now; rerun the same command to resume", file=sys.stderr)
                 runner_logging.close()
                 os._exit(EXIT_INTERRUPTED)
-

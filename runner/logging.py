@@ -17,7 +17,14 @@ from structlog.typing import EventDict, WrappedLogger
 
 TEXT_KEYS = frozenset({"prompt", "completion", "body", "messages", "system", "text", "content"})
 SECRET_KEYS = frozenset(
-    {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "authorization", "credentials", "password"}
+    {
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "authorization",
+        "credentials",
+        "password",
+    }
 )
 
 

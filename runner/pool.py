@@ -2,7 +2,7 @@
 
 ::
 
-    reader ──records (bounded)──▶ workers × max_in_flight ──results (bounded)──▶ writer ──▶ sink
+    reader ──records (bounded)──▶ workers x max_in_flight ──results (bounded)──▶ writer ──▶ sink
                                      │ admission (limits) · route (routing) · retries (tenacity)
 
 Streams are bounded, so memory depends on ``max_in_flight`` and the batch size, never on the input.
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from runner.bedrock import Transport
@@ -86,6 +87,17 @@ class CostCap:
         self.spent += cost
 
 
+class StopOnModelErrors(stop_base):
+    """ModelErrorException (424) rarely heals: give it fewer attempts than throttles or 5xx get."""
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return isinstance(exc, ModelError) and retry_state.attempt_number >= self.attempts
+
+
 class _CapReached(Exception):
     """Raised inside a worker when the cost cap refuses a row: the row stays pending."""
 
@@ -95,7 +107,6 @@ class _RowState:
     attempts: int = 0
     last_route: Route | None = None
     served_by: Route | None = None
-    model_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +148,14 @@ class Pool:
         self._stop_event = anyio.Event()
         self._work_scope: anyio.CancelScope | None = None
         self._retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.max_attempts) | self._model_error_stop,
+            stop=stop_any(
+                stop_after_attempt(retry.max_attempts), StopOnModelErrors(retry.model_error_attempts)
+            ),
             wait=wait_random_exponential(multiplier=retry.backoff_initial_s, max=retry.backoff_max_s),
             retry=retry_if_exception_type(RetryableError),
             sleep=anyio.sleep,
             reraise=True,
         )
-
-    def _model_error_stop(self, state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        return isinstance(exc, ModelError) and state.attempt_number >= self.retry.model_error_attempts
 
     @property
     def stopped(self) -> str | None:
@@ -192,12 +201,12 @@ class Pool:
 
     async def _reader(self, batches: Iterator[list[Record]], send: ObjectSendStream[Record]) -> None:
         async with send:
-            while self._stopped is None:
+            while not self._stop_event.is_set():
                 batch = await anyio.to_thread.run_sync(next, batches, None)
                 if batch is None:
                     break
                 for record in batch:
-                    if self._stopped is not None:
+                    if self._stop_event.is_set():
                         break
                     await send.send(record)
 
@@ -330,8 +339,6 @@ class Pool:
                 continue
             except RetryableError as exc:
                 row.last_route = route
-                if isinstance(exc, ModelError):
-                    row.model_errors += 1
                 if self.router.failure(route):
                     log.warning("route.breaker_opened", route=route.name, error_type=exc.error_type)
                 raise
@@ -349,4 +356,3 @@ class Pool:
             self.router.success(route)
             row.served_by = route
             return completion
-

@@ -27,7 +27,9 @@ from runner.errors import SpecError
 from runner.types import Route
 
 
-def plan_routes(model_id: str, *, region: str, endpoints: Sequence[str] = (), residency: str = "") -> list[Route]:
+def plan_routes(
+    model_id: str, *, region: str, endpoints: Sequence[str] = (), residency: str = ""
+) -> list[Route]:
     """The ordered routes for a job, checked against the catalogue before anything runs.
 
     Raises ``SpecError`` naming the model and geography when the model lacks one that was asked for.
@@ -55,12 +57,7 @@ def plan_routes(model_id: str, *, region: str, endpoints: Sequence[str] = (), re
         if geo not in model.geographies:
             have = ", ".join(sorted(model.geographies))
             raise SpecError(f"{model.name} has no {geo!r} inference profile (it has: {have})")
-        if geo == "global":
-            route_region = region
-        elif geo == home_geo:
-            route_region = region
-        else:
-            route_region = catalog.home_region(geo)
+        route_region = region if geo in ("global", home_geo) else catalog.home_region(geo)
         routes.append(Route(model_id=model.profile_id(geo), region=route_region, geography=geo))
     return routes
 
@@ -86,9 +83,7 @@ class Breaker:
         if self.state == "open" and now - self.opened_at >= self.current_cooldown:
             self.state = "half_open"
             self.probing = False
-        if self.state == "half_open" and not self.probing:
-            return True
-        return False
+        return self.state == "half_open" and not self.probing
 
     def on_dispatch(self) -> None:
         if self.state == "half_open":
@@ -113,7 +108,9 @@ class Breaker:
         )
         if self.state == "half_open" or (self.state == "closed" and trip):
             self.current_cooldown = (
-                min(self.max_cooldown_s, self.current_cooldown * 2) if self.current_cooldown else self.cooldown_s
+                min(self.max_cooldown_s, self.current_cooldown * 2)
+                if self.current_cooldown
+                else self.cooldown_s
             )
             self.state = "open"
             self.opened_at = now

@@ -49,9 +49,7 @@ def result_schema_json() -> dict[str, object]:
     """The output schema as JSON: column name, Arrow type and nullability."""
     return {
         "title": "bedrock-batch results.parquet columns (kept input columns follow)",
-        "columns": [
-            {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in RESULT_SCHEMA
-        ],
+        "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in RESULT_SCHEMA],
     }
 
 

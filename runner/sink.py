@@ -65,7 +65,7 @@ def _to_json(value: Any) -> Any:
 def _from_json(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1:
-            (tag, raw), = value.items()
+            ((tag, raw),) = value.items()
             if tag == "$b64":
                 return base64.b64decode(raw)
             if tag == "$datetime":
@@ -190,7 +190,9 @@ class PartSink:
         self.journal_dir = journal_dir
         self.schema = schema
         self.price_table = price_table
-        self.keep_names = [f.name for f in schema if f.name not in RESULT_SCHEMA.names and f.name != INDEX_COLUMN]
+        self.keep_names = [
+            f.name for f in schema if f.name not in RESULT_SCHEMA.names and f.name != INDEX_COLUMN
+        ]
         self.part_rows = part_rows
         self.part_seconds = part_seconds
         self._number = next_number

@@ -36,7 +36,7 @@ from runner.types import Record
 class InputFingerprint:
     """What the job directory remembers of its input, to notice when a resume points at other data.
 
-    ``rows`` counts the rows the job covers (the first ``limit`` with a limit); ``ids_digest`` hashes
+    ``rows`` counts the input's rows (whatever ``limit`` a run uses); ``ids_digest`` hashes
     their ids in order (with no id column, where ids are row numbers, it hashes the row count);
     ``files`` are the file names relative to the input, so a moved but unchanged input still matches.
     """
@@ -160,8 +160,9 @@ _TYPE_RULES: dict[str, tuple[str, Any]] = {
 class Source:
     """The job's input: checked when made, then streamed as :class:`Record` batches.
 
-    ``limit`` restricts the job to the first ``limit`` rows of the input (checks, fingerprint and
-    records alike). Raises :class:`SourceError` naming the file, column and spec key on any problem.
+    ``limit`` restricts what :meth:`records` streams to the first ``limit`` rows; the checks and the
+    fingerprint always cover the whole input, so ``--limit 100`` today and a full run tomorrow are the
+    same job. Raises :class:`SourceError` naming the file, column and spec key on any problem.
     """
 
     def __init__(self, spec: JobSpec, *, limit: int | None = None) -> None:
@@ -180,7 +181,8 @@ class Source:
         self._files = [self._check_file(path, display, name) for path, display, name in found]
         self._keep_fields = self._check_keep_types()
         total = sum(f.rows for f in self._files)
-        self._rows = total if limit is None else min(total, limit)
+        self._rows = total
+        self._budget = total if limit is None else min(total, limit)
         self._fingerprint = self._scan_ids()
 
     # -- checks at open ---------------------------------------------------------------------------
@@ -351,7 +353,7 @@ class Source:
         keep = tuple(self._spec.columns.keep)
         read = list(names)
         index = 0
-        budget = self._rows
+        budget = self._budget
         for file in self._files:
             if index >= budget:
                 return

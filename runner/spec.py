@@ -15,6 +15,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,8 @@ Mode = Literal["on_demand", "batch"]
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A spec field: its default and the one sentence of help the schema and docs show."""
     if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+        factory: Callable[[], Any] = default.copy
+        return field(default_factory=factory, metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -76,8 +78,12 @@ class RequestSection:
     top_k: int | None = _f(None, "Top-k sampling.")
     stop_sequences: list[str] = _f([], "Stop sequences.")
     anthropic_beta: list[str] = _f([], "Beta flags sent in the body, e.g. ['context-1m-2025-08-07'].")
-    extra: dict[str, Any] = _f({}, "Other body keys passed through as they are (tools, tool_choice, thinking).")
-    max_prompt_tokens: int = _f(0, "Rows whose estimated prompt is longer become error rows; 0: model's window.")
+    extra: dict[str, Any] = _f(
+        {}, "Other body keys passed through as they are (tools, tool_choice, thinking)."
+    )
+    max_prompt_tokens: int = _f(
+        0, "Rows whose estimated prompt is longer become error rows; 0: model's window."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +91,9 @@ class LimitsSection:
     max_in_flight: int = _f(64, "Most requests in flight at once (all routes together).")
     tpm: int = _f(0, "Tokens-per-minute quota per route to stay under; 0: find it adaptively.")
     adaptive: bool = _f(True, "Adapt concurrency to throttling (cut on 429, grow on success).")
-    max_cost_usd: float = _f(0.0, "Stop admitting rows once spent + reserved cost would pass this; 0: no cap.")
+    max_cost_usd: float = _f(
+        0.0, "Stop admitting rows once spent + reserved cost would pass this; 0: no cap."
+    )
     output_burndown: float = _f(0.0, "Quota tokens per output token; 0: the catalogue's figure.")
 
 
@@ -154,7 +162,7 @@ class JobSpec:
         Changing the model, template, system prompt or parameters changes it, so rows run again;
         changing limits, retries, routes or output settings does not.
         """
-        payload = {"model": self.model.id, "columns": dataclasses.asdict(self.columns)}
+        payload: dict[str, Any] = {"model": self.model.id, "columns": dataclasses.asdict(self.columns)}
         payload["request"] = dataclasses.asdict(self.request)
         payload["columns"].pop("keep")
         return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
@@ -304,9 +312,8 @@ def _check(spec: JobSpec) -> None:
     allowed_overrides = {"max_tokens", "temperature", "top_p", "top_k"}
     for key in cols.overrides:
         if key not in allowed_overrides:
-            raise SpecError(
-                f"{src}: [columns] `overrides` key {key!r} is not one of {', '.join(sorted(allowed_overrides))}"
-            )
+            allowed = ", ".join(sorted(allowed_overrides))
+            raise SpecError(f"{src}: [columns] `overrides` key {key!r} is not one of {allowed}")
     lim = spec.limits
     _positive(src, "[limits] `max_in_flight`", lim.max_in_flight)
     _non_negative(src, "[limits] `tpm`", lim.tpm)
@@ -384,6 +391,10 @@ def _json_type(hint: Any) -> dict[str, Any]:
     if origin is list:
         return {"type": "array", "items": _json_type(args[0])}
     if origin is dict:
-        return {"type": "object"} if args[1] is Any else {"type": "object", "additionalProperties": _json_type(args[1])}
+        return (
+            {"type": "object"}
+            if args[1] is Any
+            else {"type": "object", "additionalProperties": _json_type(args[1])}
+        )
     names = {int: "integer", float: "number", str: "string", bool: "boolean"}
     return {"type": names[hint]}

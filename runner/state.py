@@ -8,7 +8,7 @@
         lock                   flock'ed by the running runner; the kernel drops it when the process dies
         spec.json              the spec as first run (frozen; later runs are recorded in state.json)
         state.json             input fingerprint, runs, part counter
-        parts/part-NNNNN.parquet   committed results; a later part supersedes an earlier row of the same input position
+        parts/part-NNNNN.parquet     committed results; a later part wins for the same input position
         journal/journal-NNNNN.jsonl  results not yet in a part (write-ahead; recovered on start)
         events.jsonl           structlog events of every run
 
@@ -124,9 +124,13 @@ class JobDir:
         try:
             data: dict[str, Any] = json.loads(self.state_file.read_text())
         except FileNotFoundError:
-            raise StateError(f"{self.root} is not a bedrock-batch job directory (no {WORK_DIR}/state.json)") from None
+            raise StateError(
+                f"{self.root} is not a bedrock-batch job directory (no {WORK_DIR}/state.json)"
+            ) from None
         except (OSError, ValueError) as exc:
-            raise StateError(f"{self.state_file} is unreadable ({exc}); restore it or use a new --output") from exc
+            raise StateError(
+                f"{self.state_file} is unreadable ({exc}); restore it or use a new --output"
+            ) from exc
         return data
 
     def write_state(self, state: dict[str, Any]) -> None:
@@ -143,12 +147,19 @@ class JobDir:
         """
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         if not self.exists():
-            state: dict[str, Any] = {"version": STATE_VERSION, "created_at": now, "input": fingerprint, "runs": []}
+            state: dict[str, Any] = {
+                "version": STATE_VERSION,
+                "created_at": now,
+                "input": fingerprint,
+                "runs": [],
+            }
             self.spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
         else:
             state = self.read_state()
             old = state.get("input", {})
-            if old.get("ids_digest") != fingerprint.get("ids_digest") or old.get("rows") != fingerprint.get("rows"):
+            if old.get("ids_digest") != fingerprint.get("ids_digest") or old.get("rows") != fingerprint.get(
+                "rows"
+            ):
                 if not force:
                     raise StateError(
                         f"the input changed since this job started in {self.root} "
@@ -183,7 +194,9 @@ class JobDir:
             try:
                 t = pq.read_table(path, columns=cols)
             except (OSError, pa.ArrowInvalid) as exc:
-                raise StateError(f"{path} is unreadable ({exc}); move it away and rerun to redo its rows") from exc
+                raise StateError(
+                    f"{path} is unreadable ({exc}); move it away and rerun to redo its rows"
+                ) from exc
             tables.append(t.append_column("_part", pa.array([number] * t.num_rows, pa.int32())))
         if not tables:
             empty = {c: pa.array([], pa.int64()) for c in cols}
@@ -213,9 +226,12 @@ class JobDir:
         keys: list[int] = latest.filter(ok).column("request_key").to_pylist()
         return set(keys)
 
-    def progress(self) -> Progress:
+    def progress(self, *, scope: int | None = None) -> Progress:
+        """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``)."""
         state = self.read_state()
         latest = self.latest(["status", "retryable"])
+        if scope is not None and latest.num_rows:
+            latest = latest.filter(pc.less(latest.column(INDEX_COLUMN), scope))
         ok = int(pc.sum(pc.equal(latest.column("status"), "ok")).as_py() or 0) if latest.num_rows else 0
         failed = latest.num_rows - ok
         retryable = 0
@@ -223,8 +239,15 @@ class JobDir:
             err = pc.and_(pc.equal(latest.column("status"), "error"), latest.column("retryable"))
             retryable = int(pc.sum(err).as_py() or 0)
         rows = int(state.get("input", {}).get("rows", 0))
+        if scope is not None:
+            rows = min(rows, scope)
         return Progress(
-            rows=rows, ok=ok, failed=failed, failed_retryable=retryable, resumable=True, running=self.is_locked()
+            rows=rows,
+            ok=ok,
+            failed=failed,
+            failed_retryable=retryable,
+            resumable=True,
+            running=self.is_locked(),
         )
 
     def remap(self, ids: pa.Array) -> None:
@@ -264,7 +287,9 @@ class JobDir:
         loc = loc.take(order)
         idx = loc.column(INDEX_COLUMN).combine_chunks()
         if len(idx) > 1:
-            mask = pa.concat_arrays([pa.array([True]), pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))])
+            mask = pa.concat_arrays(
+                [pa.array([True]), pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))]
+            )
             loc = loc.filter(mask)
         schema = pq.read_schema(files[-1])
         out_schema = schema.remove(schema.get_field_index(INDEX_COLUMN))
@@ -284,10 +309,12 @@ class JobDir:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise SinkError(f"cannot write {self.results}: {exc.strerror or exc}") from exc
-        return loc.num_rows
+        return int(loc.num_rows)
 
     @staticmethod
-    def _gather(chunk: pa.Table, files: list[Path], cache: dict[int, pa.Table], schema: pa.Schema) -> pa.Table:
+    def _gather(
+        chunk: pa.Table, files: list[Path], cache: dict[int, pa.Table], schema: pa.Schema
+    ) -> pa.Table:
         """Rows of one output chunk, fetched from their parts and put back in input order."""
         parts = chunk.column("_part").to_pylist()
         rows = chunk.column("_row").to_pylist()

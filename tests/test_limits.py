@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from runner.limits import Admission, AdaptiveLimit, TokenWindow
+from runner.limits import AdaptiveLimit, Admission, TokenWindow
 from runner.types import Route, Usage
 
 ROUTE = Route("global.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "global")

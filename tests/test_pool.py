@@ -110,6 +110,7 @@ class TestPool:
 
     async def test_throttles_are_retried_to_success(self, tmp_path: Path) -> None:
         """Two throttles per row, then success: every row ok with three attempts."""
+
         def throttle_twice(route: Route, body: dict[str, object], n: int) -> InvocationError | None:
             return ThrottledError("slow down", code="ThrottlingException") if n <= 2 else None
 
@@ -121,6 +122,7 @@ class TestPool:
 
     async def test_validation_error_is_not_retried(self, tmp_path: Path) -> None:
         """A 400 makes an error row after exactly one attempt; the other rows go on."""
+
         def bad_r3(route: Route, body: dict[str, object], n: int) -> InvocationError | None:
             content = body["messages"][0]["content"]  # type: ignore[index]
             return ModelValidationError("bad", code="ValidationException") if content == "r3" else None
@@ -138,6 +140,7 @@ class TestPool:
 
     async def test_exhausted_retries_make_a_retryable_error_row(self, tmp_path: Path) -> None:
         """A row failing with 503 on every attempt ends as a retryable error row, not lost."""
+
         def always_503(route: Route, body: dict[str, object], n: int) -> InvocationError | None:
             return EndpointUnavailableError("down", code="ServiceUnavailableException")
 
@@ -151,8 +154,11 @@ class TestPool:
 
     async def test_access_denied_on_global_moves_to_regional(self, tmp_path: Path) -> None:
         """AccessDenied on global removes it; every row is served by the regional profile."""
+
         def deny_global(route: Route, body: dict[str, object], n: int) -> InvocationError | None:
-            return AccessDeniedError("no", code="AccessDeniedException") if route.geography == "global" else None
+            return (
+                AccessDeniedError("no", code="AccessDeniedException") if route.geography == "global" else None
+            )
 
         transport = FakeTransport(deny_global)
         pool = make_pool(tmp_path, transport, [G, U])
@@ -164,6 +170,7 @@ class TestPool:
 
     async def test_failures_on_primary_fall_back(self, tmp_path: Path) -> None:
         """5xx on the primary route: rows are retried on the fallback and succeed."""
+
         def global_down(route: Route, body: dict[str, object], n: int) -> InvocationError | None:
             if route.geography == "global":
                 return EndpointUnavailableError("down", code="ServiceUnavailableException")

@@ -172,12 +172,13 @@ class TestOpen:
         with pytest.raises(SourceError, match="is null at row 2"):
             Source(make_spec(path))
 
-    def test_duplicates_after_limit_are_ignored(self, tmp_path: Path) -> None:
-        """Only the first `limit` rows count, so a duplicate beyond them does not stop the job."""
+    def test_duplicates_beyond_limit_still_stop_the_job(self, tmp_path: Path) -> None:
+        """The whole input is the job, so a duplicate id past `limit` is found at once, not tomorrow."""
         data = prompts(5)
         data["id"][4] = "r0"
         path = write(tmp_path / "in.parquet", data)
-        assert Source(make_spec(path), limit=4).fingerprint().rows == 4
+        with pytest.raises(SourceError, match="appears more than once"):
+            Source(make_spec(path), limit=4)
 
     def test_kept_column_types_must_agree(self, tmp_path: Path) -> None:
         """A kept column with different types in two files is a SourceError."""
@@ -228,12 +229,11 @@ class TestFingerprint:
             == Source(make_spec(strs)).fingerprint().ids_digest
         )
 
-    def test_limit_counts_first_rows(self, input_file: Path) -> None:
-        """With a limit, the fingerprint covers only the first `limit` rows."""
+    def test_limit_does_not_change_the_fingerprint(self, input_file: Path) -> None:
+        """A run with --limit and a full run are the same job: same fingerprint."""
         limited = Source(make_spec(input_file), limit=4).fingerprint()
         full = Source(make_spec(input_file)).fingerprint()
-        assert limited.rows == 4
-        assert limited.ids_digest != full.ids_digest
+        assert limited == full
 
     def test_without_id_column(self, tmp_path: Path) -> None:
         """Without an id column the fingerprint takes the row count from metadata."""
@@ -405,11 +405,11 @@ class TestRecords:
         assert [r.max_tokens for r in flat(Source(spec))] == [10, 1024]
 
     def test_ids_in_input_order(self, tmp_path: Path) -> None:
-        """ids() gives the job's ids as text in input order, limit applied."""
+        """ids() gives all the input's ids as text in input order, whatever the limit."""
         write(tmp_path / "a.parquet", {"id": [5, 3], "text": ["a", "b"]})
         write(tmp_path / "b.parquet", {"id": [9], "text": ["c"]})
-        assert Source(make_spec(tmp_path), limit=3).ids().to_pylist() == ["5", "3", "9"]
-        assert Source(make_spec(tmp_path, {"prompt": "text"}), limit=2).ids().to_pylist() == ["0", "1"]
+        assert Source(make_spec(tmp_path), limit=2).ids().to_pylist() == ["5", "3", "9"]
+        assert Source(make_spec(tmp_path, {"prompt": "text"}), limit=2).ids().to_pylist() == ["0", "1", "2"]
 
 
 class TestDemoData:

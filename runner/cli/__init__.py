@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="bedrock-batch", standalone_mode=True)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from runner.errors import BatchError
+from runner.estimate import estimate_job
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
 from runner.job import JobReport, resolve_spec, run_job
 from runner.spec import load_spec
@@ -33,16 +34,23 @@ def fail_cleanly(debug: bool) -> Iterator[None]:
 
 @click.command(context_settings={"show_default": True})
 @click.argument("spec_path", metavar="SPEC.toml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--input", "input_", metavar="PATH", help="Override [job] input (file, directory or s3:// URI).")
+@click.option(
+    "--input", "input_", metavar="PATH", help="Override [job] input (file, directory or s3:// URI)."
+)
 @click.option("--output", metavar="DIR", help="Override [job] output, the job directory.")
 @click.option("--endpoint-url", metavar="URL", help="Send every Bedrock call here (e.g. the emulator).")
-@click.option("--max-in-flight", type=click.IntRange(min=1), metavar="N", help="Override [limits] max_in_flight.")
+@click.option(
+    "--max-in-flight", type=click.IntRange(min=1), metavar="N", help="Override [limits] max_in_flight."
+)
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Only the first N input rows.")
 @click.option("--retry-failed", is_flag=True, help="Also rerun error rows whose error was not retryable.")
 @click.option("--force", is_flag=True, help="Resume even though the input's ids changed since the job began.")
 @click.option("--preflight/--no-preflight", default=None, help="One tiny request per route first [spec].")
+@click.option("--estimate", is_flag=True, help="Print expected tokens and cost from the input; call nothing.")
 @click.option("--emulate", is_flag=True, help="Dry run against a built-in emulator instead of AWS (no cost).")
-@click.option("--grace", "grace_s", type=float, default=30.0, help="Seconds in-flight requests get after Ctrl-C.")
+@click.option(
+    "--grace", "grace_s", type=float, default=30.0, help="Seconds in-flight requests get after Ctrl-C."
+)
 @click.option("--progress/--no-progress", default=None, help="Live progress bar [on a terminal].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
@@ -56,6 +64,7 @@ def run_command(
     retry_failed: bool,
     force: bool,
     preflight: bool | None,
+    estimate: bool,
     emulate: bool,
     grace_s: float,
     progress: bool | None,
@@ -70,7 +79,13 @@ def run_command(
     """
     with fail_cleanly(debug):
         spec = load_spec(spec_path)
-        spec = resolve_spec(spec, input=input_, output=output, endpoint_url=endpoint_url, max_in_flight=max_in_flight)
+        spec = resolve_spec(
+            spec, input=input_, output=output, endpoint_url=endpoint_url, max_in_flight=max_in_flight
+        )
+        if estimate:
+            for line in estimate_job(spec, limit=limit, retry_failed=retry_failed).lines():
+                click.echo(line)
+            sys.exit(EXIT_OK)
         with _maybe_emulator(emulate) as url:
             if url:
                 spec = resolve_spec(spec, endpoint_url=url)
@@ -116,7 +131,9 @@ def _print_summary(report: JobReport) -> None:
     elif report.stopped:
         lines.append(f"stopped early: {report.stopped}; rerun (with a higher cap) to continue")
     elif report.exit_code == EXIT_ROWS_FAILED and p.failed_retryable:
-        lines.append(f"{p.failed_retryable:,} failed rows are retryable: rerun the same command to retry them")
+        lines.append(
+            f"{p.failed_retryable:,} failed rows are retryable: rerun the same command to retry them"
+        )
     for line in lines:
         click.echo(line, err=True)
 
@@ -151,5 +168,7 @@ def status_command(job_dir: Path, as_json: bool) -> None:
         elif info["resumable"]:
             click.echo("  resumable: rerun the same `bedrock-batch run` command to continue")
         else:
-            click.echo("  complete" if info["complete"] else "  finished (use --retry-failed to rerun failed rows)")
+            click.echo(
+                "  complete" if info["complete"] else "  finished (use --retry-failed to rerun failed rows)"
+            )
     sys.exit(EXIT_OK)
