@@ -1,0 +1,42 @@
+"""The contracts as files stay equal to the code, and the package exports what it documents."""
+
+from __future__ import annotations
+
+import json
+
+import runner
+from runner import schemas
+
+
+class TestSchemaFiles:
+    def test_files_equal_the_code(self) -> None:
+        """schemas/*.json are exactly what the code generates (run `make schemas` after a change)."""
+        for name, text in schemas.rendered().items():
+            assert (schemas.SCHEMAS_DIR / name).read_text(encoding="utf-8") == text, (
+                f"schemas/{name} is stale"
+            )
+
+    def test_results_schema_has_the_design_columns(self) -> None:
+        """Every column DESIGN.md promises is in the output schema."""
+        promised = {
+            "id", "status", "completion", "stop_reason", "input_tokens", "output_tokens",
+            "cache_creation_input_tokens", "cache_read_input_tokens", "model_id", "region",
+            "attempts", "latency_ms", "error_type", "error_message", "request_id",
+        }  # fmt: skip
+        names = {
+            c["name"]
+            for c in json.loads((schemas.SCHEMAS_DIR / "results.schema.json").read_text())["columns"]
+        }
+        assert promised <= names
+
+
+class TestExports:
+    def test_all_is_sorted_and_complete(self) -> None:
+        """`runner.__all__` is sorted and names every public object the package module holds."""
+        assert runner.__all__ == sorted(runner.__all__)
+        public = {
+            name
+            for name, value in vars(runner).items()
+            if not name.startswith("_") and getattr(value, "__module__", "").startswith("runner.")
+        }
+        assert public == set(runner.__all__)

@@ -1,0 +1,135 @@
+"""Job spec validation: exact messages naming file and key, CLI overrides, the request digest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runner.errors import SpecError
+from runner.spec import load_spec, spec_from_dict
+
+HAIKU = "anthropic.claude-haiku-4-5-20251001-v1:0"
+
+
+def base(**sections: dict[str, Any]) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "job": {"input": "in.parquet", "output": "out"},
+        "model": {"id": HAIKU},
+        "columns": {"prompt": "text"},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return raw
+
+
+class TestValid:
+    def test_demo_spec_loads(self) -> None:
+        """The shipped demo spec is valid."""
+        spec = load_spec(Path(__file__).parent.parent / "jobs" / "demo.toml")
+        assert spec.name == "demo"
+        assert spec.limits.max_in_flight == 128
+
+    def test_defaults_fill_missing_sections(self) -> None:
+        """Sections left out take their documented defaults."""
+        spec = spec_from_dict(base())
+        assert spec.retry.max_attempts == 8
+        assert spec.request.max_tokens == 1024
+
+    def test_int_is_accepted_for_float(self) -> None:
+        """`temperature = 1` is a number like 1.0."""
+        assert spec_from_dict(base(request={"temperature": 1})).request.temperature == 1.0
+
+    def test_cli_overrides_win(self, tmp_path: Path) -> None:
+        """Dotted overrides replace the file's values; None means not given."""
+        path = tmp_path / "job.toml"
+        path.write_text(
+            f'[job]\ninput = "a"\noutput = "b"\n[model]\nid = "{HAIKU}"\n[columns]\nprompt = "p"\n'
+        )
+        spec = load_spec(path, {"job.input": "c", "limits.max_in_flight": 7, "job.output": None})
+        assert (spec.job.input, spec.job.output, spec.limits.max_in_flight) == ("c", "b", 7)
+
+    def test_region_falls_back_to_env_then_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Region: spec, else AWS_REGION, else us-east-1."""
+        monkeypatch.delenv("AWS_REGION", raising=False)
+        assert spec_from_dict(base()).region == "us-east-1"
+        monkeypatch.setenv("AWS_REGION", "eu-west-1")
+        assert spec_from_dict(base()).region == "eu-west-1"
+        assert spec_from_dict(base(model={"region": "us-west-2"})).region == "us-west-2"
+
+
+ERRORS = [
+    ({"job": {"output": None}}, r"\[job\] `output` is required"),
+    ({"model": {"id": ""}}, r"\[model\] `id` must not be empty"),
+    ({"model": {"id": "gpt-4"}}, r"\[model\] `id` 'gpt-4' is not a Claude model on Bedrock"),
+    ({"model": {"idd": "x"}}, r"\[model\] unknown key `idd`"),
+    ({"limits": {"max_in_flight": "many"}}, r"\[limits\] `max_in_flight` must be an integer, not str"),
+    ({"limits": {"max_in_flight": 0}}, r"\[limits\] `max_in_flight` must be greater than 0"),
+    ({"limits": {"max_in_flight": True}}, r"must be an integer, not bool"),
+    ({"request": {"max_tokens": 70000}}, r"`max_tokens` must be between 1 and 64000 for Claude Haiku 4.5"),
+    ({"request": {"temperature": 0.5, "top_p": 0.9}}, r"Claude Haiku 4.5 accepts `temperature` or `top_p`"),
+    ({"request": {"extra": {"messages": []}}}, r"`extra` must not set 'messages'"),
+    ({"columns": {"prompt": None}}, r"needs one of `prompt`, `messages` or `template`"),
+    ({"columns": {"messages": "m"}}, r"`messages` cannot be combined"),
+    ({"columns": {"overrides": {"model": "m"}}}, r"`overrides` key 'model' is not one of"),
+    ({"model": {"residency": "global"}}, r"`residency` must be one of us, eu, jp, apac"),
+    ({"model": {"endpoints": ["mars"]}}, r"`endpoints` has 'mars'"),
+    ({"job": {"mode": "later"}}, r"\[job\] `mode` must be one of 'on_demand', 'batch'"),
+    ({"job": {"mode": "batch"}}, r"mode = 'batch' needs \[batch\] `role_arn`"),
+    ({"batch": {"timeout_hours": 200}}, r"`timeout_hours` must be between 24 and 168"),
+    ({"retry": {"backoff_initial_s": 5, "backoff_max_s": 1}}, r"backoff_initial_s"),
+    ({"nonsense": {}}, r"unknown section \[nonsense\]"),
+]
+
+
+class TestErrors:
+    @pytest.mark.parametrize(("override", "message"), ERRORS)
+    def test_error_names_file_and_key(self, override: dict[str, dict[str, Any]], message: str) -> None:
+        """Each invalid setting is a SpecError whose message names the source and the key."""
+        raw = base()
+        for section, values in override.items():
+            target = raw.setdefault(section, {})
+            for key, value in values.items():
+                if value is None:
+                    target.pop(key, None)  # None in the table means: leave the key out
+                else:
+                    target[key] = value
+        with pytest.raises(SpecError, match=message) as info:
+            spec_from_dict(raw, source="jobs/x.toml")
+        assert str(info.value).startswith("jobs/x.toml: ")
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A spec path that does not exist says so."""
+        with pytest.raises(SpecError, match="no such job spec file"):
+            load_spec(tmp_path / "nope.toml")
+
+    def test_invalid_toml(self, tmp_path: Path) -> None:
+        """A file that is not TOML names the parse error."""
+        path = tmp_path / "bad.toml"
+        path.write_text("[job\n")
+        with pytest.raises(SpecError, match="not valid TOML"):
+            load_spec(path)
+
+
+class TestDigest:
+    def test_limits_do_not_change_the_digest(self) -> None:
+        """Changing concurrency or retries does not make done rows run again."""
+        a = spec_from_dict(base())
+        b = spec_from_dict(base(limits={"max_in_flight": 3}, retry={"max_attempts": 2}))
+        assert a.request_digest() == b.request_digest()
+
+    @given(st.text(min_size=1, max_size=40))
+    def test_system_prompt_changes_the_digest(self, system: str) -> None:
+        """Any change to the system prompt changes the digest, so rows run again."""
+        a = spec_from_dict(base(columns={"system": "fixed"}))
+        b = spec_from_dict(base(columns={"system": "fixed" + system}))
+        assert a.request_digest() != b.request_digest()
+
+    def test_model_changes_the_digest(self) -> None:
+        """A different model is a different request."""
+        a = spec_from_dict(base())
+        b = spec_from_dict(base(model={"id": "anthropic.claude-sonnet-4-5-20250929-v1:0"}))
+        assert a.request_digest() != b.request_digest()
