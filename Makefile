@@ -39,7 +39,7 @@ bench: $(STAMP)
 
 ## make schemas: regenerate schemas/ from the code (tests fail when they drift).
 schemas: $(STAMP)
-	$(BIN)/python -m runner.schemas
+	$(BIN)/python -c "from runner.schemas import main; main()"
 
 ## make lock: refresh constraints.txt from the current resolution of pyproject's ranges.
 lock:

@@ -53,6 +53,32 @@ def result_schema_json() -> dict[str, object]:
     }
 
 
+def spec_reference() -> str:
+    """``docs/spec.md``: every spec key with its type, default and help, from the same source."""
+    schema = json_schema()
+    lines = [
+        "# Job spec reference",
+        "",
+        "Generated from `runner/spec.py` by `make schemas`; a test keeps it current. The same facts as",
+        "`schemas/job_spec.schema.json`. CLI flags override the keys they name (`run --help`).",
+        "",
+    ]
+    for section, body in schema["properties"].items():
+        required = set(body.get("required", []))
+        lines += [f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for key, prop in body["properties"].items():
+            kind = prop["type"] if isinstance(prop["type"], str) else " or ".join(prop["type"])
+            if "enum" in prop:
+                kind = " \\| ".join(f"`{v}`" for v in prop["enum"])
+            default = "**required**" if key in required else f"`{json.dumps(prop.get('default'))}`"
+            lines.append(f"| `{key}` | {kind} | {default} | {prop['description']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+DOCS_DIR = SCHEMAS_DIR.parent / "docs"
+
+
 def rendered() -> dict[str, str]:
     """File name -> content, exactly as ``schemas/`` should hold it."""
     return {
@@ -66,6 +92,9 @@ def main() -> int:
     for name, text in rendered().items():
         (SCHEMAS_DIR / name).write_text(text, encoding="utf-8")
         print(f"wrote schemas/{name}")
+    DOCS_DIR.mkdir(exist_ok=True)
+    (DOCS_DIR / "spec.md").write_text(spec_reference(), encoding="utf-8")
+    print("wrote docs/spec.md")
     return 0
 
 

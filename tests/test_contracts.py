@@ -16,6 +16,10 @@ class TestSchemaFiles:
                 f"schemas/{name} is stale"
             )
 
+    def test_spec_reference_equals_the_code(self) -> None:
+        """docs/spec.md is exactly what the code generates."""
+        assert (schemas.DOCS_DIR / "spec.md").read_text(encoding="utf-8") == schemas.spec_reference()
+
     def test_results_schema_has_the_design_columns(self) -> None:
         """Every column DESIGN.md promises is in the output schema."""
         promised = {
