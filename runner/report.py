@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runner.errors import SinkError
-from runner.pricing import PriceTable
-from runner.stats import TOKEN_COLUMNS, JobData, JobStats, Tally, prepare
+from runner.stats import Collected, JobStats, Tally
 
 INSTALL_HINT = "pip install 'bedrock-batch[report]'"
 
@@ -125,9 +124,9 @@ def tally_cells(tally: Tally) -> list[str]:
 # -- the report --------------------------------------------------------------------------------------
 
 
-def write_html(path: Path, data: JobData, stats: JobStats, *, prices: PriceTable | None = None) -> Path:
+def write_html(path: Path, collected: Collected) -> Path:
     """Write the report to ``path`` atomically (a half-written report never replaces a good one)."""
-    text = build_html(data, stats, prices=prices)
+    text = build_html(collected)
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,13 +139,13 @@ def write_html(path: Path, data: JobData, stats: JobStats, *, prices: PriceTable
     return path
 
 
-def build_html(data: JobData, stats: JobStats, *, prices: PriceTable | None = None) -> str:
+def build_html(collected: Collected) -> str:
     """The whole report as one HTML document (plotly.js inlined once, before the first chart)."""
     go, make_subplots = _plotly()
-    work = prepare(data.table, prices=prices, by=stats.by)
+    stats = collected.stats
     figures = [
-        throughput_figure(go, work),
-        latency_figure(go, work),
+        throughput_figure(go, collected.timeline),
+        latency_figure(go, collected.latencies),
         routes_figure(go, make_subplots, stats),
         errors_figure(go, stats),
     ]
@@ -161,10 +160,8 @@ def build_html(data: JobData, stats: JobStats, *, prices: PriceTable | None = No
     if stats.routes:
         body += ["<h2>Routes</h2>", _tally_table("route", stats.routes)]
     if stats.errors:
-        body += [
-            "<h2>Errors</h2>",
-            _table(("error type", "rows"), [[k, fmt_int(v)] for k, v in stats.errors.items()]),
-        ]
+        rows = [[k, fmt_int(v)] for k, v in stats.errors.items()]
+        body += ["<h2>Errors</h2>", _table(("error type", "rows"), rows)]
     if stats.by is not None and stats.groups is not None:
         body += [f"<h2>By {_e(stats.by)}</h2>", _tally_table(stats.by, stats.groups)]
     for fig, chart in zip(figures, charts, strict=True):
@@ -177,24 +174,18 @@ def build_html(data: JobData, stats: JobStats, *, prices: PriceTable | None = No
 # -- charts ------------------------------------------------------------------------------------------
 
 
-def throughput_figure(go: Any, work: pa.Table) -> Any:
-    """Rows and tokens per minute, bucketed by ``finished_at`` (bucket size fits the job's span)."""
+def throughput_figure(go: Any, timeline: pa.Table) -> Any:
+    """Rows and tokens per minute, bucketed by finish time (the bucket size fits the job's span)."""
     fig = go.Figure()
     _layout(fig, THROUGHPUT_TITLE)
-    finished = work["finished_at"]
-    epoch = pa.scalar(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), finished.type)
-    timed = work.filter(pc.greater(finished, epoch))
-    if timed.num_rows == 0:
+    if timeline.num_rows == 0:
         return _empty_note(fig, "no finished rows yet")
-    ms = timed["finished_at"].cast(pa.int64())
+    ms = timeline["finished_ms"]
     span_s = (pc.max(ms).as_py() - pc.min(ms).as_py()) / 1000
     bucket = next((b for b in BUCKETS_S if span_s / b <= MAX_BUCKETS), BUCKETS_S[-1])
     start = pc.multiply(pc.divide(ms, bucket * 1000), bucket * 1000)
-    tokens = timed["input_tokens"]
-    for c in TOKEN_COLUMNS[1:]:
-        tokens = pc.add(tokens, timed[c])
     grouped = (
-        pa.table({"t": start, "tokens": tokens})
+        pa.table({"t": start, "tokens": timeline["tokens"]})
         .group_by("t", use_threads=False)
         .aggregate([([], "count_all"), ("tokens", "sum")])
         .sort_by("t")
@@ -218,11 +209,10 @@ def throughput_figure(go: Any, work: pa.Table) -> Any:
     return fig
 
 
-def latency_figure(go: Any, work: pa.Table) -> Any:
+def latency_figure(go: Any, values: pa.Array) -> Any:
     """Histogram of ok rows' latency, binned here: the tail beyond p99 is folded into one last bar."""
     fig = go.Figure()
     _layout(fig, LATENCY_TITLE)
-    values = work["latency_ms"].filter(pc.and_(pc.equal(work["ok"], 1), pc.is_valid(work["latency_ms"])))
     if len(values) == 0:
         return _empty_note(fig, "no ok rows yet")
     lo = pc.min(values).as_py()

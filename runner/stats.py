@@ -28,8 +28,9 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 
 from runner.errors import SpecError, StateError
 from runner.pricing import LANES, PriceTable
+from runner.schemas import RESULT_SCHEMA
 from runner.sink import INDEX_COLUMN
 
 RESULTS_FILE = "results.parquet"
@@ -76,7 +78,9 @@ NULL_KEY = "(null)"
 
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 
-_ROW = "__row"
+BATCH_ROWS = 65_536
+"""Rows summarised at a time: memory is one batch, not the job (a consolidated results.parquet can
+hold millions of rows)."""
 BY_COLUMN = "__by"
 """Name of the ``--by`` column in :func:`prepare`'s table (the user's name may clash with ours)."""
 _READ_ATTEMPTS = 3
@@ -256,16 +260,33 @@ class JobStats:
 
 
 @dataclass(frozen=True, slots=True)
-class JobData:
-    """The deduplicated result rows of a job (stats columns only) and what the job directory says."""
+class Collected:
+    """What one pass over a job yields: the stats, and the per-row series the HTML report draws.
+
+    The series are compact (8 or 16 bytes per row, numbers only): the report bins them itself.
+    """
+
+    stats: JobStats
+    latencies: pa.Array
+    """``latency_ms`` of ok rows (float64)."""
+    timeline: pa.Table
+    """``finished_ms`` (int64, epoch milliseconds) and ``tokens`` (int64) of rows that have a finish time."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobFiles:
+    """The result files of a job directory and what is known before reading their rows."""
 
     job_dir: Path
-    table: pa.Table
+    files: tuple[Path, ...]
+    schemas: tuple[pa.Schema, ...]
+    key: str
+    """Column that identifies a row across files: ``_index`` (input position) or ``id``."""
+    columns: tuple[str, ...]
+    """Every column the result files have, bar the engine's own: what ``--by`` may name."""
     input_rows: int | None
     """From ``_job/state.json``; None when the directory has no state (results only)."""
-    columns: tuple[str, ...]
-    """Every column the result files have: what ``--by`` may name."""
-    read_from: str = ""
+    read_from: str
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -276,67 +297,95 @@ def is_job_dir(path: Path) -> bool:
     return path.is_dir() and ((path / RESULTS_FILE).is_file() or (path / WORK_DIR).is_dir())
 
 
-def read_job(job_dir: Path, *, extra_columns: Iterable[str] = ()) -> JobData:
-    """Read the result rows of a job, newest row per id, with the stats columns and ``extra_columns``.
+def open_job(job_dir: Path) -> JobFiles:
+    """List a job's result files: the parts when there are any, else ``results.parquet``.
 
-    Raises :class:`StateError` when ``job_dir`` is not a job directory or a file in it is unreadable,
-    :class:`SpecError` when an extra column does not exist (the message lists those that do).
+    Parts are the truth while a job runs and after it ends (the engine rebuilds results.parquet
+    from them); results.parquet alone is a finished job whose working files were removed.
+    Raises :class:`StateError` when ``job_dir`` is not a job directory or a file is unreadable.
     """
     job_dir = Path(job_dir)
     if not is_job_dir(job_dir):
         raise StateError(f"{job_dir}: not a job directory (no {RESULTS_FILE} and no {WORK_DIR}/)")
-    # A running job may compact its parts into results.parquet and delete them between our listing
-    # and our reading; the files are replaced atomically, so listing again gives a consistent view.
-    for attempt in range(_READ_ATTEMPTS):
-        try:
-            return _read_job_once(job_dir, tuple(extra_columns))
-        except FileNotFoundError:
-            if attempt == _READ_ATTEMPTS - 1:
-                raise StateError(f"{job_dir}: result files kept changing while being read") from None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _read_job_once(job_dir: Path, extra: tuple[str, ...]) -> JobData:
-    # Parts are the truth while a job runs and after it ends (results.parquet is rebuilt from them);
-    # results.parquet alone is a finished job whose working files were removed or never shipped.
     parts = sorted((job_dir / PARTS_DIR).glob(PART_GLOB), key=_part_order)
     results = job_dir / RESULTS_FILE
-    files = parts or ([results] if results.is_file() else [])
-
-    schemas = [(path, _schema(path)) for path in files]
+    files = tuple(parts) or ((results,) if results.is_file() else ())
+    schemas = tuple(_schema(path) for path in files)
     names: dict[str, None] = {}
-    for _, schema in schemas:
+    for schema in schemas:
         names.update(dict.fromkeys(schema.names))
-    available = tuple(n for n in names if n != INDEX_COLUMN)
-    missing = [c for c in extra if c not in available]
-    if missing:
-        raise SpecError(
-            f"{job_dir}: no column {missing[0]!r} in the results; available: {', '.join(available)}"
-        )
     # Same key as the engine: the input position when every file has it, else the row id.
-    key = INDEX_COLUMN if schemas and all(INDEX_COLUMN in s.names for _, s in schemas) else "id"
-    wanted = list(dict.fromkeys((*STATS_COLUMNS, *extra, key)))
-
-    tables = [_read_columns(path, schema, wanted) for path, schema in schemas]
-    try:
-        table = _empty(wanted) if not tables else pa.concat_tables(tables, promote_options="permissive")
-    except pa.ArrowException as exc:
-        raise StateError(f"{job_dir}: result files disagree on column types ({exc})") from None
-    table = _latest(table, key)
-    if key not in (*STATS_COLUMNS, *extra):
-        table = table.drop_columns([key])
-
+    key = INDEX_COLUMN if schemas and all(INDEX_COLUMN in s.names for s in schemas) else "id"
     if parts:
         read_from = f"{len(parts)} part file{'s' if len(parts) != 1 else ''}"
     else:
         read_from = RESULTS_FILE if files else "nothing yet"
-    return JobData(
+    return JobFiles(
         job_dir=job_dir,
-        table=table,
+        files=files,
+        schemas=schemas,
+        key=key,
+        columns=tuple(n for n in names if n != INDEX_COLUMN),
         input_rows=_input_rows(job_dir),
-        columns=available,
         read_from=read_from,
     )
+
+
+def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
+    """The job's rows in batches of at most ``BATCH_ROWS``, newest row per key only, with ``columns``
+    (nulls of the contract's type where a file lacks one). Memory: one batch plus one flag per row."""
+    masks = _winner_masks(job)
+    for path, schema, mask in zip(job.files, job.schemas, masks, strict=True):
+        present = [c for c in columns if c in schema.names]
+        offset = 0
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=present)
+            for batch in batches:
+                table = pa.Table.from_batches([batch])
+                if mask is not None:
+                    table = table.filter(mask.slice(offset, batch.num_rows))
+                offset += batch.num_rows
+                for name in columns:
+                    if name not in schema.names:
+                        table = table.append_column(name, pa.nulls(table.num_rows, _contract_type(name)))
+                yield table.select(list(columns))
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as exc:
+            raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _winner_masks(job: JobFiles) -> list[pa.BooleanArray | None]:
+    """Per file, which rows are the newest of their key (None: all of them, the common case).
+
+    Reads the key column only. Files are in part order, so the row read last is the newest.
+    """
+    if not job.files:
+        return []
+    keys = []
+    for path in job.files:
+        try:
+            keys.append(pq.read_table(path, columns=[job.key]).column(job.key))
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as exc:
+            raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
+    sizes = [len(k) for k in keys]
+    try:
+        key = pa.chunked_array([c for k in keys for c in k.chunks], keys[0].type)
+    except pa.ArrowException as exc:
+        raise StateError(f"{job.job_dir}: result files disagree on the {job.key} column ({exc})") from None
+    seq = pa.array(range(len(key)), pa.int64())
+    last = pa.table({"k": key, "s": seq}).group_by("k", use_threads=False).aggregate([("s", "max")])
+    if last.num_rows == len(key):
+        return [None] * len(job.files)
+    newest = pc.is_in(seq, value_set=last["s_max"].combine_chunks())
+    masks: list[pa.BooleanArray | None] = []
+    start = 0
+    for size in sizes:
+        masks.append(newest.slice(start, size))
+        start += size
+    return masks
 
 
 def _part_order(path: Path) -> tuple[int, str]:
@@ -353,41 +402,9 @@ def _schema(path: Path) -> pa.Schema:
         raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _read_columns(path: Path, schema: pa.Schema, wanted: Sequence[str]) -> pa.Table:
-    """The wanted columns of one file; columns it lacks come back as nulls of the contract's type."""
-    present = [c for c in wanted if c in schema.names]
-    try:
-        table = pq.read_table(path, columns=present)
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
-    for name in wanted:
-        if name not in schema.names:
-            table = table.append_column(name, pa.nulls(table.num_rows, _contract_type(name)))
-    return table.select(list(wanted))
-
-
 def _contract_type(name: str) -> pa.DataType:
-    from runner.schemas import RESULT_SCHEMA
-
     index = RESULT_SCHEMA.get_field_index(name)
     return RESULT_SCHEMA.field(index).type if index >= 0 else pa.null()
-
-
-def _empty(columns: Sequence[str]) -> pa.Table:
-    return pa.table({c: pa.array([], _contract_type(c)) for c in columns})
-
-
-def _latest(table: pa.Table, key: str) -> pa.Table:
-    """One row per ``key``: the one read last (parts are read oldest first: the highest part wins)."""
-    if table.num_rows == 0:
-        return table
-    numbered = table.append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
-    last = numbered.group_by(key, use_threads=False).aggregate([(_ROW, "max")])[f"{_ROW}_max"]
-    if len(last) == table.num_rows:
-        return table
-    return table.take(pc.take(last, pc.sort_indices(last)))  # keep the read order
 
 
 def _input_rows(job_dir: Path) -> int | None:
@@ -408,50 +425,76 @@ def _input_rows(job_dir: Path) -> int | None:
 
 
 def compute_stats(job_dir: Path, *, by: str | None = None, prices: PriceTable | None = None) -> JobStats:
-    """Read ``job_dir`` and summarise it; ``by`` groups by a column, ``prices`` re-prices the rows."""
-    data = read_job(job_dir, extra_columns=(by,) if by else ())
-    return summarize(data, by=by, prices=prices)
+    """Read ``job_dir`` and summarise it; ``by`` groups by a column, ``prices`` re-prices the rows.
+
+    Raises :class:`StateError` (not a job, unreadable file) or :class:`SpecError` (unknown ``by``
+    column, a model the ``prices`` table cannot price).
+    """
+    return collect(job_dir, by=by, prices=prices).stats
 
 
-def summarize(data: JobData, *, by: str | None = None, prices: PriceTable | None = None) -> JobStats:
-    """The figures of already-read job data (the HTML report reads once and reuses the rows)."""
-    table = data.table
-    if by is not None and by not in table.column_names:
-        raise SpecError(
-            f"{data.job_dir}: no column {by!r} in the results; available: {', '.join(data.columns)}"
-        )
-    work = prepare(table, prices=prices, by=by)
-    totals = _tally_of(work)
-    pending = max(data.input_rows - totals.rows, 0) if data.input_rows is not None else 0
+def collect(job_dir: Path, *, by: str | None = None, prices: PriceTable | None = None) -> Collected:
+    """One streaming pass over the job: the stats plus the series the HTML report needs.
 
-    routed = work.filter(pc.is_valid(work["route"]))
-    return JobStats(
-        job_dir=str(data.job_dir),
+    Each batch is reduced to partial sums (mergeable counters); only the ok rows' latencies and the
+    (finish time, tokens) pairs are kept whole. A file the engine replaces while we read it (its
+    atomic rename) makes us list the directory again.
+    """
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            return _collect_once(Path(job_dir), by, prices)
+        except FileNotFoundError:
+            if attempt == _READ_ATTEMPTS - 1:
+                raise StateError(f"{job_dir}: result files kept changing while being read") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _collect_once(job_dir: Path, by: str | None, prices: PriceTable | None) -> Collected:
+    job = open_job(job_dir)
+    if by is not None and by not in job.columns:
+        raise SpecError(f"{job_dir}: no column {by!r} in the results; available: {', '.join(job.columns)}")
+    columns = list(dict.fromkeys((*STATS_COLUMNS, *((by,) if by else ()))))
+    acc = _Accumulator()
+    for table in iter_rows(job, columns):
+        acc.add(table, prepare(table, prices=prices, by=by), by=by)
+
+    totals = acc.totals.tally()
+    pending = max(job.input_rows - totals.rows, 0) if job.input_rows is not None else 0
+    latencies = pa.concat_arrays(acc.latencies) if acc.latencies else pa.array([], pa.float64())
+    timeline = (
+        pa.concat_tables(acc.timeline)
+        if acc.timeline
+        else pa.table({"finished_ms": pa.array([], pa.int64()), "tokens": pa.array([], pa.int64())})
+    )
+    routes = {name: acc.routes[name].tally() for name in sorted(acc.routes)}
+    stats = JobStats(
+        job_dir=str(job_dir),
         rows=totals.rows + pending,
         ok=totals.ok,
         failed=totals.failed,
         pending=pending,
         tokens=totals.tokens,
         cost_usd=totals.cost_usd,
-        price_table=prices.name if prices is not None else _price_tables(table),
+        price_table=prices.name if prices is not None else (", ".join(sorted(acc.price_tables)) or None),
         repriced=prices is not None,
-        routes=_tallies(routed, "route", "route"),
-        unrouted=work.num_rows - routed.num_rows,
-        latency_ms=_latency(work),
-        retries=_int(pc.sum(pc.max_element_wise(pc.subtract(work["attempts"], 1), 0))),
-        errors=_errors(work),
-        throughput=_throughput(work),
-        lanes=_lanes(work),
-        read_from=data.read_from,
+        routes=routes,
+        unrouted=totals.rows - sum(r.rows for r in routes.values()),
+        latency_ms=_latency(latencies),
+        retries=acc.retries,
+        errors=dict(sorted(acc.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+        throughput=acc.throughput(),
+        lanes={**dict.fromkeys(LANES, 0), **acc.lanes},
+        read_from=job.read_from,
         by=by,
-        groups=_tallies(work, BY_COLUMN, by) if by is not None else None,
+        groups={name: acc.groups[name].tally() for name in sorted(acc.groups)} if by is not None else None,
     )
+    return Collected(stats=stats, latencies=latencies, timeline=timeline)
 
 
 def prepare(table: pa.Table, *, prices: PriceTable | None = None, by: str | None = None) -> pa.Table:
     """The rows with the derived columns every figure uses: ``ok``/``failed`` as 0/1, ``route``,
-    ``cost`` (recorded or re-priced), nulls filled so aggregates need no special cases, and the
-    ``by`` column as ``BY_COLUMN``."""
+    ``cost`` (recorded or re-priced), nulls filled so sums need no special cases, and the ``by``
+    column as ``BY_COLUMN`` (the user's column name may clash with ours)."""
     table = table.combine_chunks()
     status = table["status"].combine_chunks()
     tokens = {c: pc.fill_null(table[c].combine_chunks(), 0).cast(pa.int64()) for c in TOKEN_COLUMNS}
@@ -503,46 +546,119 @@ def _reprice(table: pa.Table, tokens: Mapping[str, pa.Array], lane: pa.Array, pr
 
 
 _SUMS: tuple[str, ...] = ("ok", "failed", *TOKEN_COLUMNS, "cost")
+_AGGREGATES: list[tuple[Any, str]] = [([], "count_all"), *((c, "sum") for c in _SUMS)]
+_EPOCH_FLOOR = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+"""Timestamps before this are placeholders (a row never sent), not times."""
 
 
-def _tally_of(work: pa.Table) -> Tally:
-    sums = {c: pc.sum(work[c]).as_py() or 0 for c in _SUMS}
-    return _tally(work.num_rows, sums)
+@dataclass(eq=False, slots=True)
+class _Sums:
+    """Mergeable counters of one slice of rows (rows, ok, failed, four token kinds, cost)."""
 
+    rows: int = 0
+    values: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(_SUMS, 0))
 
-def _tally(rows: int, sums: Mapping[str, Any]) -> Tally:
-    return Tally(
-        rows=int(rows),
-        ok=int(sums["ok"] or 0),
-        failed=int(sums["failed"] or 0),
-        tokens=Tokens(
-            input=int(sums["input_tokens"] or 0),
-            output=int(sums["output_tokens"] or 0),
-            cache_read=int(sums["cache_read_input_tokens"] or 0),
-            cache_creation=int(sums["cache_creation_input_tokens"] or 0),
-        ),
-        cost_usd=float(sums["cost"] or 0.0),
-    )
+    def add(self, rows: int, values: Mapping[str, Any]) -> None:
+        self.rows += int(rows)
+        for name in _SUMS:
+            self.values[name] += values[name] or 0
 
-
-def _tallies(work: pa.Table, key: str, label: str) -> dict[str, Tally]:
-    """One tally per value of column ``key`` (``label`` to users), sorted; null is named ``(null)``."""
-    try:
-        grouped = work.group_by(key, use_threads=False).aggregate(
-            [([], "count_all"), *((c, "sum") for c in _SUMS)]
+    def tally(self) -> Tally:
+        v = self.values
+        return Tally(
+            rows=self.rows,
+            ok=int(v["ok"]),
+            failed=int(v["failed"]),
+            tokens=Tokens(
+                input=int(v["input_tokens"]),
+                output=int(v["output_tokens"]),
+                cache_read=int(v["cache_read_input_tokens"]),
+                cache_creation=int(v["cache_creation_input_tokens"]),
+            ),
+            cost_usd=float(v["cost"]),
         )
+
+
+@dataclass(eq=False, slots=True)
+class _Accumulator:
+    """Partial figures of the batches seen so far; each batch is reduced in pyarrow, then merged here
+    (one Python step per group per batch, never per row)."""
+
+    totals: _Sums = field(default_factory=_Sums)
+    routes: dict[str, _Sums] = field(default_factory=dict)
+    groups: dict[str, _Sums] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    lanes: Counter[str] = field(default_factory=Counter)
+    price_tables: set[str] = field(default_factory=set)
+    retries: int = 0
+    latencies: list[pa.Array] = field(default_factory=list)
+    timeline: list[pa.Table] = field(default_factory=list)
+    first_start: dt.datetime | None = None
+    last_finish: dt.datetime | None = None
+    timed_rows: int = 0
+    timed_tokens: int = 0
+
+    def add(self, table: pa.Table, work: pa.Table, *, by: str | None) -> None:
+        if work.num_rows == 0:
+            return
+        self.totals.add(work.num_rows, {c: pc.sum(work[c]).as_py() for c in _SUMS})
+        routed = work.filter(pc.is_valid(work["route"]))
+        _merge_groups(self.routes, routed, "route", "route")
+        if by is not None:
+            _merge_groups(self.groups, work, BY_COLUMN, by)
+        failed = work.filter(pc.equal(work["failed"], 1))
+        for item in pc.value_counts(pc.fill_null(failed["error_type"], NULL_KEY)).to_pylist():
+            self.errors[item["values"]] += item["counts"]
+        for item in pc.value_counts(work["lane"]).to_pylist():
+            self.lanes[item["values"]] += item["counts"]
+        self.price_tables.update(pc.unique(table["price_table"].drop_null()).to_pylist())
+        self.retries += _int(pc.sum(pc.max_element_wise(pc.subtract(work["attempts"], 1), 0)))
+        ok_latency = pc.and_(pc.equal(work["ok"], 1), pc.is_valid(work["latency_ms"]))
+        self.latencies.append(work["latency_ms"].filter(ok_latency).combine_chunks())
+        self._add_times(work)
+
+    def _add_times(self, work: pa.Table) -> None:
+        epoch = pa.scalar(_EPOCH_FLOOR, work["finished_at"].type)
+        timed = work.filter(pc.greater(work["finished_at"], epoch))
+        if timed.num_rows == 0:
+            return
+        tokens = timed["input_tokens"]
+        for c in TOKEN_COLUMNS[1:]:
+            tokens = pc.add(tokens, timed[c])
+        finished_ms = timed["finished_at"].cast(pa.int64())
+        self.timeline.append(pa.table({"finished_ms": finished_ms, "tokens": tokens}).combine_chunks())
+        self.timed_rows += timed.num_rows
+        self.timed_tokens += _int(pc.sum(tokens))
+        started = timed["started_at"].filter(pc.greater(timed["started_at"], epoch))
+        first = pc.min(started if len(started) else timed["finished_at"]).as_py()
+        last = pc.max(timed["finished_at"]).as_py()
+        self.first_start = first if self.first_start is None else min(self.first_start, first)
+        self.last_finish = last if self.last_finish is None else max(self.last_finish, last)
+
+    def throughput(self) -> Throughput:
+        return Throughput(
+            started_at=self.first_start,
+            finished_at=self.last_finish,
+            rows=self.timed_rows,
+            tokens=self.timed_tokens,
+        )
+
+
+def _merge_groups(into: dict[str, _Sums], work: pa.Table, key: str, label: str) -> None:
+    """Sum ``work`` per value of column ``key`` (``label`` to users) into ``into``; null is ``(null)``."""
+    if work.num_rows == 0:
+        return
+    try:
+        grouped = work.group_by(key, use_threads=False).aggregate(_AGGREGATES)
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise SpecError(f"cannot group by {label!r}: {exc}") from None
-    out: dict[str, Tally] = {}
     for row in grouped.to_pylist():  # one Python object per group, not per row
         value = row[key]
         name = NULL_KEY if value is None else str(value)
-        out[name] = _tally(row["count_all"], {c: row[f"{c}_sum"] for c in _SUMS})
-    return dict(sorted(out.items()))
+        into.setdefault(name, _Sums()).add(row["count_all"], {c: row[f"{c}_sum"] for c in _SUMS})
 
 
-def _latency(work: pa.Table) -> Latency:
-    values = work["latency_ms"].filter(pc.and_(pc.equal(work["ok"], 1), pc.is_valid(work["latency_ms"])))
+def _latency(values: pa.Array) -> Latency:
     if len(values) == 0:
         return Latency()
     q = pc.quantile(values, q=list(QUANTILES), interpolation="linear").to_pylist()
@@ -554,39 +670,6 @@ def _latency(work: pa.Table) -> Latency:
         mean=_float(pc.mean(values)),
         max=_float(pc.max(values)),
     )
-
-
-def _errors(work: pa.Table) -> dict[str, int]:
-    failed = work.filter(pc.equal(work["failed"], 1))
-    if failed.num_rows == 0:
-        return {}
-    counts = pc.value_counts(pc.fill_null(failed["error_type"], NULL_KEY)).to_pylist()
-    return dict(sorted(((c["values"], c["counts"]) for c in counts), key=lambda kv: (-kv[1], kv[0])))
-
-
-def _lanes(work: pa.Table) -> dict[str, int]:
-    lanes = dict.fromkeys(LANES, 0)
-    for count in pc.value_counts(work["lane"]).to_pylist():
-        lanes[count["values"]] = count["counts"]
-    return lanes
-
-
-def _throughput(work: pa.Table) -> Throughput:
-    """Over the rows that carry real timestamps: rows never sent may have none (or the epoch)."""
-    epoch = pa.scalar(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), work["finished_at"].type)
-    timed = work.filter(pc.greater(work["finished_at"], epoch))
-    if timed.num_rows == 0:
-        return Throughput()
-    started = timed["started_at"].filter(pc.greater(timed["started_at"], epoch))
-    first = pc.min(started if len(started) else timed["finished_at"]).as_py()
-    last = pc.max(timed["finished_at"]).as_py()
-    tokens = sum(_int(pc.sum(timed[c])) for c in TOKEN_COLUMNS)
-    return Throughput(started_at=first, finished_at=last, rows=timed.num_rows, tokens=tokens)
-
-
-def _price_tables(table: pa.Table) -> str | None:
-    names = pc.unique(table["price_table"].drop_null()).to_pylist()
-    return ", ".join(sorted(names)) if names else None
 
 
 def _int(scalar: pa.Scalar) -> int:

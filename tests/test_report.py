@@ -21,7 +21,7 @@ from runner.report import (
     group_cost_title,
     write_html,
 )
-from runner.stats import read_job, summarize
+from runner.stats import collect
 
 # The job-directory writer lives with the stats tests. pytest puts tests/ on sys.path (no __init__.py),
 # so at run time the module is ``test_stats``; mypy, run from the repository root, knows it by path.
@@ -39,9 +39,7 @@ def fixture_job(tmp_path: Path) -> Path:
 class TestReport:
     def test_written_with_titled_charts(self, tmp_path: Path, job: Path) -> None:
         """The report names every chart, shows the summary and inlines plotly.js (opens offline)."""
-        data = read_job(job, extra_columns=("team",))
-        stats = summarize(data, by="team")
-        out = write_html(tmp_path / "reports" / "job.html", data, stats)
+        out = write_html(tmp_path / "reports" / "job.html", collect(job, by="team"))
         text = out.read_text(encoding="utf-8")
         for title in (THROUGHPUT_TITLE, LATENCY_TITLE, ROUTES_TITLE, ERRORS_TITLE, group_cost_title("team")):
             assert f"<h2>{title}</h2>" in text
@@ -58,15 +56,13 @@ class TestReport:
         large = write_job(tmp_path / "large", make_rows(2000))
         sizes = []
         for job in (small, large):
-            data = read_job(job)
-            sizes.append(len(build_html(data, summarize(data))))
+            sizes.append(len(build_html(collect(job))))
         assert sizes[1] < sizes[0] * 1.05
 
     def test_empty_job(self, tmp_path: Path) -> None:
         """A job with nothing committed yet still gets a report, with notes instead of bars."""
         job = write_job(tmp_path / "job", [], input_rows=5, parts=[])
-        data = read_job(job)
-        text = build_html(data, summarize(data))
+        text = build_html(collect(job))
         assert "no finished rows yet" in text
         assert "no ok rows yet" in text
 
@@ -74,9 +70,9 @@ class TestReport:
         """Without the report extra, a clear error says what to install."""
         monkeypatch.setitem(sys.modules, "plotly", None)
         monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
-        data = read_job(job)
+        collected = collect(job)
         with pytest.raises(SinkError, match=r"pip install 'bedrock-batch\[report\]'"):
-            build_html(data, summarize(data))
+            build_html(collected)
         assert "bedrock-batch[report]" in INSTALL_HINT
 
     def test_cli_html_with_json(self, tmp_path: Path, job: Path) -> None:

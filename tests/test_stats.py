@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from runner import stats as stats_module
 from runner.cli.stats import stats_command
 from runner.errors import SpecError, StateError
 from runner.pricing import PriceTable
@@ -145,6 +146,15 @@ def linear_quantile(values: Sequence[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def approx_tree(value: Any) -> Any:
+    """``value`` with every float compared approximately (sums depend on the order of addition)."""
+    if isinstance(value, dict):
+        return {k: approx_tree(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return pytest.approx(value)
+    return value
 
 
 def expected_tally(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -376,6 +386,26 @@ class TestRunningJob:
         with pytest.raises(SpecError) as info:
             compute_stats(job, by="_index")
         assert "_index" not in str(info.value).partition("available:")[2]
+
+    def test_small_batches_same_figures(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Figures do not depend on the batch size the files are streamed in (partial sums merge)."""
+        rng = random.Random(9)
+        first = [make_row(i, rng) for i in range(0, 90)]
+        rerun = [make_row(i, rng, status="ok") for i in range(40, 70)]
+        job = write_job(tmp_path / "job", [], input_rows=100, parts=[first, rerun])
+        whole = compute_stats(job, by="team").to_dict()
+        monkeypatch.setattr(stats_module, "BATCH_ROWS", 7)
+        batched = compute_stats(job, by="team").to_dict()
+        assert batched == approx_tree(whole)
+
+    def test_duplicate_ids_in_results_only(self, tmp_path: Path) -> None:
+        """Without parts (and their _index), results.parquet rows are keyed by id, the last one wins."""
+        rng = random.Random(11)
+        rows = [make_row(i, rng, status="error") for i in range(10)]
+        rows += [make_row(i, rng, status="ok") for i in range(5)]
+        job = write_job(tmp_path / "job", rows)
+        got = compute_stats(job)
+        assert (got.rows, got.ok, got.failed) == (10, 5, 5)
 
     def test_state_only(self, tmp_path: Path) -> None:
         """A job that has started but committed nothing: everything pending, no figures."""

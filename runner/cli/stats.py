@@ -19,8 +19,7 @@ from runner.errors import BatchError
 from runner.exit_codes import EXIT_SPEC_INVALID
 from runner.pricing import PriceTable
 from runner.report import TALLY_HEADERS, fmt_int, overview_rows, tally_cells, write_html
-from runner.stats import JobStats, Tally, read_job, summarize
-
+from runner.stats import JobStats, Tally, collect
 
 WIDE = 180
 """Columns of the table view when stdout is not a terminal (nothing to fit, so nothing to wrap)."""
@@ -53,14 +52,14 @@ def stats_command(
     """Usage statistics of the job in DIR: rows, tokens, cost per route, latency, errors."""
     try:
         table = PriceTable.load(prices) if prices is not None else None
-        data = read_job(job_dir, extra_columns=(by,) if by else ())
-        stats = summarize(data, by=by, prices=table)
+        collected = collect(job_dir, by=by, prices=table)
         if html_path is not None:
-            write_html(html_path, data, stats, prices=table)
+            write_html(html_path, collected)
     except BatchError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         raise SystemExit(EXIT_SPEC_INVALID) from None
 
+    stats = collected.stats
     if as_json:
         click.echo(stats.to_json())
     else:
