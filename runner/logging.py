@@ -47,8 +47,9 @@ class TeeJSON:
         self._stream = stream
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-        self._stream.write(json.dumps(event, default=str) + "\n")
-        self._stream.flush()
+        if not self._stream.closed:  # a logger bound during the run may outlive the job's file
+            self._stream.write(json.dumps(event, default=str) + "\n")
+            self._stream.flush()
         return event
 
 
@@ -63,6 +64,7 @@ class _Stderr:
 
 
 _events_stream: IO[str] | None = None
+_level = "info"
 
 
 def configure(
@@ -73,7 +75,8 @@ def configure(
     console: bool | None = None,
 ) -> None:
     """Configure structlog for a command. Called once per run (again for a new job directory)."""
-    global _events_stream
+    global _events_stream, _level
+    _level = level
     if _events_stream is not None:
         _events_stream.close()
         _events_stream = None
@@ -101,8 +104,9 @@ def configure(
 
 
 def close() -> None:
-    """Close the events file (end of a run)."""
+    """Close the events file (end of a run) and go back to logging on stderr only."""
     global _events_stream
     if _events_stream is not None:
         _events_stream.close()
         _events_stream = None
+        configure(level=_level)
