@@ -13,9 +13,11 @@ Parts are the truth, so stats read them and keep, per input position (per id whe
 ``_index``), the row written last; ``results.parquet`` is read only when there are no parts. Rows
 still in the engine's write-ahead journal (at most ``part_seconds`` old) are not counted yet.
 
-Everything is columnar (pyarrow compute and ``Table.group_by``): a million-row job is summarised
-without a Python loop over rows, and only the columns the figures need are read (completions stay
-on disk).
+One streaming pass: a first look at the key column alone finds the newest row of each key, then the
+files are read in batches of the columns the figures need (completions stay on disk), each batch is
+reduced with pyarrow compute and ``Table.group_by`` to partial sums, and the partial sums are merged.
+No Python loop runs over rows, and memory is one batch plus a few bytes per row (the key, and the ok
+rows' latencies for the percentiles): a million-row job takes about a second and 0.3 GB.
 
 Cost is what the engine recorded per row (``cost_usd``, priced with the route that served it), under the
 table named in the rows' ``price_table`` column. With ``prices=`` the rows are re-priced from their
