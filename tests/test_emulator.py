@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -221,8 +222,9 @@ class TestInvokeWithAioboto3:
 
     async def test_outage_window(self, emu: EmulatorThread) -> None:
         """During [start, end) after the faults were set, the route answers ServiceUnavailable."""
-        emu.set_faults({"routes": [{"profile": SONNET, "outages": [{"start_s": 0, "end_s": 0.3}]}]})
         async with runtime(emu.url) as client:
+            await invoke(client, request_body(), HAIKU)  # warm the client up: the window is short
+            emu.set_faults({"routes": [{"profile": SONNET, "outages": [{"start_s": 0, "end_s": 0.3}]}]})
             with pytest.raises(client.exceptions.ServiceUnavailableException):
                 await invoke(client, request_body())
             await invoke(client, request_body(), HAIKU)  # another route is up
@@ -307,6 +309,15 @@ class TestInvokeWithAioboto3:
             data, _ = await invoke(client, request_body(max_tokens=1000))
         assert data["usage"]["output_tokens"] == 30
         assert emu.counters()["quota"][f"{SONNET}@us-east-1"]["used"] == 3 + 30 * 5
+
+    async def test_peak_in_flight(self, emu: EmulatorThread) -> None:
+        """Counters show the highest number of calls in flight at once (a client's concurrency bound)."""
+        emu.set_faults({"defaults": {"latency_ms": 200}})
+        async with runtime(emu.url) as client:
+            await asyncio.gather(*(invoke(client, request_body(f"c{i}")) for i in range(5)))
+        counters = emu.counters()
+        assert counters["peak_in_flight"] == 5
+        assert counters["in_flight"] == 0
 
     async def test_max_tokens_caps_the_answer(self, emu: EmulatorThread) -> None:
         """An answer that would run past max_tokens stops there with stop_reason max_tokens."""
@@ -710,3 +721,30 @@ class TestCommandLine:
         """main() is the click command; --help lists the fault flags."""
         assert main(["--help"]) == 0
         assert "--tpm" in capsys.readouterr().out
+
+
+class TestLifecycle:
+    def test_stop_with_an_answer_in_flight(self) -> None:
+        """Stopping does not wait for a slow answer: the client sees the connection end, stop returns fast."""
+        emulator = EmulatorThread().start()
+        emulator.script(SONNET, "*", [{"slow_ms": 30_000}])
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                raw_http(emulator.url, "POST", f"/model/{SONNET}/invoke", request_body().encode())
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        for _ in range(100):
+            if emulator.counters()["in_flight"]:
+                break
+            time.sleep(0.01)
+        started = time.monotonic()
+        emulator.stop()
+        caller.join(5)
+        assert time.monotonic() - started < 3
+        assert not caller.is_alive()
+        assert len(errors) == 1

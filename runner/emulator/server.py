@@ -92,6 +92,7 @@ class Emulator:
         self._runner: web.ServerRunner | None = None
         self._sleepers: set[asyncio.Task[Any]] = set()
         self._counter = 0
+        self._in_flight = 0
         self._rid_base = hashlib.sha256(str(self._initial.seed).encode()).hexdigest()[:20]
         self._rid_base = (
             f"{self._rid_base[:8]}-{self._rid_base[8:12]}-4{self._rid_base[13:16]}-{self._rid_base[16:20]}"
@@ -206,6 +207,7 @@ class Emulator:
         self._seen: dict[bytes, int] = {}
         self._billed = 0
         self._requests = 0
+        self._peak_in_flight = 0
         self._internal_errors = 0
         self._jobs: dict[str, dict[str, Any]] = {}
         self._job_tokens: dict[str, str] = {}
@@ -273,6 +275,8 @@ class Emulator:
             "bodies": {digest.hex(): n for digest, n in self._bodies.items()},
             "billed_requests": self._billed,
             "total_requests": self._requests,
+            "in_flight": self._in_flight,
+            "peak_in_flight": self._peak_in_flight,
             "internal_errors": self._internal_errors,
             "create_model_invocation_job": self._job_creates,
         }
@@ -346,11 +350,16 @@ class Emulator:
             profile = profile.rsplit("/", 1)[-1]
         route = self._route(profile, region_of(request.headers.get("Authorization")))
         scripted = self._pop_script(profile, route.region) if self._scripts else None
+        self._in_flight += 1
+        if self._in_flight > self._peak_in_flight:
+            self._peak_in_flight = self._in_flight
         try:
             return await self._invoke_route(request, route, scripted, started)
         except BedrockError as exc:
             route.count(exc.name)
             return self.error_response(exc)
+        finally:
+            self._in_flight -= 1
 
     async def _invoke_route(
         self,

@@ -22,6 +22,15 @@ T = TypeVar("T")
 START_TIMEOUT_S = 10.0
 
 
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel and await what is still pending (as ``asyncio.run`` does), so closing the loop is quiet."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
 class EmulatorThread:
     """``with EmulatorThread(config) as emu: boto3.client(..., endpoint_url=emu.url)``."""
 
@@ -69,6 +78,7 @@ class EmulatorThread:
             self._started.set()
             loop.run_forever()
             loop.run_until_complete(self.emulator.aclose())
+            _cancel_remaining(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             self._started.set()

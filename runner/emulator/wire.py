@@ -544,7 +544,7 @@ def render_answer(
     """The Messages response body: ``output_tokens`` capped by ``max_tokens``, cut at a stop sequence."""
     stop_reason = "end_turn"
     stop_sequence: str | None = None
-    if output_tokens > request.max_tokens:
+    if output_tokens >= request.max_tokens:  # the answer filled the budget: it was cut there
         output_tokens = request.max_tokens
         stop_reason = "max_tokens"
     output_tokens = max(1, output_tokens)
