@@ -82,12 +82,20 @@ def fetch_account_view(region: str, endpoint_url: str | None, *, client: Any = N
         import boto3
         from botocore.config import Config
 
+        from runner.bedrock import is_loopback
+
         config = Config(
             retries={"total_max_attempts": 1},
             connect_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
         )
-        client = boto3.client("bedrock", region_name=region, endpoint_url=endpoint_url or None, config=config)
+        session = boto3.Session()
+        if is_loopback(endpoint_url) and session.get_credentials() is None:
+            # The local emulator checks a signature's shape, not its secret (same rule as the runner).
+            session = boto3.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator")
+        client = session.client(
+            "bedrock", region_name=region, endpoint_url=endpoint_url or None, config=config
+        )
     listed = client.list_foundation_models(byProvider="anthropic")
     models = {
         m["modelId"]: m.get("modelLifecycle", {}).get("status", "") for m in listed.get("modelSummaries", [])
