@@ -277,7 +277,7 @@ class TestInvokeWithAioboto3:
         emu.set_faults(
             {
                 "defaults": {"tpm": 2000, "output_tokens": 20},
-                "routes": [{"region": "us-west-2", "latency_ms": 300}],
+                "routes": [{"region": "us-west-2", "latency_ms": 1000}],
             }
         )
         async with runtime(emu.url) as client:
@@ -312,7 +312,7 @@ class TestInvokeWithAioboto3:
 
     async def test_peak_in_flight(self, emu: EmulatorThread) -> None:
         """Counters show the highest number of calls in flight at once (a client's concurrency bound)."""
-        emu.set_faults({"defaults": {"latency_ms": 200}})
+        emu.set_faults({"defaults": {"latency_ms": 500}})
         async with runtime(emu.url) as client:
             await asyncio.gather(*(invoke(client, request_body(f"c{i}")) for i in range(5)))
         counters = emu.counters()
