@@ -304,6 +304,8 @@ class Emulator:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path, _, _ = request.raw_path.partition("?")
         self._requests += 1
+        if "Expect" in request.headers:  # the low-level server leaves 100-continue to us (curl, big bodies)
+            await self._expect(request)
         try:
             if path.startswith("/model/"):
                 if path.endswith("/invoke") and request.method == "POST":
@@ -318,6 +320,11 @@ class Emulator:
             self._internal_errors += 1
             log.exception("emulator.internal_error path=%s", path)
             return self.error_response(BedrockError("InternalServerException"))
+
+    async def _expect(self, request: web.BaseRequest) -> None:
+        if request.headers["Expect"].lower() == "100-continue" and request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
 
     def _request_id(self) -> str:
         self._counter += 1
