@@ -88,7 +88,7 @@ def write_prompts(path: Path, n: int, *, start: int = 0, **extra: Sequence[Any])
 
 
 def spec_data(
-    input_path: Path, output: Path, endpoint_url: str, **sections: Mapping[str, Any]
+    input_path: Path, job_dir: Path, endpoint_url: str, /, **sections: Mapping[str, Any]
 ) -> dict[str, Any]:
     """A small, fast job spec as plain data; each keyword merges into (and overrides) its section.
 
@@ -96,7 +96,7 @@ def spec_data(
     ``prompt`` columns, 32 output tokens, 8 in flight, quick retries, and small parts.
     """
     data: dict[str, Any] = {
-        "job": {"input": str(input_path), "output": str(output)},
+        "job": {"input": str(input_path), "output": str(job_dir)},
         "model": {"id": HAIKU, "region": "us-east-1", "endpoint_url": endpoint_url, "preflight": False},
         "columns": {"id": "id", "prompt": "prompt"},
         "request": {"max_tokens": 32},
