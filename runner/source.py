@@ -9,14 +9,15 @@ only the columns a request or a result row needs, so memory stays bounded by
 The input (``[job] input``) is one Parquet file or a directory of ``*.parquet`` files. A directory is
 read one level deep, in name order; names starting with ``.`` or ``_`` are skipped, as Spark and
 pyarrow datasets do (``_SUCCESS``, ``.part.crc``). Paths go through :func:`_open_files`, which hands
-URIs to ``pyarrow.fs.FileSystem.from_uri`` so that ``s3://`` slots in without touching the rest.
+URIs to :func:`runner.storage.filesystem_for`, so ``s3://`` (with ``AWS_ENDPOINT_URL_S3`` honoured)
+slots in without touching the rest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from runner.errors import RowError, SourceError
 from runner.request import RequestBuilder
 from runner.spec import JobSpec
+from runner.storage import filesystem_for
 from runner.types import Record
 
 
@@ -79,13 +81,13 @@ def _open_files(uri: str) -> tuple[pafs.FileSystem, list[tuple[str, str, str]]]:
     """Resolve ``[job] input`` to a filesystem and its Parquet files ``(path, display, name)``.
 
     Local paths (relative ones against the working directory) use the local filesystem; anything
-    with a ``scheme://`` goes to ``FileSystem.from_uri``, which is where S3 comes in.
+    with a ``scheme://`` goes to :func:`runner.storage.filesystem_for`, which is where S3 comes in.
     """
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
         try:
-            fs, root = pafs.FileSystem.from_uri(uri)
-        except (OSError, pa.ArrowException) as exc:
+            fs, root = filesystem_for(uri)
+        except (OSError, pa.ArrowException, ValueError) as exc:
             raise SourceError(f"{uri}: cannot open the input ({exc})") from None
 
         def display(path: str) -> str:
@@ -298,22 +300,36 @@ class Source:
         Yields the columns in the order asked (Parquet returns them in file order). I/O and decoding
         errors become :class:`SourceError` naming the file.
         """
+        for _, batch in self._batches(file, columns, budget):
+            yield batch
+
+    def _batches(
+        self,
+        file: _InputFile,
+        columns: list[str],
+        budget: int,
+        skip: Callable[[int, int], bool] | None = None,
+    ) -> Iterator[tuple[int, list[pa.Array]]]:
+        """Like :meth:`_read`, with each batch's first row (in the file); ``skip(first, stop)`` lets
+        the caller pass over whole row groups, unread and undecoded (a resume's done rows)."""
         batch_rows = self._spec.output.read_batch_rows
         try:
             with self._fs.open_input_file(file.path) as handle:
                 parquet = pq.ParquetFile(handle)
-                if budget <= 0:
-                    return
-                for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-                    if batch.num_rows > budget:
-                        batch = batch.slice(0, budget)
-                    budget -= batch.num_rows
-                    if columns:
-                        yield [batch.column(c) for c in columns]
-                    else:  # nothing to read but the row count
-                        yield [pa.nulls(batch.num_rows)]
-                    if budget <= 0:
-                        return
+                for first, groups in _runs(parquet.metadata, budget, skip):
+                    for batch in parquet.iter_batches(
+                        batch_size=batch_rows, row_groups=groups, columns=columns
+                    ):
+                        if batch.num_rows > budget:
+                            batch = batch.slice(0, budget)
+                        budget -= batch.num_rows
+                        if columns:
+                            yield first, [batch.column(c) for c in columns]
+                        else:  # nothing to read but the row count
+                            yield first, [pa.nulls(batch.num_rows)]
+                        first += batch.num_rows
+                        if budget <= 0:
+                            return
         except (OSError, pa.ArrowException) as exc:
             raise SourceError(f"{file.display}: cannot read the input file ({exc})") from None
 
@@ -322,6 +338,19 @@ class Source:
     def fingerprint(self) -> InputFingerprint:
         """The input's fingerprint, computed once when the source was opened."""
         return self._fingerprint
+
+    def stamp(self) -> str:
+        """Hash of the input files' names, sizes and modification times, and of the request spec.
+
+        Equal stamps mean the very bytes and spec the done rows were made from, which lets a resume
+        skip done rows by position without re-reading them (``records(done_rows=...)``).
+        """
+        h = hashlib.blake2b(self._spec.request_digest().encode(), digest_size=16)
+        for file, info in zip(
+            self._files, self._fs.get_file_info([f.path for f in self._files]), strict=True
+        ):
+            h.update(f"\x1f{file.name}\x1f{info.size}\x1f{info.mtime_ns}".encode())
+        return h.hexdigest()
 
     def keep_fields(self) -> list[pa.Field]:
         """Arrow fields of the ``[columns] keep`` columns, for the result schema (dictionaries decoded)."""
@@ -338,13 +367,18 @@ class Source:
         chunks = [ids.cast(pa.string()) for _, _, ids in self._id_chunks()]
         return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
 
-    def records(self, done: Container[int] = frozenset()) -> Iterator[list[Record]]:
+    def records(
+        self, done: Container[int] = frozenset(), *, done_rows: Container[int] | None = None
+    ) -> Iterator[list[Record]]:
         """Stream the input as lists of records, one list per Parquet record batch.
 
         Rows whose resume key is in ``done`` are skipped (a batch whose rows are all done yields
-        nothing). A row that cannot become a request still comes out, with ``body=None`` and its
-        ``error_type``, so that it becomes an error result row. A sync generator: the pool runs it
-        in a worker thread, and it holds one batch at a time.
+        nothing). ``done_rows`` is the fast path of a resume onto the very input and request spec
+        the done rows were made from: rows at those positions are skipped without reading or
+        hashing them, and row groups wholly done are not even decoded. A row that cannot become a
+        request still comes out, with ``body=None`` and its ``error_type``, so that it becomes an
+        error result row. A sync generator: the pool runs it in a worker thread, and it holds one
+        batch at a time.
         """
         builder = self._builder
         key_of, build = builder.key, builder.build
@@ -357,16 +391,28 @@ class Source:
         for file in self._files:
             if index >= budget:
                 return
-            for columns in self._read(file, read, budget - index):
+            base = index
+            skip = None
+            if done_rows is not None:
+                skip = _all_in(done_rows, base)
+            for first, columns in self._batches(file, read, budget - base, skip):
+                index = base + first
+                n = len(columns[0])
+                if done_rows is not None and all(i in done_rows for i in range(index, index + n)):
+                    index += n
+                    continue
                 # One to_pylist per column, then zip: far cheaper than RecordBatch.to_pylist().
                 rows: Iterable[dict[str, Any]]
                 if names:
                     values = [c.to_pylist() for c in columns]
                     rows = (dict(zip(names, v, strict=True)) for v in zip(*values, strict=True))
                 else:
-                    rows = repeat({}, len(columns[0]))
+                    rows = repeat({}, n)
                 out: list[Record] = []
                 for row in rows:
+                    if done_rows is not None and index in done_rows:
+                        index += 1
+                        continue
                     row_id = str(row[id_col]) if id_col else str(index)
                     key = key_of(row_id, row)
                     if key in done:
@@ -404,6 +450,39 @@ class Source:
                     index += 1
                 if out:
                     yield out
+            index = base + min(file.rows, budget - base)
+
+
+def _runs(
+    meta: pq.FileMetaData, budget: int, skip: Callable[[int, int], bool] | None
+) -> Iterator[tuple[int, list[int]]]:
+    """Runs of consecutive row groups to read, with the first row of each run; skipped groups
+    split runs. Batches stay ``read_batch_rows`` long within a run, across its row groups."""
+    first, run_first, run = 0, 0, []
+    for group in range(meta.num_row_groups):
+        if first >= budget:
+            break
+        size = min(meta.row_group(group).num_rows, budget - first)
+        if skip is not None and skip(first, first + size):
+            if run:
+                yield run_first, run
+            run = []
+        else:
+            if not run:
+                run_first = first
+            run.append(group)
+        first += size
+    if run:
+        yield run_first, run
+
+
+def _all_in(done_rows: Container[int], base: int) -> Callable[[int, int], bool]:
+    """``skip(first, stop)`` for a file starting at input row ``base``: every row in it is done."""
+
+    def skip(first: int, stop: int) -> bool:
+        return all(i in done_rows for i in range(base + first, base + stop))
+
+    return skip
 
 
 def _hash_text(lengths: hashlib.blake2b, data: hashlib.blake2b, ids: pa.Array) -> None:

@@ -139,7 +139,9 @@ class JobDir:
         os.replace(tmp, self.state_file)
         fsync_dir(self.work)
 
-    def start_run(self, *, spec: dict[str, Any], fingerprint: dict[str, Any], force: bool) -> dict[str, Any]:
+    def start_run(
+        self, *, spec: dict[str, Any], fingerprint: dict[str, Any], force: bool, stamp: str = ""
+    ) -> dict[str, Any]:
         """Create the job or check that this run may resume it; returns the state to keep updating.
 
         An input whose ids changed since the job began is refused unless ``force``: the rows already
@@ -169,6 +171,12 @@ class JobDir:
                     )
                 state["input"] = fingerprint
                 state["input_changed_at"] = now
+        # Runs that all saw the same input bytes and request spec may skip done rows by position.
+        if "stamp" not in state:
+            state["stamp"] = stamp
+        elif state["stamp"] != stamp:
+            state["stamp"] = None  # mixed history: from now on every resume checks keys
+        state["trusted"] = bool(stamp) and state["stamp"] == stamp
         state.setdefault("runs", []).append({"started_at": now, "pid": os.getpid()})
         self.write_state(state)
         return state
@@ -217,14 +225,20 @@ class JobDir:
         Error rows whose error was retryable (throttled to the end, timeouts, 5xx) run again; with
         ``retry_failed`` every error row does.
         """
+        return set(self._done(retry_failed).column("request_key").to_pylist())
+
+    def done_rows(self, *, retry_failed: bool) -> set[int]:
+        """Input positions of the rows :meth:`done_keys` covers (the trusted resume's fast path)."""
+        return set(self._done(retry_failed).column(INDEX_COLUMN).to_pylist())
+
+    def _done(self, retry_failed: bool) -> pa.Table:
         latest = self.latest(["request_key", "status", "retryable"])
         if latest.num_rows == 0:
-            return set()
+            return latest
         ok = pc.equal(latest.column("status"), "ok")
         if not retry_failed:
             ok = pc.or_(ok, pc.invert(latest.column("retryable")))
-        keys: list[int] = latest.filter(ok).column("request_key").to_pylist()
-        return set(keys)
+        return latest.filter(ok)
 
     def progress(self, *, scope: int | None = None) -> Progress:
         """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``)."""
