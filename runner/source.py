@@ -458,7 +458,8 @@ def _runs(
 ) -> Iterator[tuple[int, list[int]]]:
     """Runs of consecutive row groups to read, with the first row of each run; skipped groups
     split runs. Batches stay ``read_batch_rows`` long within a run, across its row groups."""
-    first, run_first, run = 0, 0, []
+    first, run_first = 0, 0
+    run: list[int] = []
     for group in range(meta.num_row_groups):
         if first >= budget:
             break
