@@ -294,6 +294,35 @@ class TestRecords:
         write(tmp_path / "nested" / "c.parquet", prompts(1, start=30))
         assert [r.id for r in flat(Source(make_spec(tmp_path)))] == ["r0", "r1"]
 
+    def test_done_rows_skip_by_position_across_groups_and_files(self, tmp_path: Path) -> None:
+        """A trusted resume skips done positions, whole row groups included, and keeps indices right."""
+        write(tmp_path / "a.parquet", prompts(10), row_group_size=4)
+        write(tmp_path / "b.parquet", prompts(5, start=10), row_group_size=2)
+        spec = make_spec(tmp_path, batch_rows=3)
+        done = set(range(0, 8)) | {10, 11, 13}
+        records = [r for batch in Source(spec).records(done_rows=done) for r in batch]
+        assert [(r.index, r.id) for r in records] == [(8, "r8"), (9, "r9"), (12, "r12"), (14, "r14")]
+
+    def test_done_rows_give_the_same_records_as_done_keys(self, tmp_path: Path) -> None:
+        """Skipping by position and skipping by resume key agree on an unchanged input."""
+        path = write(tmp_path / "in.parquet", prompts(30), row_group_size=7)
+        source = Source(make_spec(path, batch_rows=4))
+        every = flat(source)
+        done_keys = {r.key for r in every if r.index % 3}
+        done_rows = {r.index for r in every if r.index % 3}
+        by_key = flat(source, done_keys)
+        by_row = [r for batch in source.records(done_rows=done_rows) for r in batch]
+        assert by_key == by_row
+
+    def test_stamp_changes_with_the_file(self, tmp_path: Path) -> None:
+        """Rewriting the input changes the stamp, so a resume falls back to checking keys."""
+        path = write(tmp_path / "in.parquet", prompts(3))
+        before = Source(make_spec(path)).stamp()
+        data = prompts(3)
+        data["text"][1] = "edited"
+        write(path, data)
+        assert Source(make_spec(path)).stamp() != before
+
     def test_limit_stops_across_files(self, tmp_path: Path) -> None:
         """A limit stops after that many rows, counted across files."""
         write(tmp_path / "a.parquet", prompts(3))
