@@ -433,6 +433,24 @@ class TestInvokeWithAioboto3:
         assert counters["billed_requests"] == 2
         assert counters["tokens"][f"{SONNET}@us-east-1"]["input"] == 2 * 2
 
+    async def test_control_plane_with_aioboto3(self, emu: EmulatorThread) -> None:
+        """The async bedrock client lists models and profiles from the same port."""
+        session = aioboto3.Session()
+        async with session.client(
+            "bedrock",
+            region_name="us-east-1",
+            endpoint_url=emu.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=client_config(),
+        ) as client:
+            models = (await client.list_foundation_models(byProvider="anthropic"))["modelSummaries"]
+            profiles = (await client.list_inference_profiles(typeEquals="SYSTEM_DEFINED"))[
+                "inferenceProfileSummaries"
+            ]
+        assert len(models) == 10
+        assert SONNET in {p["inferenceProfileId"] for p in profiles}
+
     async def test_serve_in_process(self) -> None:
         """serve() runs an emulator inside the test's own loop, on loopback."""
         async with serve(EmulatorConfig(seed=3)) as emulator, runtime(emulator.url) as client:
@@ -687,13 +705,15 @@ class TestCommandLine:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
-    def test_serves_until_sigterm(self) -> None:
+    def test_serves_until_sigterm(self, tmp_path: Path) -> None:
         """The process prints its URL when ready, answers boto3, and exits 0 on SIGTERM."""
-        with self.start("--seed", "5", "--deny-global") as process:
+        ready = tmp_path / "url"
+        with self.start("--seed", "5", "--deny-global", "--ready-file", str(ready)) as process:
             assert process.stdout is not None
             line = process.stdout.readline().strip()
             assert line.startswith(READY_PREFIX + "http://127.0.0.1:")
             url = line[len(READY_PREFIX) :]
+            assert ready.read_text().strip() == url
             with sync_client("bedrock-runtime", url) as client:
                 response = client.invoke_model(
                     modelId=SONNET, body=request_body(), contentType="application/json"

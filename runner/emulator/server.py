@@ -92,6 +92,7 @@ class Emulator:
         self._runner: web.ServerRunner | None = None
         self._sleepers: set[asyncio.Task[Any]] = set()
         self._counter = 0
+        self._messages = 0
         self._in_flight = 0
         self._rid_base = hashlib.sha256(str(self._initial.seed).encode()).hexdigest()[:20]
         self._rid_base = (
@@ -403,6 +404,7 @@ class Emulator:
         seen = self._seen.get(body_digest, 0)
         self._seen[body_digest] = seen + 1
         config = self._config
+        invoke = parse_invoke(raw, model)
 
         draws = None
         if scripted is None and (settings.random_faults or not settings.latency.is_zero):
@@ -411,8 +413,6 @@ class Emulator:
                 raise BedrockError("ThrottlingException")
             if draws[1] <= settings.error_rate:
                 raise BedrockError(settings.error_type)
-
-        invoke = parse_invoke(raw, model)
         cache = (
             self._cache.lookup(model.base_id, invoke.cache_points, started)
             if invoke.cache_points
@@ -433,7 +433,7 @@ class Emulator:
             if reservation is None:
                 raise BedrockError("ThrottlingException", TOKENS_THROTTLED_MESSAGE)
 
-        counter = self._counter + 1
+        self._messages += 1
         answer = render_answer(
             invoke,
             model,
@@ -441,7 +441,7 @@ class Emulator:
             output_tokens=output_tokens,
             cache_read=cache.read,
             cache_write=cache.write,
-            message_id=f"msg_bdrk_01{body_digest.hex()[:14]}{counter & 0xFFFFFFFF:08x}",
+            message_id=f"msg_bdrk_01{body_digest.hex()[:14]}{self._messages & 0xFFFFFFFF:08x}",
         )
 
         cut_off = slow = False
