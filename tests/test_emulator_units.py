@@ -588,3 +588,53 @@ class TestControlPlane:
         """A profile outside the caller's geography is not found."""
         with pytest.raises(BedrockError, match="ResourceNotFoundException"):
             get_inference_profile("us-east-1", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70_000) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_block = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "image", "document", "tool_use", "tool_result", "thinking", "x"])},
+    optional={
+        "text": _json,
+        "source": _json,
+        "cache_control": _json,
+        "id": _json,
+        "name": _json,
+        "input": _json,
+    },
+)
+_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system"]), "content": st.one_of(_json, st.lists(_block))}
+)
+_body = st.fixed_dictionaries(
+    {},
+    optional={
+        "anthropic_version": st.sampled_from(["bedrock-2023-05-31", "x"]),
+        "max_tokens": _json,
+        "messages": st.one_of(_json, st.lists(_message, max_size=4)),
+        "system": st.one_of(_json, st.lists(_block, max_size=2)),
+        "temperature": _json,
+        "top_p": _json,
+        "stop_sequences": _json,
+        "anthropic_beta": _json,
+        "tools": _json,
+        "tool_choice": _json,
+        "thinking": _json,
+    },
+)
+
+
+@given(_body)
+def test_any_body_is_answered_or_refused_cleanly(data: dict[str, Any]) -> None:
+    """Whatever the body's shape, validation either accepts it or raises a BedrockError, nothing else."""
+    raw = json.dumps(data).encode()
+    try:
+        request = parse_invoke(raw, SONNET_45)
+    except BedrockError as exc:
+        assert exc.name == "ValidationException"
+        return
+    answer = render_answer(request, SONNET_45, seed=0, output_tokens=40, message_id="m")
+    assert 1 <= answer.output_tokens <= request.max_tokens
