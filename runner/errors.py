@@ -9,6 +9,7 @@
     ├── StateError                 the job directory is inconsistent or in use         exit 2
     │   └── LockedError            another runner holds the job's lock
     ├── PreflightError             no route survived the checks before the first paid call   exit 2
+    ├── BatchJobError              a batch inference job cannot be created, uploaded or read  exit 2
     ├── RowError                   one row cannot become a request: becomes an error row
     └── InvocationError            one Bedrock call failed
         ├── RetryableError         worth another attempt (backoff, maybe another route)
@@ -57,6 +58,14 @@ class LockedError(StateError):
 
 class PreflightError(BatchError):
     """No route is usable: found before any paid call."""
+
+
+class BatchJobError(BatchError):
+    """A Bedrock batch inference job cannot be created, its shard uploaded or its status read.
+
+    Jobs already submitted keep running on AWS and are recorded in the job directory: fixing the
+    cause (role, bucket, permissions) and rerunning re-attaches to them instead of paying again.
+    """
 
 
 class RowError(BatchError):

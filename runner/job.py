@@ -20,6 +20,7 @@ import structlog
 
 from runner import catalog
 from runner import logging as runner_logging
+from runner.batch_lane import run_batch_lane
 from runner.bedrock import AioBotoTransport, Transport
 from runner.errors import PreflightError, RouteError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
@@ -33,6 +34,7 @@ from runner.sink import PartSink, part_schema
 from runner.source import Source
 from runner.spec import JobSpec
 from runner.state import JobDir, Progress
+from runner.storage import upload_results
 from runner.types import Route
 
 log = structlog.get_logger("runner.job")
@@ -61,6 +63,7 @@ def resolve_spec(
     output: str | None = None,
     endpoint_url: str | None = None,
     max_in_flight: int | None = None,
+    mode: str | None = None,
 ) -> JobSpec:
     """Apply CLI overrides to a loaded spec (re-validated, so a bad flag is a ``SpecError`` too)."""
     from runner.spec import spec_from_dict
@@ -71,6 +74,7 @@ def resolve_spec(
         ("job.output", output),
         ("model.endpoint_url", endpoint_url),
         ("limits.max_in_flight", max_in_flight),
+        ("job.mode", mode),
     ):
         if value is not None:
             section, _, key = dotted.partition(".")
@@ -182,7 +186,14 @@ async def run_job_async(
                     if handle_signals:
                         tg.start_soon(_watch_signals, pool)
                     tg.start_soon(lambda: report_progress(counters, admission, before.pending, tty=tty))
-                    outcome = await pool.run(source.records(done))
+                    records = source.records(done)
+                    if spec.job.mode == "batch":  # Bedrock batch inference first, the pool finishes
+                        records = await run_batch_lane(
+                            spec, job=job, source=source, sink=sink, prices=prices, routes=router.active,
+                            counters=counters, pool=pool, done=done, retry_failed=retry_failed,
+                            cost_cap=cost_cap,
+                        )  # fmt: skip
+                    outcome = await pool.run(records)
                     tg.cancel_scope.cancel()
                 stopped = outcome.stopped
         finally:
@@ -190,6 +201,8 @@ async def run_job_async(
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(job.recover, schema)
                 await anyio.to_thread.run_sync(job.consolidate)
+        if spec.output.s3_uri:
+            await anyio.to_thread.run_sync(upload_results, job.results, spec.output.s3_uri)
         after = job.progress(scope=limit)
         elapsed = time.monotonic() - started
         if stopped == INTERRUPTED:

@@ -113,6 +113,7 @@ class OutputSection:
     read_batch_rows: int = _f(1024, "Rows read from the input per Parquet record batch.")
     log_prompts: bool = _f(False, "Allow prompt and completion text in logs (off: redacted).")
     prices: str = _f("", "TOML price table replacing the built-in one (runner/prices.toml).")
+    s3_uri: str = _f("", "Also upload results.parquet under this s3:// prefix after each run.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +328,13 @@ def _check(spec: JobSpec) -> None:
     _positive(src, "[output] `part_rows`", spec.output.part_rows)
     _positive(src, "[output] `part_seconds`", spec.output.part_seconds)
     _positive(src, "[output] `read_batch_rows`", spec.output.read_batch_rows)
+    if spec.job.output.startswith("s3://"):
+        raise SpecError(
+            f"{src}: [job] `output` is the local job directory (resume state lives there); "
+            "set [output] `s3_uri` to also upload results.parquet to S3"
+        )
+    if spec.output.s3_uri and not spec.output.s3_uri.startswith("s3://"):
+        raise SpecError(f"{src}: [output] `s3_uri` must start with s3://, not {spec.output.s3_uri!r}")
     b = spec.batch
     if spec.job.mode == "batch" and not (b.role_arn and b.s3_uri.startswith("s3://")):
         raise SpecError(f"{src}: [job] mode = 'batch' needs [batch] `role_arn` and an s3:// `s3_uri`")
@@ -334,6 +342,9 @@ def _check(spec: JobSpec) -> None:
         raise SpecError(f"{src}: [batch] `timeout_hours` must be between 24 and 168, not {b.timeout_hours}")
     if not 1 <= b.min_records <= b.max_records:
         raise SpecError(f"{src}: [batch] need 1 <= `min_records` <= `max_records`")
+    _positive(src, "[batch] `max_shard_bytes`", b.max_shard_bytes)
+    if b.poll_initial_s <= 0 or b.poll_max_s < b.poll_initial_s:
+        raise SpecError(f"{src}: [batch] need 0 < `poll_initial_s` <= `poll_max_s`")
 
 
 def _positive(src: str, where: str, value: float) -> None:
