@@ -58,11 +58,11 @@ async def _serve(config: EmulatorConfig, host: str, port: int, ready_file: Path 
     emulator = Emulator(config, host=host, port=port)
     await emulator.start()
     try:
-        print(READY_PREFIX + emulator.url, flush=True)
-        if ready_file is not None:
+        if ready_file is not None:  # before the line: whoever saw the line may read the file
             tmp = ready_file.with_name(ready_file.name + ".tmp")
             tmp.write_text(emulator.url + "\n")
             os.replace(tmp, ready_file)
+        print(READY_PREFIX + emulator.url, flush=True)
         log.info("emulator.started", url=emulator.url, seed=config.seed, routes=len(config.routes))
         await stop.wait()
     finally:
