@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import click
 
+from runner.batch_lane import lane_status
 from runner.errors import BatchError
 from runner.estimate import estimate_job
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
@@ -32,6 +34,24 @@ def fail_cleanly(debug: bool) -> Iterator[None]:
         sys.exit(EXIT_SPEC_INVALID)
 
 
+@contextlib.contextmanager
+def interrupts_exit_130() -> Iterator[None]:
+    """Ctrl-C or SIGTERM before the pool watches signals (opening the input, preflight) exits 130 too.
+
+    Without this, Ctrl-C there was click's "Aborted!" with exit 1 (which means "rows failed") and
+    SIGTERM killed the process outright. SIGTERM is turned into SIGINT, so asyncio cancels the run
+    and ``run_job``'s cleanup runs; the job directory is consistent and the same command resumes.
+    """
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: rerun the same command to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("spec_path", metavar="SPEC.toml", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -46,6 +66,9 @@ def fail_cleanly(debug: bool) -> Iterator[None]:
 @click.option("--retry-failed", is_flag=True, help="Also rerun error rows whose error was not retryable.")
 @click.option("--force", is_flag=True, help="Resume even though the input's ids changed since the job began.")
 @click.option("--preflight/--no-preflight", default=None, help="One tiny request per route first [spec].")
+@click.option(
+    "--batch", is_flag=True, help="Bedrock batch inference first (mode = 'batch', half price); docs/batch.md."
+)
 @click.option("--estimate", is_flag=True, help="Print expected tokens and cost from the input; call nothing.")
 @click.option("--emulate", is_flag=True, help="Dry run against a built-in emulator instead of AWS (no cost).")
 @click.option(
@@ -64,6 +87,7 @@ def run_command(
     retry_failed: bool,
     force: bool,
     preflight: bool | None,
+    batch: bool,
     estimate: bool,
     emulate: bool,
     grace_s: float,
@@ -77,11 +101,13 @@ def run_command(
     Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input or
     preflight (nothing was paid), 130 interrupted (resumable).
     """
-    with fail_cleanly(debug):
+    with fail_cleanly(debug), interrupts_exit_130():
         spec = load_spec(spec_path)
         spec = resolve_spec(
             spec, input=input_, output=output, endpoint_url=endpoint_url, max_in_flight=max_in_flight
         )
+        if batch:
+            spec = resolve_spec(spec, mode="batch")
         if estimate:
             for line in estimate_job(spec, limit=limit, retry_failed=retry_failed).lines():
                 click.echo(line)
@@ -146,6 +172,7 @@ def status_command(job_dir: Path, as_json: bool) -> None:
     with fail_cleanly(False):
         job = JobDir(job_dir)
         p = job.progress()
+        lanes = lane_status(job)
     info: dict[str, Any] = {
         "rows": p.rows,
         "ok": p.ok,
@@ -155,6 +182,7 @@ def status_command(job_dir: Path, as_json: bool) -> None:
         "running": p.running,
         "resumable": not p.running and (p.pending > 0 or p.failed_retryable > 0),
         "complete": p.pending == 0 and p.failed == 0,
+        **lanes,
     }
     if as_json:
         click.echo(json.dumps(info))
@@ -163,6 +191,14 @@ def status_command(job_dir: Path, as_json: bool) -> None:
         click.echo(f"  done     {p.ok:,}")
         click.echo(f"  failed   {p.failed:,} ({p.failed_retryable:,} retryable)")
         click.echo(f"  pending  {p.pending:,}")
+        click.echo("  lanes    " + ", ".join(f"{k} {v:,}" for k, v in lanes["lanes"].items()))
+        if lanes["batch"] is not None:
+            b = lanes["batch"]
+            jobs = ", ".join(f"{n} {state}" for state, n in sorted(b["jobs"].items()))
+            click.echo(
+                f"  batch    {b['shards']:,} jobs ({jobs or 'none'}), {b['in_flight_records']:,} records "
+                f"in flight, {b['to_on_demand']:,} sent on to on-demand"
+            )
         if p.running:
             click.echo("  a runner is working on this job now")
         elif info["resumable"]:
