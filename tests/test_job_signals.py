@@ -108,3 +108,22 @@ class TestGracefulStop:
         final = run_cli(args, cwd=tmp_path)
         assert final.returncode == EXIT_OK, final.stderr
         assert read_results(tmp_path / "out").column("id").to_pylist() == ids_for(20)
+
+
+class TestEarlyInterrupt:
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+    def test_signal_during_preflight_is_exit_130(
+        self, emu: EmulatorThread, tmp_path: Path, sig: signal.Signals
+    ) -> None:
+        """A signal while preflight waits on Bedrock exits 130 (interrupted, resumable), not 1 or death."""
+        emu.set_faults({"defaults": {"latency_ms": 5000}})
+        args = ["run", str(job_spec(tmp_path, 10)), "--endpoint-url", emu.url, "--preflight"]
+        proc = start_cli(args, cwd=tmp_path, log=tmp_path / "runner.log")
+        wait_until(lambda: emu.counters()["total_requests"] > 0, timeout=30, what="the preflight ping")
+        assert stop_process(proc, sig, timeout=10) == EXIT_INTERRUPTED
+        assert "Aborted!" not in (tmp_path / "runner.log").read_text()
+
+        emu.set_faults({})
+        final = run_cli(args, cwd=tmp_path)
+        assert final.returncode == EXIT_OK, final.stderr
+        assert read_results(tmp_path / "out").column("id").to_pylist() == ids_for(10)
