@@ -209,6 +209,16 @@ def lane_summary(work_dir: Path) -> dict[str, Any] | None:
     }
 
 
+def lane_status(job: JobDir) -> dict[str, Any]:
+    """``status``'s view of both lanes: rows with a result per lane, and the batch jobs (or ``None``)."""
+    lanes = {"on_demand": 0, "batch": 0}
+    latest = job.latest(["lane"])
+    if latest.num_rows and "lane" in latest.column_names:
+        for item in latest.column("lane").value_counts().to_pylist():
+            lanes[str(item["values"] or "on_demand")] = int(item["counts"])
+    return {"lanes": lanes, "batch": lane_summary(job.work)}
+
+
 # -- the control plane ------------------------------------------------------------------------------
 
 
