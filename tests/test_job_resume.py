@@ -8,6 +8,8 @@ requests in flight at each kill) are checked against the emulator's billed-body 
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
 import random
 import signal
@@ -15,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from runner.cli import main
@@ -43,15 +46,17 @@ MAX_IN_FLIGHT = 8
 
 
 def crash_spec(tmp_path: Path, source: Path, **sections: dict[str, object]) -> Path:
-    """A spec without ``endpoint_url`` (the command line passes it), committing parts often."""
-    data = spec_data(
-        source,
-        tmp_path / "out",
-        "",
-        limits={"max_in_flight": MAX_IN_FLIGHT},
-        output={"part_rows": 25, "part_seconds": 0.2},
-        **sections,
-    )
+    """A spec without ``endpoint_url`` (the command line passes it), committing parts often.
+
+    ``sections`` merge into :func:`spec_data`'s defaults, replacing this function's ``limits`` and
+    ``output`` settings when given.
+    """
+    settings: dict[str, dict[str, object]] = {
+        "limits": {"max_in_flight": MAX_IN_FLIGHT},
+        "output": {"part_rows": 25, "part_seconds": 0.2},
+    }
+    settings.update(sections)
+    data = spec_data(source, tmp_path / "out", "", **settings)
     data["model"].pop("endpoint_url")
     return write_spec(tmp_path / "job.toml", data)
 
@@ -120,6 +125,42 @@ class TestCrashResume:
         assert final.returncode == EXIT_OK, final.stderr
         assert read_results(tmp_path / "out").column("id").to_pylist() == ids_for(50)
         assert duplicate_bills(emu.counters()) <= MAX_IN_FLIGHT
+
+    def test_kept_columns_survive_journal_recovery(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """Rows recovered from the journal after a SIGKILL keep their input columns' values and types."""
+        emu.set_faults({"defaults": {"latency_ms": 30}})
+        n = 400
+        ids = ids_for(n)
+        epoch = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        kept: dict[str, pa.Array] = {
+            "n": pa.array(range(n), pa.int32()),
+            "when": pa.array(
+                [epoch + dt.timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")
+            ),
+            "day": pa.array([dt.date(2024, 1, 1 + i % 28) for i in range(n)], pa.date32()),
+            "blob": pa.array([bytes([i % 256]) * 3 for i in range(n)], pa.binary()),
+            "price": pa.array([decimal.Decimal(f"{i}.25") for i in range(n)], pa.decimal128(10, 2)),
+            "tags": pa.array([[f"t{i}", None] for i in range(n)], pa.list_(pa.string())),
+            "maybe": pa.array([None if i % 3 else float(i) for i in range(n)], pa.float64()),
+        }
+        source = write_table(tmp_path / "in.parquet", {"id": ids, "prompt": prompts_for(ids), **kept})
+        # No part is committed before the kill: every finished row is only in the journal.
+        spec = crash_spec(
+            tmp_path,
+            source,
+            columns={"keep": list(kept)},
+            output={"part_rows": 10_000, "part_seconds": 60.0},
+        )
+        args = ["run", str(spec), "--endpoint-url", emu.url]
+        killed, _proc = kill_while_sending(emu, args, tmp_path, 0.3)
+        assert killed
+        final = run_cli(args, cwd=tmp_path)
+        assert final.returncode == EXIT_OK, final.stderr
+        assert "recovered from the journal" in final.stderr
+        results = read_results(tmp_path / "out")
+        for name, values in kept.items():
+            assert results.schema.field(name).type == values.type, name
+            assert results.column(name).to_pylist() == values.to_pylist(), name
 
     @pytest.mark.slow
     def test_many_kills_soak(self, emu: EmulatorThread, tmp_path: Path) -> None:

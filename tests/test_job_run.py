@@ -28,8 +28,10 @@ from tests.helpers import (
     outcomes_of,
     read_results,
     rows_by_id,
+    run_cli,
     spec_data,
     write_prompts,
+    write_spec,
     write_table,
 )
 
@@ -267,3 +269,30 @@ class TestThrottling:
         assert (row["status"], row["error_type"], row["attempts"]) == ("error", "ValidationException", 1)
         assert row["model_id"] == GLOBAL_HAIKU
         assert invoke_calls(emu.counters()) == 1
+
+
+class TestLogs:
+    def test_no_credentials_or_prompt_text_in_logs(
+        self, emu: EmulatorThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Neither the AWS keys nor prompt or completion text reach stderr or events.jsonl, even at debug."""
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAQUITEDISTINCTIVE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sEcReT/never-in-a-log+0123456789")
+        ids = ids_for(12)
+        prompts: list[str | None] = [f"Describe the violet pangolin number {i}." for i in range(12)]
+        prompts[4] = None
+        source = write_table(tmp_path / "in.parquet", {"id": ids, "prompt": prompts})
+        data = spec_data(source, tmp_path / "out", emu.url)
+        spec = write_spec(tmp_path / "job.toml", data)
+        emu.script(GLOBAL_HAIKU, "*", ["ValidationException", "ThrottlingException"])
+        done = run_cli(["run", str(spec), "--log-level", "debug"], cwd=tmp_path)
+        assert done.returncode == EXIT_ROWS_FAILED, done.stderr
+
+        logs = done.stdout + done.stderr + (tmp_path / "out" / "_job" / "events.jsonl").read_text()
+        assert "job.finished" in logs
+        assert "AKIAQUITEDISTINCTIVE" not in logs
+        assert "never-in-a-log" not in logs
+        assert "violet pangolin" not in logs
+        completions = [r["completion"] for r in rows_by_id(tmp_path / "out").values() if r["completion"]]
+        assert completions
+        assert not [c for c in completions if c in logs]
