@@ -135,6 +135,14 @@ def _output_tokens(value: str) -> Any:
 @click.option("--output-tokens", help="Answer length in tokens: N or MIN-MAX (capped by max_tokens).")
 @click.option("--deny-global", is_flag=True, help="Answer AccessDeniedException for every global. profile.")
 @click.option(
+    "--s3-endpoint-url",
+    metavar="URL",
+    help="S3-compatible server batch inference jobs read and write (without it they are not run).",
+)
+@click.option(
+    "--batch-duration-s", type=click.FloatRange(min=0), help="Seconds a batch job stays InProgress."
+)
+@click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the URL to this file once listening.",
@@ -156,6 +164,8 @@ def emulator_command(
     slow_ms: float | None,
     output_tokens: str | None,
     deny_global: bool,
+    s3_endpoint_url: str | None,
+    batch_duration_s: float | None,
     ready_file: Path | None,
 ) -> None:
     """Serve a local Amazon Bedrock (runtime, control plane, faults) until stopped.
@@ -192,6 +202,13 @@ def emulator_command(
             patch["seed"] = seed
         if deny_global:
             patch["routes"] = [{"profile": "global.*", "region": "*", "access_denied": True}]
+        batch: dict[str, Any] = {}
+        if s3_endpoint_url is not None:
+            batch["s3_endpoint_url"] = s3_endpoint_url
+        if batch_duration_s is not None:
+            batch["duration_s"] = batch_duration_s
+        if batch:
+            patch["batch"] = batch
         config = config.merged(patch)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--faults") from exc

@@ -181,6 +181,67 @@ class RouteRule:
         return out
 
 
+BATCH_END_STATUSES = ("Completed", "PartiallyCompleted", "Failed", "Expired")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """Batch inference jobs: where their S3 lives, how long they take, and what goes wrong in them.
+
+    Without ``s3_endpoint_url`` jobs are accepted, counted and stay ``Submitted`` (nothing to read
+    from). With it, each job waits ``submitted_s`` (``Submitted``), runs for ``duration_s``
+    (``InProgress``), reads its JSONL input from that S3 server, answers every record as InvokeModel
+    would, writes ``{output}/{job id}/{input file}.out`` and ``manifest.json.out``, and ends in
+    ``end_status``. Records whose ``recordId`` is in ``record_errors``, and a seeded
+    ``record_error_rate`` share of the rest, get an ``error`` entry instead of a ``modelOutput``.
+    ``end_status = "Failed"`` writes nothing; ``"Expired"`` and ``"PartiallyCompleted"`` answer only
+    the first half of the records, as a job that ran out of time would.
+    """
+
+    s3_endpoint_url: str = ""
+    submitted_s: float = 0.2
+    duration_s: float = 2.0
+    record_error_rate: float = 0.0
+    record_errors: tuple[str, ...] = ()
+    record_error_code: int = 500
+    end_status: str = "Completed"
+
+    def to_dict(self) -> Json:
+        out: Json = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["record_errors"] = list(self.record_errors)
+        return out
+
+
+def _batch_settings(table: Any, base: BatchSettings, where: str = "batch") -> BatchSettings:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key == "s3_endpoint_url":
+            if not isinstance(value, str) or (value and not value.startswith(("http://", "https://"))):
+                raise ConfigError(f"{at}: must be an http:// or https:// URL (or empty)")
+            values[key] = value
+        elif key in ("submitted_s", "duration_s"):
+            values[key] = _number(value, at)
+        elif key == "record_error_rate":
+            values[key] = _rate(value, at)
+        elif key == "record_errors":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{at}: must be a list of recordId strings")
+            values[key] = tuple(value)
+        elif key == "record_error_code":
+            values[key] = _int(value, at, low=400)
+        elif key == "end_status":
+            if value not in BATCH_END_STATUSES:
+                raise ConfigError(f"{at}: must be one of {', '.join(BATCH_END_STATUSES)}, got {value!r}")
+            values[key] = value
+        else:
+            known = ", ".join(f.name for f in fields(BatchSettings))
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
+    return replace(base, **values)
+
+
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
     """The emulator's whole configuration: seed, prompt-cache behaviour and the fault rules."""
@@ -192,6 +253,8 @@ class EmulatorConfig:
     """How long a cached prompt prefix lives (``cache_control.ttl = "1h"`` asks for an hour)."""
     cache_min_tokens: int = 0
     """Prefixes shorter than this are not cached (Claude's minimum is 1024-4096; 0 keeps tests simple)."""
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    """Batch inference jobs (``[batch]``): S3 endpoint, timing, record faults."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EmulatorConfig:
@@ -221,12 +284,13 @@ class EmulatorConfig:
         """
         if not isinstance(patch, Mapping):
             raise ConfigError("the fault configuration must be a table / JSON object")
-        unknown = set(patch) - {"seed", "defaults", "routes", "cache_ttl_s", "cache_min_tokens"}
+        unknown = set(patch) - {"seed", "defaults", "routes", "cache_ttl_s", "cache_min_tokens", "batch"}
         if unknown:
             raise ConfigError(
                 f"unknown key {sorted(unknown)[0]!r} (expected seed, cache_ttl_s, cache_min_tokens, "
-                "[defaults] or [[routes]])"
+                "[defaults], [[routes]] or [batch])"
             )
+        batch = _batch_settings(patch["batch"], self.batch) if "batch" in patch else self.batch
         seed = _int(patch["seed"], "seed", low=None) if "seed" in patch else self.seed
         ttl = _number(patch["cache_ttl_s"], "cache_ttl_s") if "cache_ttl_s" in patch else self.cache_ttl_s
         min_tokens = (
@@ -255,7 +319,12 @@ class EmulatorConfig:
                 else:
                     routes.append(rule)
         return EmulatorConfig(
-            seed=seed, defaults=defaults, routes=tuple(routes), cache_ttl_s=ttl, cache_min_tokens=min_tokens
+            seed=seed,
+            defaults=defaults,
+            routes=tuple(routes),
+            cache_ttl_s=ttl,
+            cache_min_tokens=min_tokens,
+            batch=batch,
         )
 
     def settings_for(self, profile: str, region: str) -> FaultSettings:
@@ -274,6 +343,7 @@ class EmulatorConfig:
             "cache_min_tokens": self.cache_min_tokens,
             "defaults": self.defaults.to_dict(),
             "routes": [r.to_dict() for r in self.routes],
+            "batch": self.batch.to_dict(),
         }
 
 

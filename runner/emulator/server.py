@@ -36,6 +36,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from runner.emulator import admin, control
+from runner.emulator.batch import BatchJobs
 from runner.emulator.cache import NO_CACHE, PromptCache
 from runner.emulator.config import EmulatorConfig, ScriptedOutcome, parse_outcomes
 from runner.emulator.errors import TOKENS_THROTTLED_MESSAGE, BedrockError, validation
@@ -162,6 +163,7 @@ class Emulator:
         self._port = None
         for task in list(self._sleepers):
             task.cancel()
+        self._batch.close()
         await runner.cleanup()
 
     async def __aenter__(self) -> Emulator:
@@ -210,8 +212,10 @@ class Emulator:
         self._requests = 0
         self._peak_in_flight = 0
         self._internal_errors = 0
-        self._jobs: dict[str, dict[str, Any]] = {}
-        self._job_tokens: dict[str, str] = {}
+        old: BatchJobs | None = getattr(self, "_batch", None)
+        if old is not None:
+            old.close()  # reset: jobs still running are cancelled, as on a fresh start
+        self._batch = BatchJobs(lambda: self._config)
         self._job_creates = 0
         self._cache = PromptCache(ttl_s=self._config.cache_ttl_s, min_tokens=self._config.cache_min_tokens)
         self._reset_clock()
@@ -280,6 +284,7 @@ class Emulator:
             "peak_in_flight": self._peak_in_flight,
             "internal_errors": self._internal_errors,
             "create_model_invocation_job": self._job_creates,
+            "batch": self._batch.counters(),
         }
 
     def _route(self, profile: str, region: str) -> RouteState:
@@ -537,56 +542,21 @@ class Emulator:
             return self.json_response(control.list_inference_profiles(region, query))
         if method == "GET" and path.startswith("/inference-profiles/"):
             return self.json_response(control.get_inference_profile(region, unquote(path[20:])))
-        if method == "POST" and path == "/model-invocation-job":
-            return self.json_response(await self._create_job(request, region))
-        if method == "GET" and path.startswith("/model-invocation-job/"):
-            return self.json_response(self._get_job(unquote(path[22:])))
+        if path == "/model-invocation-job" and method == "POST":
+            self._job_creates += 1  # every call, retries included: what a paid-twice test counts
+            return self.json_response(self._batch.create(region, await admin.read_json(request)))
+        if path == "/model-invocation-jobs" and method == "GET":
+            return self.json_response(self._batch.list(query))
+        if path.startswith("/model-invocation-job/"):
+            ident = unquote(path[22:])
+            if method == "GET":
+                return self.json_response(self._batch.get(ident))
+            if method == "POST" and ident.endswith("/stop"):
+                return self.json_response(self._batch.stop(ident[:-5]))
         raise BedrockError("UnknownOperationException", f"No operation matches {method} {path}.")
 
     def json_response(self, data: Any, status: int = 200) -> web.Response:
         return web.json_response(data, status=status, headers={"x-amzn-requestid": self._request_id()})
-
-    # --- batch jobs: accepted and counted (processing over S3 is not emulated yet) ---------------------
-
-    async def _create_job(self, request: web.BaseRequest, region: str) -> dict[str, Any]:
-        self._job_creates += 1
-        data = await admin.read_json(request)
-        for key in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig"):
-            if key not in data:
-                raise validation(
-                    f"1 validation error detected: Value null at '{key}' failed to satisfy constraint"
-                )
-        token = data.get("clientRequestToken")
-        if isinstance(token, str) and token in self._job_tokens:
-            return {"jobArn": self._job_tokens[token]}
-        job_id = hashlib.sha256(
-            f"{self._config.seed}|{self._job_creates}|{data['jobName']}".encode()
-        ).hexdigest()[:12]
-        arn = f"arn:aws:bedrock:{region}:{control.ACCOUNT_ID}:model-invocation-job/{job_id}"
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self._jobs[job_id] = {
-            "jobArn": arn,
-            "jobName": data["jobName"],
-            "modelId": data["modelId"],
-            "clientRequestToken": token,
-            "roleArn": data["roleArn"],
-            "status": "Submitted",
-            "message": "The Bedrock emulator accepts batch jobs but does not run them.",
-            "submitTime": now,
-            "lastModifiedTime": now,
-            "inputDataConfig": data["inputDataConfig"],
-            "outputDataConfig": data["outputDataConfig"],
-            "timeoutDurationInHours": data.get("timeoutDurationInHours", 24),
-        }
-        if isinstance(token, str):
-            self._job_tokens[token] = arn
-        return {"jobArn": arn}
-
-    def _get_job(self, ident: str) -> dict[str, Any]:
-        job = self._jobs.get(ident.rsplit("/", 1)[-1])
-        if job is None:
-            raise BedrockError("ResourceNotFoundException", f"The job {ident} does not exist.")
-        return {k: v for k, v in job.items() if v is not None}
 
 
 @asynccontextmanager
