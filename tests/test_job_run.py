@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,60 @@ class TestLogs:
         completions = [r["completion"] for r in rows_by_id(tmp_path / "out").values() if r["completion"]]
         assert completions
         assert not [c for c in completions if c in logs]
+
+
+class TestTransientFailures:
+    @pytest.mark.parametrize(
+        "outcome",
+        ["cut_off", "InternalServerException", "ServiceUnavailableException", "ModelNotReadyException"],
+    )
+    def test_transient_failure_is_retried(self, emu: EmulatorThread, tmp_path: Path, outcome: str) -> None:
+        """A cut-off body, a 5xx or a not-ready model costs the row one more attempt, then it is ok."""
+        source = write_prompts(tmp_path / "in.parquet", 1)
+        spec = make_spec(tmp_path, spec_data(source, tmp_path / "out", emu.url))
+        emu.script(GLOBAL_HAIKU, "*", [outcome])
+        assert run_job(spec, handle_signals=False, progress=False).exit_code == EXIT_OK
+        (row,) = read_results(tmp_path / "out").to_pylist()
+        assert (row["status"], row["attempts"]) == ("ok", 2)
+        assert row["model_id"] == US_HAIKU  # the retry starts from the route after the one that failed
+        assert emu.counters()["billed_requests"] == 1
+
+    def test_slow_answer_times_out_and_is_retried(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """An answer slower than ``[retry] timeout_s`` is abandoned and the row retried."""
+        source = write_prompts(tmp_path / "in.parquet", 1)
+        data = spec_data(source, tmp_path / "out", emu.url, retry={"timeout_s": 0.3})
+        emu.script(GLOBAL_HAIKU, "*", [{"slow_ms": 3000}])
+        started = time.monotonic()
+        assert run_job(make_spec(tmp_path, data), handle_signals=False, progress=False).exit_code == EXIT_OK
+        assert time.monotonic() - started < 2.5
+        (row,) = read_results(tmp_path / "out").to_pylist()
+        assert (row["status"], row["attempts"]) == ("ok", 2)
+
+    def test_rows_out_of_attempts_are_retried_by_a_rerun(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """Rows that used up their attempts on 5xx end as retryable errors (exit 1); a rerun finishes them."""
+        emu.set_faults({"defaults": {"error_rate": 1.0}})
+        source = write_prompts(tmp_path / "in.parquet", 10)
+        spec = make_spec(tmp_path, spec_data(source, tmp_path / "out", emu.url, retry={"max_attempts": 2}))
+        assert run_job(spec, handle_signals=False, progress=False).exit_code == EXIT_ROWS_FAILED
+        rows = read_results(tmp_path / "out").to_pylist()
+        assert {(r["status"], r["retryable"]) for r in rows} == {("error", True)}
+        assert all(r["error_message"].startswith("gave up after") for r in rows)
+
+        emu.reset()
+        assert run_job(spec, handle_signals=False, progress=False).exit_code == EXIT_OK
+        assert read_results(tmp_path / "out").column("id").to_pylist() == ids_for(10)
+        assert set(read_results(tmp_path / "out").column("status").to_pylist()) == {"ok"}
+        assert emu.counters()["billed_requests"] == 10
+
+    def test_retry_failed_reruns_permanent_errors(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """A ValidationException row stays failed on a plain rerun and runs again with ``retry_failed``."""
+        source = write_prompts(tmp_path / "in.parquet", 3)
+        spec = make_spec(tmp_path, spec_data(source, tmp_path / "out", emu.url, limits={"max_in_flight": 1}))
+        emu.script(GLOBAL_HAIKU, "*", ["ValidationException"])
+        assert run_job(spec, handle_signals=False, progress=False).exit_code == EXIT_ROWS_FAILED
+        assert run_job(spec, handle_signals=False, progress=False).exit_code == EXIT_ROWS_FAILED
+        assert invoke_calls(emu.counters()) == 3  # the plain rerun sent nothing
+        report = run_job(spec, handle_signals=False, progress=False, retry_failed=True)
+        assert report.exit_code == EXIT_OK
+        assert set(read_results(tmp_path / "out").column("status").to_pylist()) == {"ok"}
+        assert emu.counters()["billed_requests"] == 3
