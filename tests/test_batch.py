@@ -28,7 +28,7 @@ from runner.batch_lane import BATCH_FILE
 from runner.cli import main
 from runner.emulator import EmulatorConfig, EmulatorThread
 from runner.errors import SpecError
-from runner.exit_codes import EXIT_OK
+from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK
 from runner.job import run_job, run_job_async
 from runner.pricing import PriceTable
 from runner.spec import JobSpec, spec_from_dict
@@ -40,6 +40,7 @@ from tests.helpers import (
     rows_by_id,
     spec_data,
     start_cli,
+    stop_process,
     wait_until,
     write_prompts,
     write_spec,
@@ -240,6 +241,32 @@ class TestBatchJob:
         shard = batch_state(tmp_path / "out")["shards"][0]
         assert (shard["status"], shard["missing"]) == ("Failed", 12)
 
+    def test_a_full_job_quota_waits_for_a_slot(
+        self, bemu: EmulatorThread, bucket: str, tmp_path: Path
+    ) -> None:
+        """With one job allowed at a time, shards are submitted one after another; none is lost."""
+        bemu.set_faults({"batch": {"max_jobs": 1, "duration_s": 0.2}}, merge=True)
+        report = run_job(
+            batch_spec(tmp_path, bemu, bucket, 30, max_records=10), handle_signals=False, progress=False
+        )
+        assert report.exit_code == EXIT_OK
+        assert lanes(tmp_path / "out") == {"batch": 30}
+        counters = bemu.counters()
+        assert counters["batch"]["jobs_created"] == 3
+        assert counters["create_model_invocation_job"] > 3  # the refused creates, tried again later
+
+    def test_the_cost_cap_holds_back_shards(self, bemu: EmulatorThread, bucket: str, tmp_path: Path) -> None:
+        """A shard whose worst case would pass max_cost_usd is not submitted, and nothing runs on-demand."""
+        spec = batch_spec(tmp_path, bemu, bucket, 20)
+        raw = spec.to_dict()
+        raw["limits"]["max_cost_usd"] = 0.0001
+        report = run_job(spec_from_dict(raw, source=spec.source), handle_signals=False, progress=False)
+        assert report.stopped == "max_cost_usd reached"
+        assert report.progress.pending == 20
+        counters = bemu.counters()
+        assert counters["create_model_invocation_job"] == 0
+        assert counters["billed_requests"] == 0
+
     def test_status_shows_both_lanes(
         self, bemu: EmulatorThread, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -288,6 +315,32 @@ class TestRestart:
         assert counters["create_model_invocation_job"] == 2
         assert counters["batch"]["jobs_created"] == 2
         assert counters["billed_requests"] == 0
+
+    def test_ctrl_c_leaves_jobs_running_and_rows_unpaid(
+        self, bemu: EmulatorThread, bucket: str, tmp_path: Path
+    ) -> None:
+        """SIGINT while jobs run exits 130 without sending their rows on-demand; the rerun collects them."""
+        bemu.set_faults({"batch": {"duration_s": 2.0}}, merge=True)
+        source = write_prompts(tmp_path / "in.parquet", 30, team=["x"] * 30)
+        data = batch_data(source, tmp_path / "out", bemu, bucket)
+        spec_path = write_spec(tmp_path / "job.toml", data)
+        state_file = tmp_path / "out" / "_job" / BATCH_FILE
+
+        def submitted() -> bool:
+            try:
+                shards = json.loads(state_file.read_text())["shards"]
+            except (FileNotFoundError, ValueError):
+                return False
+            return bool(shards) and all(s["job_arn"] for s in shards)
+
+        proc = start_cli(["run", str(spec_path), "--no-progress"], cwd=tmp_path, log=tmp_path / "run.log")
+        wait_until(submitted, timeout=30, what="the shard to be submitted")
+        assert stop_process(proc, signal.SIGINT) == EXIT_INTERRUPTED
+        assert bemu.counters()["billed_requests"] == 0
+        report = run_job(make_spec(tmp_path, data), handle_signals=False, progress=False)
+        assert report.exit_code == EXIT_OK
+        assert lanes(tmp_path / "out") == {"batch": 30}
+        assert bemu.counters()["create_model_invocation_job"] == 1
 
     async def test_a_lost_create_answer_is_found_not_created_again(
         self, bemu: EmulatorThread, bucket: str, tmp_path: Path

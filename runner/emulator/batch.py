@@ -152,8 +152,14 @@ class BatchJobs:
             raise error
         _s3_uri(data["inputDataConfig"], "s3InputDataConfig", "inputDataConfig")
         _s3_uri(data["outputDataConfig"], "s3OutputDataConfig", "outputDataConfig")
-        self.created += 1
         config = self._config()
+        limit = config.batch.max_jobs
+        if limit and sum(1 for j in self.jobs.values() if j.status in ACTIVE) >= limit:
+            raise BedrockError(
+                "ServiceQuotaExceededException",
+                f"You have reached the limit of {limit} batch inference jobs in progress for this account.",
+            )
+        self.created += 1
         job_id = hashlib.sha256(f"{config.seed}|{self.created}|{name}|{token}".encode()).hexdigest()[:12]
         arn = f"arn:aws:bedrock:{region}:{ACCOUNT_ID}:model-invocation-job/{job_id}"
         now = _now()

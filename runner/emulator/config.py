@@ -195,7 +195,8 @@ class BatchSettings:
     ``end_status``. Records whose ``recordId`` is in ``record_errors``, and a seeded
     ``record_error_rate`` share of the rest, get an ``error`` entry instead of a ``modelOutput``.
     ``end_status = "Failed"`` writes nothing; ``"Expired"`` and ``"PartiallyCompleted"`` answer only
-    the first half of the records, as a job that ran out of time would.
+    the first half of the records, as a job that ran out of time would. ``max_jobs`` is the account's
+    quota of jobs in progress at once: a create beyond it is ``ServiceQuotaExceededException``.
     """
 
     s3_endpoint_url: str = ""
@@ -205,6 +206,8 @@ class BatchSettings:
     record_errors: tuple[str, ...] = ()
     record_error_code: int = 500
     end_status: str = "Completed"
+    max_jobs: int = 0
+    """Jobs in progress at once before creates are refused; 0: no limit."""
 
     def to_dict(self) -> Json:
         out: Json = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -232,6 +235,8 @@ def _batch_settings(table: Any, base: BatchSettings, where: str = "batch") -> Ba
             values[key] = tuple(value)
         elif key == "record_error_code":
             values[key] = _int(value, at, low=400)
+        elif key == "max_jobs":
+            values[key] = _int(value, at)
         elif key == "end_status":
             if value not in BATCH_END_STATUSES:
                 raise ConfigError(f"{at}: must be one of {', '.join(BATCH_END_STATUSES)}, got {value!r}")
