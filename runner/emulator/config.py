@@ -21,6 +21,11 @@ matching ``[[routes]]`` entry (glob on profile and region) overrides it, later e
     tpm = 200000
     outages = [{start_s = 10, end_s = 40}]
 
+    [batch]                                 # batch inference jobs: see BatchSettings
+    s3_endpoint_url = "http://127.0.0.1:9000"
+    duration_s = 1.0
+    record_errors = ["00000000003"]
+
 Errors are :class:`ConfigError` with the key path in the message (``routes[1].tpm: ...``) because
 the person reading them is editing a file.
 """
