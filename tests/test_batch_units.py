@@ -441,3 +441,58 @@ class TestEmulatorBatchConfig:
         """A bad [batch] setting is a ConfigError naming the key."""
         with pytest.raises(ConfigError, match=message):
             EmulatorConfig.from_dict({"batch": batch})
+
+
+class TestSpecAndFlag:
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            ({"job": {"mode": "batch"}}, "needs \\[batch\\] `role_arn`"),
+            ({"job": {"output": "s3://b/out"}}, "local job directory"),
+            ({"output": {"s3_uri": "/tmp/x"}}, "must start with s3://"),
+            ({"batch": {"min_records": 10, "max_records": 5}}, "min_records"),
+            ({"batch": {"poll_initial_s": 10, "poll_max_s": 1}}, "poll_initial_s"),
+            ({"batch": {"max_shard_bytes": 0}}, "max_shard_bytes"),
+            ({"batch": {"timeout_hours": 12}}, "timeout_hours"),
+        ],
+    )
+    def test_bad_batch_and_s3_settings_are_named(self, change: dict[str, Any], message: str) -> None:
+        """Each batch or S3 mistake is a SpecError naming the key."""
+        from runner.errors import SpecError
+        from runner.spec import spec_from_dict
+
+        data: dict[str, Any] = {
+            "job": {"input": "in.parquet", "output": "out"},
+            "model": {"id": "anthropic.claude-haiku-4-5-20251001-v1:0"},
+            "columns": {"prompt": "prompt"},
+        }
+        for section, values in change.items():
+            data.setdefault(section, {}).update(values)
+        with pytest.raises(SpecError, match=message):
+            spec_from_dict(data)
+
+    def test_batch_flag_sets_the_mode(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`run --batch` runs the spec with [job] mode = "batch"."""
+        from runner.cli import main
+        from runner.cli import run as run_module
+        from runner.spec import JobSpec
+
+        seen: list[JobSpec] = []
+
+        class Stop(Exception):
+            pass
+
+        def fake_run_job(spec: JobSpec, **kwargs: Any) -> Any:
+            seen.append(spec)
+            raise Stop
+
+        monkeypatch.setattr(run_module, "run_job", fake_run_job)
+        spec_file = tmp_path / "job.toml"
+        spec_file.write_text(
+            '[job]\ninput = "in.parquet"\noutput = "out"\n'
+            '[model]\nid = "anthropic.claude-haiku-4-5-20251001-v1:0"\n[columns]\nprompt = "p"\n'
+            f'[batch]\nrole_arn = "{ROLE}"\ns3_uri = "s3://b/p"\n'
+        )
+        with pytest.raises(Stop):
+            main(["run", str(spec_file), "--batch"])
+        assert seen[0].job.mode == "batch"
