@@ -26,6 +26,7 @@ from tests.helpers import (
     outcomes_of,
     read_results,
     spec_data,
+    wait_until,
     write_prompts,
 )
 
@@ -41,49 +42,54 @@ def started_s(row: dict[str, Any]) -> float:
 class TestOutage:
     def test_primary_outage_falls_back_then_returns(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """``global.`` down a second mid-job: no failed row, ``us.`` serves meanwhile, ``global.`` after."""
-        outage = (0.6, 1.6)  # seconds after the faults are set, i.e. after the job starts
-        n = 750  # ~100 rows/s at 4 in flight x 40 ms: the job outlasts the outage plus the cool-down
+        outage_s = 1.0
+        n = 750  # at most 100 rows/s (4 in flight x 40 ms): the job outlasts the outage plus the cool-down
         source = write_prompts(tmp_path / "in.parquet", n)
         spec = make_spec(tmp_path, spec_data(source, tmp_path / "out", emu.url, limits={"max_in_flight": 4}))
-        emu.set_faults(
-            {
-                "defaults": {"latency_ms": 40},
-                "routes": [
-                    {"profile": "global.*", "outages": [{"start_s": outage[0], "end_s": outage[1]}]},
-                ],
-            }
-        )
-        t0 = time.time()
+        emu.set_faults({"defaults": {"latency_ms": 40}})
+        outage_at: list[float] = []
+
+        def break_global() -> None:
+            """Once 60 rows are billed, take ``global.`` down for ``outage_s`` from now."""
+            wait_until(lambda: emu.counters()["billed_requests"] >= 60, timeout=60, what="60 billed rows")
+            outage = [{"start_s": 0, "end_s": outage_s}]
+            emu.set_faults({"routes": [{"profile": "global.*", "outages": outage}]}, merge=True)
+            outage_at.append(time.time())
+
+        patcher = threading.Thread(target=break_global)
+        patcher.start()
         report = run_job(spec, handle_signals=False, progress=False)
+        patcher.join(10)
 
         assert report.exit_code == EXIT_OK
         rows = read_results(tmp_path / "out").to_pylist()
         assert [r["id"] for r in rows] == ids_for(n)
         assert {r["status"] for r in rows} == {"ok"}
-        during = [r for r in rows if t0 + outage[0] + 0.15 <= started_s(r) <= t0 + outage[1] - 0.1]
+        (t0,) = outage_at
+        before = [r for r in rows if started_s(r) < t0 - 0.1]
+        assert len(before) >= 50
+        assert {r["model_id"] for r in before} == {GLOBAL_HAIKU}
+        during = [r for r in rows if t0 + 0.15 <= started_s(r) <= t0 + outage_s - 0.1]
         assert during, "no row started during the outage; the job ran too fast"
         assert {r["model_id"] for r in during} == {US_HAIKU}
-        after = [r for r in rows if started_s(r) > t0 + outage[1] + BREAKER_COOLDOWN_S + 0.3]
+        after = [r for r in rows if started_s(r) > t0 + outage_s + BREAKER_COOLDOWN_S + 0.3]
         assert after, "the job ended before the primary's breaker could close again"
         assert {r["model_id"] for r in after} == {GLOBAL_HAIKU}
-        before = [r for r in rows if started_s(r) < t0 + outage[0] - 0.1]
-        assert {r["model_id"] for r in before} == {GLOBAL_HAIKU}
 
         counters = emu.counters()
         failed_on_global = outcomes_of(counters, GLOBAL_HAIKU).get("ServiceUnavailableException", 0)
         assert 0 < failed_on_global < 20  # the breaker stopped sending to the dead route
         assert counters["billed_requests"] == n
 
-    def test_outage_patched_in_while_running(self, emu: EmulatorThread, tmp_path: Path) -> None:
-        """An outage switched on through the faults API while the job runs: every row still ends ok."""
+    def test_outage_lasting_past_the_job(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """``global.`` goes down mid-job for good: every row still ends ok, the rest of the job on ``us.``."""
         n = 300
         source = write_prompts(tmp_path / "in.parquet", n)
         spec = make_spec(tmp_path, spec_data(source, tmp_path / "out", emu.url, limits={"max_in_flight": 4}))
         emu.set_faults({"defaults": {"latency_ms": 20}})
 
         def break_global() -> None:
-            while emu.counters()["billed_requests"] < 50:
-                time.sleep(0.01)
+            wait_until(lambda: emu.counters()["billed_requests"] >= 50, timeout=60, what="50 billed rows")
             emu.set_faults(
                 {"routes": [{"profile": "global.*", "outages": [{"start_s": 0, "end_s": 60}]}]}, merge=True
             )
