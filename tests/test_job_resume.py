@@ -182,7 +182,7 @@ class TestLock:
     def test_a_second_runner_is_refused(
         self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """While one runner works on a job, a second one on the same directory exits 2 and says why."""
+        """While one runner works on a job, a second one exits 2 and says why; ``status`` shows it running."""
         emu.set_faults({"defaults": {"latency_ms": 100}})
         source = write_prompts(tmp_path / "in.parquet", 200)
         spec = crash_spec(tmp_path, source)
@@ -193,12 +193,16 @@ class TestLock:
             wait_until(lambda: emu.counters()["billed_requests"] > 0, timeout=30, what="the first runner")
             code = main(["run", str(spec), "--endpoint-url", emu.url])
             err = capsys.readouterr().err
+            assert main(["status", str(tmp_path / "out"), "--json"]) == EXIT_OK
+            status = json.loads(capsys.readouterr().out)
         finally:
             first_code = stop_process(first, signal.SIGTERM)
         assert code == EXIT_SPEC_INVALID
         assert "in use by another bedrock-batch runner" in err
         assert "pid " in err
         assert first_code == EXIT_INTERRUPTED
+        assert status["running"] is True
+        assert status["resumable"] is False  # not while a runner holds it
 
     def test_the_lock_dies_with_the_runner(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """A SIGKILLed runner's lock is gone at once: the next run starts without any cleanup."""
