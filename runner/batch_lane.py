@@ -393,6 +393,16 @@ class BatchLane:
             keys.update(pq.read_table(path, columns=["request_key"]).column("request_key").to_pylist())
         return keys
 
+    def _drop_unsent(self, state: BatchState) -> None:
+        """Forget shards never uploaded whose local file is gone: nothing of them left the machine,
+        so their rows are simply planned again (into new shards with new tokens)."""
+        keep = [s for s in state.shards if s.uploaded or (self.shard_dir / s.shard.file).exists()]
+        if len(keep) != len(state.shards):
+            dropped = [s.shard.number for s in state.shards if s not in keep]
+            state.shards = keep
+            self._save(state)
+            log.warning("batch.shards_replanned", shards=dropped, reason="local shard file missing")
+
     def _clean_strays(self, state: BatchState) -> None:
         """Delete shard files no recorded shard owns (a plan a crash cut short)."""
         owned = {s.shard.file for s in state.shards} | {s.shard.rows_file for s in state.shards}
@@ -448,11 +458,6 @@ class BatchLane:
         local = self.shard_dir / s.shard.file
         try:
             storage.upload_file(local, s.input_uri)
-        except FileNotFoundError:
-            raise BatchJobError(
-                f"{local} is gone but shard {s.shard.number} was never submitted; "
-                f"move {self.state_file} away to plan the job's batch shards again"
-            ) from None
         except storage.ArrowError as exc:
             raise BatchJobError(f"cannot upload {local.name} to {s.input_uri}: {exc}") from exc
 
@@ -476,7 +481,11 @@ class BatchLane:
             log.info("batch.uploaded", shard=s.shard.number, uri=s.input_uri, bytes=s.shard.bytes)
         if s.create_sent:
             # A create went out and its answer was lost (crash, timeout): did Bedrock make the job?
-            found = await self.control.find_job(s)
+            try:
+                found = await self.control.find_job(s)
+            except InvocationError as exc:  # no List permission, a blip: the token still protects
+                log.warning("batch.find_failed", shard=s.shard.number, error_type=exc.error_type)
+                found = None
             if found is not None:
                 self._submitted(state, s, found, adopted=True)
                 return True
@@ -496,7 +505,7 @@ class BatchLane:
                         f"({exc}); rerun to try again (the same token cannot make a second job)"
                     ) from exc
                 log.warning("batch.create_retried", shard=s.shard.number, error_type=exc.error_type)
-                await anyio.sleep(CREATE_BACKOFF_S * 2 ** (attempt - 1))
+                await self._sleep(CREATE_BACKOFF_S * 2 ** (attempt - 1))
             except InvocationError as exc:
                 raise BatchJobError(
                     f"Bedrock refused batch job {s.job_name} for {s.model_id} in {s.region}: {exc} "
@@ -660,6 +669,7 @@ class BatchLane:
         """Re-attach, plan, submit, poll and collect until every shard is collected or the run stops."""
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         state = self._load()
+        self._drop_unsent(state)
         self._clean_strays(state)
         if self.cost_cap is not None:
             for s in state.shards:

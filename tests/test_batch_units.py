@@ -496,3 +496,153 @@ class TestSpecAndFlag:
         with pytest.raises(Stop):
             main(["run", str(spec_file), "--batch"])
         assert seen[0].job.mode == "batch"
+
+
+# -- the lane's submit rules, with a scripted control plane ----------------------------------------
+
+
+class FakeControl:
+    """A control plane whose creates follow a script; every job ends Failed (its rows go on-demand)."""
+
+    def __init__(self, creates: list[Exception | None], find: Exception | str | None = None) -> None:
+        self.script = list(creates)
+        self.find = find
+        self.tokens: list[str] = []
+        self.finds = 0
+
+    async def create_job(self, shard: ShardState, *, role_arn: str, timeout_hours: int) -> str:
+        self.tokens.append(shard.token)
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        return f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{len(self.tokens):012d}"
+
+    async def get_job(self, shard: ShardState) -> dict[str, Any]:
+        return {"status": "Failed", "message": "scripted"}
+
+    async def find_job(self, shard: ShardState) -> str | None:
+        self.finds += 1
+        if isinstance(self.find, Exception):
+            raise self.find
+        return self.find
+
+
+class TestLaneSubmit:
+    @pytest.fixture(name="lane_parts")
+    def fixture_lane_parts(
+        self, tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> dict[str, Any]:
+        """Spec, source, job directory and sink of a 12-row batch job whose S3 is the moto server."""
+        from runner.pool import Counters
+        from runner.pricing import PriceTable
+        from runner.routing import plan_routes
+        from runner.sink import PartSink, part_schema
+        from runner.source import Source
+        from runner.spec import spec_from_dict
+        from runner.state import JobDir
+
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        bucket = f"ls-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1").create_bucket(Bucket=bucket)
+        pq.write_table(
+            pa.table({"id": [f"r{i}" for i in range(12)], "prompt": [f"p {i}" for i in range(12)]}),
+            tmp_path / "in.parquet",
+        )
+        spec = spec_from_dict(
+            {
+                "job": {"input": str(tmp_path / "in.parquet"), "output": str(tmp_path / "out"),
+                        "mode": "batch"},
+                "model": {"id": "anthropic.claude-haiku-4-5-20251001-v1:0", "endpoints": ["us"]},
+                "columns": {"id": "id", "prompt": "prompt"},
+                "batch": {"role_arn": ROLE, "s3_uri": f"s3://{bucket}/b", "min_records": 5,
+                          "max_records": 12, "poll_initial_s": 0.01, "poll_max_s": 0.02},
+            }
+        )  # fmt: skip
+        source = Source(spec)
+        job = JobDir(spec.job.output)
+        job.create()
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema(source.keep_fields()), price_table="t",
+            next_number=0, part_rows=100, part_seconds=60,
+        )  # fmt: skip
+        route = plan_routes(spec.model.id, region="us-east-1", endpoints=["us"])[0]
+        return {"spec": spec, "source": source, "job": job, "sink": sink, "prices": PriceTable.load(),
+                "route": route, "counters": Counters()}  # fmt: skip
+
+    async def run_lane(self, parts: dict[str, Any], control: FakeControl) -> Any:
+        from runner.batch_lane import BatchLane
+
+        async def quick(seconds: float) -> None:
+            import anyio
+
+            await anyio.sleep(min(seconds, 0.01))
+
+        lane = BatchLane(**parts, control=control, sleep=quick)
+        return await lane.run(set())
+
+    async def test_retryable_create_errors_reuse_the_token(self, lane_parts: dict[str, Any]) -> None:
+        """Throttled creates are retried with the very same clientRequestToken."""
+        from runner.errors import ThrottledError
+
+        control = FakeControl([ThrottledError("slow down"), ThrottledError("slow down")])
+        outcome = await self.run_lane(lane_parts, control)
+        assert len(control.tokens) == 3 and len(set(control.tokens)) == 1
+        assert (outcome.shards, outcome.to_on_demand) == (1, 12)
+
+    async def test_a_refused_create_stops_the_run_and_is_remembered(self, lane_parts: dict[str, Any]) -> None:
+        """AccessDenied on create is a BatchJobError; batch.json says a create went out, with no job."""
+        from runner.batch_lane import BATCH_FILE
+        from runner.errors import AccessDeniedError, BatchJobError
+
+        with pytest.raises(BatchJobError, match="role_arn"):
+            await self.run_lane(lane_parts, FakeControl([AccessDeniedError("no")]))
+        shard = json.loads((lane_parts["job"].work / BATCH_FILE).read_text())["shards"][0]
+        assert (shard["create_sent"], shard["job_arn"], shard["uploaded"]) == (True, None, True)
+
+    async def test_a_rerun_looks_before_it_creates(self, lane_parts: dict[str, Any]) -> None:
+        """After a create whose answer was lost, the rerun adopts the job the lookup finds."""
+        from runner.errors import AccessDeniedError, BatchJobError
+
+        with pytest.raises(BatchJobError):
+            await self.run_lane(lane_parts, FakeControl([AccessDeniedError("no")]))
+        arn = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abcdefabcdef"
+        control = FakeControl([], find=arn)
+        await self.run_lane(lane_parts, control)
+        assert (control.finds, control.tokens) == (1, [])
+
+    async def test_a_failed_lookup_falls_back_to_the_same_token(self, lane_parts: dict[str, Any]) -> None:
+        """When the lookup itself fails, the create is sent again with the same token (still safe)."""
+        from runner.errors import AccessDeniedError, BatchJobError
+
+        first = FakeControl([AccessDeniedError("no")])
+        with pytest.raises(BatchJobError):
+            await self.run_lane(lane_parts, first)
+        second = FakeControl([], find=AccessDeniedError("no List permission"))
+        await self.run_lane(lane_parts, second)
+        assert second.tokens == first.tokens
+
+    async def test_an_unsent_shard_whose_file_is_gone_is_planned_again(
+        self, lane_parts: dict[str, Any]
+    ) -> None:
+        """A shard never uploaded whose local file vanished is forgotten, and its rows re-sharded."""
+        from runner.batch import Shard, shard_name
+        from runner.batch_lane import BATCH_FILE
+
+        job = lane_parts["job"]
+        ghost = ShardState(
+            shard=Shard(number=0, records=12, bytes=1, sha256="0" * 64, first_index=0, last_index=11,
+                        input_tokens=1, max_output_tokens=1),
+            model_id=HAIKU, region="us-east-1", job_name="ghost", token="bb-ghost", input_uri="s3://x/y",
+            output_uri="s3://x/z/",
+        )  # fmt: skip
+        (job.work / "batch").mkdir(parents=True, exist_ok=True)
+        prefix = lane_parts["spec"].batch.s3_uri + "/ghost"
+        BatchState(job_key="0123456789abcdef", prefix=prefix, shards=[ghost]).save(job.work / BATCH_FILE)
+        assert not (job.work / "batch" / shard_name(0)).exists()
+        control = FakeControl([])
+        outcome = await self.run_lane(lane_parts, control)
+        state = json.loads((job.work / BATCH_FILE).read_text())
+        assert [s["shard"]["number"] for s in state["shards"]] == [0]
+        assert state["shards"][0]["job_name"] != "ghost" and control.tokens != ["bb-ghost"]
+        assert outcome.shards == 1
