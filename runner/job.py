@@ -116,7 +116,9 @@ async def run_job_async(
     fingerprint = source.fingerprint()
     job = JobDir(spec.job.output)
     with job.lock():
-        state = job.start_run(spec=spec.to_dict(), fingerprint=fingerprint.to_dict(), force=force)
+        state = job.start_run(
+            spec=spec.to_dict(), fingerprint=fingerprint.to_dict(), force=force, stamp=source.stamp()
+        )
         runner_logging.configure(
             level=log_level, events_path=job.events_file, log_prompts=spec.output.log_prompts
         )
@@ -139,6 +141,7 @@ async def run_job_async(
         if "input_changed_at" in state and force:
             job.remap(source.ids())
         done = job.done_keys(retry_failed=retry_failed)
+        done_rows = job.done_rows(retry_failed=retry_failed) if state["trusted"] else None
         counters = Counters()
         burndown = spec.limits.output_burndown or model.output_burndown
         admission = Admission(
@@ -186,7 +189,7 @@ async def run_job_async(
                     if handle_signals:
                         tg.start_soon(_watch_signals, pool)
                     tg.start_soon(lambda: report_progress(counters, admission, before.pending, tty=tty))
-                    records = source.records(done)
+                    records = source.records(done, done_rows=done_rows)
                     if spec.job.mode == "batch":  # Bedrock batch inference first, the pool finishes
                         records = await run_batch_lane(
                             spec, job=job, source=source, sink=sink, prices=prices, routes=router.active,

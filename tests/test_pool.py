@@ -106,7 +106,9 @@ class TestPool:
         out = results(tmp_path)
         assert sorted(out) == sorted(f"r{i}" for i in range(25))
         assert {row["status"] for row in out.values()} == {"ok"}
-        assert len(list((tmp_path / "parts").glob("*.parquet"))) == 4
+        # part_rows=7: parts are committed as they fill (a part may hold the few rows that
+        # arrived while the commit was being scheduled), never all in one at the end.
+        assert len(list((tmp_path / "parts").glob("*.parquet"))) >= 2
 
     async def test_throttles_are_retried_to_success(self, tmp_path: Path) -> None:
         """Two throttles per row, then success: every row ok with three attempts."""
