@@ -24,8 +24,7 @@ from typing import TypeVar
 
 import anyio
 import structlog
-from anyio.streams.memory import MemoryObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
