@@ -93,14 +93,12 @@ def s3_client(url: str) -> Any:
     return boto3.client("s3", endpoint_url=url, region_name="us-east-1")
 
 
-def batch_data(
-    source: Path | str, out: Path, emu: EmulatorThread, bucket: str, **batch: Any
-) -> dict[str, Any]:
+def batch_data(source: Path | str, out: Path, endpoint_url: str, bucket: str, **batch: Any) -> dict[str, Any]:
     """A batch-mode spec: small shards, fast polling, the us. route."""
     data = spec_data(
         Path(source),
         out,
-        emu.url,
+        endpoint_url,
         job={"name": "bt", "mode": "batch"},
         model={"endpoints": ["us"]},
         columns={"keep": ["team"]},
@@ -120,7 +118,7 @@ def batch_data(
 
 def batch_spec(tmp_path: Path, emu: EmulatorThread, bucket: str, n: int, **batch: Any) -> JobSpec:
     source = write_prompts(tmp_path / "in.parquet", n, team=[["a", "b", "c"][i % 3] for i in range(n)])
-    return make_spec(tmp_path, batch_data(source, tmp_path / "out", emu, bucket, **batch))
+    return make_spec(tmp_path, batch_data(source, tmp_path / "out", emu.url, bucket, **batch))
 
 
 def lanes(job_dir: Path) -> dict[str, int]:
@@ -287,7 +285,7 @@ class TestRestart:
         """SIGKILL while jobs run; the rerun polls the same jobs: one create call and one job per shard."""
         bemu.set_faults({"batch": {"duration_s": 2.5}}, merge=True)
         source = write_prompts(tmp_path / "in.parquet", 50, team=["x"] * 50)
-        spec_path = write_spec(tmp_path / "job.toml", batch_data(source, tmp_path / "out", bemu, bucket))
+        spec_path = write_spec(tmp_path / "job.toml", batch_data(source, tmp_path / "out", bemu.url, bucket))
         state_file = tmp_path / "out" / "_job" / BATCH_FILE
 
         def all_submitted() -> bool:
@@ -306,7 +304,7 @@ class TestRestart:
         assert not (tmp_path / "out" / "results.parquet").exists()  # killed before anything came back
         assert bemu.counters()["batch"]["jobs_created"] == 2
 
-        spec = make_spec(tmp_path, batch_data(source, tmp_path / "out", bemu, bucket))
+        spec = make_spec(tmp_path, batch_data(source, tmp_path / "out", bemu.url, bucket))
         report = run_job(spec, handle_signals=False, progress=False)
         assert report.exit_code == EXIT_OK
         assert lanes(tmp_path / "out") == {"batch": 50}
@@ -322,7 +320,7 @@ class TestRestart:
         """SIGINT while jobs run exits 130 without sending their rows on-demand; the rerun collects them."""
         bemu.set_faults({"batch": {"duration_s": 2.0}}, merge=True)
         source = write_prompts(tmp_path / "in.parquet", 30, team=["x"] * 30)
-        data = batch_data(source, tmp_path / "out", bemu, bucket)
+        data = batch_data(source, tmp_path / "out", bemu.url, bucket)
         spec_path = write_spec(tmp_path / "job.toml", data)
         state_file = tmp_path / "out" / "_job" / BATCH_FILE
 
@@ -431,3 +429,23 @@ class TestS3:
         data["job"]["output"] = "s3://bucket/out"
         with pytest.raises(SpecError, match=r"\[output\] `s3_uri`"):
             spec_from_dict(data)
+
+
+class TestEmulate:
+    def test_emulate_runs_batch_jobs_on_the_local_s3(self, bucket: str, tmp_path: Path) -> None:
+        """`run --emulate --batch` gives the built-in emulator the runner's S3 endpoint: jobs really run."""
+        source = write_prompts(tmp_path / "in.parquet", 12, team=["x"] * 12)
+        data = batch_data(source, tmp_path / "out", "http://127.0.0.1:9", bucket)
+        data["job"]["mode"] = "on_demand"  # --batch switches it
+        spec_path = write_spec(tmp_path / "job.toml", data)
+        assert main(["run", str(spec_path), "--emulate", "--batch", "--no-progress"]) == EXIT_OK
+        assert lanes(tmp_path / "out") == {"batch": 12}
+
+    def test_emulate_batch_without_s3_is_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Without an S3 endpoint the emulator could never run the jobs: refused at once."""
+        source = write_prompts(tmp_path / "in.parquet", 12, team=["x"] * 12)
+        data = batch_data(source, tmp_path / "out", "http://127.0.0.1:9", "no-bucket")
+        assert main(["run", str(write_spec(tmp_path / "job.toml", data)), "--emulate"]) == 2
+        assert "AWS_ENDPOINT_URL_S3" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def run_command(
             for line in estimate_job(spec, limit=limit, retry_failed=retry_failed).lines():
                 click.echo(line)
             sys.exit(EXIT_OK)
-        with _maybe_emulator(emulate) as url:
+        with _maybe_emulator(emulate, batch=spec.job.mode == "batch") as url:
             if url:
                 spec = resolve_spec(spec, endpoint_url=url)
             report = run_job(
@@ -130,13 +130,21 @@ def run_command(
 
 
 @contextlib.contextmanager
-def _maybe_emulator(enabled: bool) -> Iterator[str | None]:
+def _maybe_emulator(enabled: bool, *, batch: bool = False) -> Iterator[str | None]:
     if not enabled:
         yield None
         return
     from runner.emulator import EmulatorConfig, EmulatorThread
+    from runner.storage import s3_endpoint_url
 
-    with EmulatorThread(EmulatorConfig.from_dict({})) as emulator:
+    # Batch jobs need an S3 server the emulator can read: the one the runner uses (docs/batch.md).
+    s3 = s3_endpoint_url()
+    if batch and not s3:
+        raise click.UsageError(
+            "--emulate with mode = 'batch' needs a local S3 server: set AWS_ENDPOINT_URL_S3 (docs/batch.md)"
+        )
+    settings = {"s3_endpoint_url": s3 or "", "submitted_s": 0.5, "duration_s": 2.0}
+    with EmulatorThread(EmulatorConfig.from_dict({"batch": settings})) as emulator:
         click.echo(f"dry run: emulator at {emulator.url} (no AWS calls, no cost)", err=True)
         yield str(emulator.url)
 
