@@ -7,6 +7,7 @@ results file is rebuilt from committed parts whatever way the run ends.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -206,7 +207,7 @@ async def run_job_async(
                 await anyio.to_thread.run_sync(job.consolidate)
         if spec.output.s3_uri:
             await anyio.to_thread.run_sync(upload_results, job.results, spec.output.s3_uri)
-        after = job.progress(scope=limit)
+        after = dataclasses.replace(job.progress(scope=limit), running=False)  # our own lock
         elapsed = time.monotonic() - started
         if stopped == INTERRUPTED:
             code = EXIT_INTERRUPTED

@@ -333,11 +333,15 @@ class Pool:
         assert record.body is not None
         while True:
             route = self.router.choose(after=row.last_route)
+            if route is None and self.router.active:
+                # Every breaker is open: wait for the first cool-down to end (it may let this row
+                # be the probe). Still nothing: a failed attempt, so a long outage ends the row as
+                # a retryable error that a rerun redoes, instead of hanging the job.
+                await anyio.sleep(min(self.router.retry_in(), self.retry.backoff_max_s))
+                route = self.router.choose(after=row.last_route)
             if route is None:
                 if not self.router.active:
                     raise RouteError("no usable route is left (every route was denied or not found)")
-                # Every breaker is open: this counts as a failed attempt, so the row backs off and,
-                # if the outage outlasts its attempts, ends as a retryable error a rerun will redo.
                 raise EndpointUnavailableError(
                     f"every route is cooling down after repeated failures (next probe in "
                     f"{self.router.retry_in():.0f} s)"
