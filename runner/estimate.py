@@ -28,6 +28,7 @@ class Estimate:
     input_tokens: int
     max_output_tokens: int
     model_id: str
+    lane: str
     cost_low_usd: float
     cost_high_usd: float
     price_table: str
@@ -43,8 +44,8 @@ class Estimate:
             ),
             f"input tokens  ~{self.input_tokens:,} (estimated from the text)",
             f"output tokens  at most {self.max_output_tokens:,} (max_tokens per row)",
-            f"cost on {self.model_id}: ${self.cost_low_usd:,.2f} (no output) to ${self.cost_high_usd:,.2f} "
-            f"(every row at max_tokens), price table {self.price_table}",
+            f"cost on {self.model_id} ({self.lane.replace('_', '-')}): ${self.cost_low_usd:,.2f} (no output) "
+            f"to ${self.cost_high_usd:,.2f} (every row at max_tokens), price table {self.price_table}",
         ]
         if self.cap_usd:
             verdict = "within" if self.cost_high_usd <= self.cap_usd else "may pass"
@@ -71,6 +72,8 @@ def estimate_job(spec: JobSpec, *, limit: int | None = None, retry_failed: bool 
             input_tokens += record.estimated_input_tokens
             output_tokens += record.max_tokens
     model_id = routes[0].model_id
+    # Batch mode prices at the batch rate: the leftovers it finishes on-demand are too few to matter.
+    lane = "batch" if spec.job.mode == "batch" else "on_demand"
     return Estimate(
         rows=source.fingerprint().rows,
         rows_to_send=sent,
@@ -78,8 +81,11 @@ def estimate_job(spec: JobSpec, *, limit: int | None = None, retry_failed: bool 
         input_tokens=input_tokens,
         max_output_tokens=output_tokens,
         model_id=model_id,
-        cost_low_usd=prices.cost(model_id, Usage(input_tokens=input_tokens)),
-        cost_high_usd=prices.cost(model_id, Usage(input_tokens=input_tokens, output_tokens=output_tokens)),
+        lane=lane,
+        cost_low_usd=prices.cost(model_id, Usage(input_tokens=input_tokens), lane=lane),
+        cost_high_usd=prices.cost(
+            model_id, Usage(input_tokens=input_tokens, output_tokens=output_tokens), lane=lane
+        ),
         price_table=prices.name,
         cap_usd=spec.limits.max_cost_usd,
     )
