@@ -62,7 +62,7 @@ class TestEstimate:
                     emu.url,
                     job={"mode": "batch"},
                     batch={"role_arn": "arn:aws:iam::1:role/r", "s3_uri": "s3://b/p"},
-                ),  # fmt: skip
+                ),
                 name="batch.toml",
             )
         )
