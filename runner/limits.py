@@ -146,12 +146,21 @@ class Permit:
     charge: _Charge | None
 
 
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """A request waiting for admission; :meth:`Admission._grant` sets ``permit``, then ``event``."""
+
+    tokens: float
+    event: anyio.Event = field(default_factory=anyio.Event)
+    permit: Permit | None = None
+
+
 @dataclass(eq=False)
 class _RouteState:
     limit: AdaptiveLimit
     window: TokenWindow | None
     in_flight: int = 0
-    waiters: deque[anyio.Event] = field(default_factory=deque)
+    waiters: deque[_Waiter] = field(default_factory=deque)
     throttles: deque[float] = field(default_factory=deque)
     settled: TokenWindow = field(default_factory=lambda: TokenWindow(tpm=math.inf))
 
@@ -205,42 +214,66 @@ class Admission:
         return 0.0
 
     async def acquire(self, route: Route, tokens: float) -> Permit:
-        """Wait until a request reserving ``tokens`` may start on ``route`` (FIFO among waiters)."""
+        """Wait until a request reserving ``tokens`` may start on ``route`` (FIFO among waiters).
+
+        Waiters are admitted by whatever frees room (:meth:`release`, the head's quota timer) as many
+        at once as fit: handing over one waiter per wake-up admitted one request per event-loop
+        iteration, which kept ~4 of 128 requests in flight at zero latency.
+        """
         state = self._routes[route]
         now = self._clock()
         if not state.waiters and self._fits(state, tokens, now) == 0.0:
             return self._admit(route, state, tokens, now)
-        event = anyio.Event()
-        state.waiters.append(event)
+        waiter = _Waiter(tokens)
+        state.waiters.append(waiter)
         try:
-            while True:
-                now = self._clock()
-                if state.waiters[0] is event:
-                    wait = self._fits(state, tokens, now)
+            while waiter.permit is None:
+                wait = math.inf
+                if state.waiters[0] is waiter:
+                    # The head waits for a release, or for the quota window to slide.
+                    wait = self._fits(state, tokens, self._clock())
                     if wait == 0.0:
-                        state.waiters.popleft()
-                        permit = self._admit(route, state, tokens, now)
-                        self._wake(state)
-                        return permit
-                else:
-                    wait = math.inf
+                        self._grant(route, state)
+                        continue
                 with anyio.move_on_after(None if math.isinf(wait) else wait):
-                    await event.wait()
-                if event.is_set():
-                    event = self._rearm(state, event)
+                    await waiter.event.wait()
+                if waiter.permit is None and waiter.event.is_set():
+                    waiter.event = anyio.Event()  # woken to re-time its wait as the new head
+            return waiter.permit
         except BaseException:
-            if event in state.waiters:
-                head = state.waiters[0] is event
-                state.waiters.remove(event)
+            if waiter.permit is not None:
+                self._revoke(waiter.permit)  # admitted, but cancelled before it could be sent
+            elif waiter in state.waiters:
+                head = state.waiters[0] is waiter
+                state.waiters.remove(waiter)
                 if head:
-                    self._wake(state)
+                    self._grant(route, state)
             raise
 
-    @staticmethod
-    def _rearm(state: _RouteState, event: anyio.Event) -> anyio.Event:
-        fresh = anyio.Event()
-        state.waiters[state.waiters.index(event)] = fresh
-        return fresh
+    def _grant(self, route: Route, state: _RouteState) -> None:
+        """Admit waiters from the head of the queue while they fit; wake a head the quota holds back
+        so it sets its own timer (a head held by the concurrency limit waits for a release)."""
+        now = self._clock()
+        while state.waiters:
+            head = state.waiters[0]
+            wait = self._fits(state, head.tokens, now)
+            if wait != 0.0:
+                if not math.isinf(wait):
+                    head.event.set()
+                return
+            state.waiters.popleft()
+            head.permit = self._admit(route, state, head.tokens, now)
+            head.event.set()
+
+    def _revoke(self, permit: Permit) -> None:
+        """Undo an admission whose request was never sent: no quota charge, room for the next."""
+        state = self._routes[permit.route]
+        self._in_flight -= 1
+        state.in_flight -= 1
+        if permit.charge is not None and state.window is not None:
+            state.window.settle(permit.charge, 0.0)
+        for route, other in self._routes.items():
+            self._grant(route, other)
 
     def _admit(self, route: Route, state: _RouteState, tokens: float, now: float) -> Permit:
         self._in_flight += 1
@@ -270,13 +303,8 @@ class Admission:
                 state.limit.on_throttle(now)
         elif outcome == "ok" and self._adaptive:
             state.limit.on_success()
-        for other in self._routes.values():
-            self._wake(other)
-
-    @staticmethod
-    def _wake(state: _RouteState) -> None:
-        if state.waiters:
-            state.waiters[0].set()
+        for route, other in self._routes.items():
+            self._grant(route, other)
 
     def figures(self) -> dict[str, RouteFigures]:
         """Live per-route figures: in flight, current limit, tokens per minute, quota share, throttles."""
