@@ -11,6 +11,9 @@ that quota idle or drowns in ThrottlingException. Two mechanisms, per route, fix
 * :class:`AdaptiveLimit` finds what is left unknown: AIMD on the number of requests in flight. It grows
   by one per success until the first throttle (slow start), then by one per window of successes, and
   is cut by 30 % on a throttle, at most once per ``cut_interval_s`` so one burst of 429s answers one cut.
+* With no ``tpm`` the same window is kept uncapped, and a throttle that comes when the window is as
+  full as it has been with success *learns* the quota: the window is capped at that level, then
+  probed 1 % higher every 6 s without throttles, so a raised quota is found again.
 
 ``Admission`` combines both with the job-wide ``max_in_flight`` and wakes waiters in FIFO order, one
 at a time, so a thousand waiting tasks do not all wake up for every completed request.
@@ -32,6 +35,11 @@ from runner.types import Route, Usage
 WINDOW_S = 60.0
 DEFAULT_HEADROOM = 0.98
 """Share of a known quota the budget fills: a little slack for clock skew and settle timing."""
+LEARN_FROM = 0.8
+"""A throttle teaches the quota only when the window is at least this share of its best ok level."""
+PROBE_INTERVAL_S = 6.0
+PROBE_GROWTH = 1.01
+"""A learned quota grows 1 % every 6 s without throttles (~10 %/min), to find a raised quota."""
 
 Outcome = Literal["ok", "throttled", "failed", "cancelled"]
 
@@ -144,6 +152,8 @@ class Permit:
     route: Route
     reserved: float
     charge: _Charge | None
+    level: float = 0.0
+    """Quota tokens in the route's window once this request was admitted (for learning a quota)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -159,6 +169,13 @@ class _Waiter:
 class _RouteState:
     limit: AdaptiveLimit
     window: TokenWindow | None
+    learned: bool = False
+    """The window's quota is an estimate from throttles (no ``tpm`` was given), not the user's figure."""
+    probed_at: float = 0.0
+    best_ok: float = 0.0
+    """Highest window level at which a request was admitted and answered in the last minute: the
+    quota is at least that, so a stray throttle never drives a learned quota below it."""
+    best_ok_at: float = -math.inf
     in_flight: int = 0
     waiters: deque[_Waiter] = field(default_factory=deque)
     throttles: deque[float] = field(default_factory=deque)
@@ -184,10 +201,13 @@ class Admission:
         self._clock = clock
         self._in_flight = 0
         start = max_in_flight if (tpm or not adaptive) else min(max_in_flight, 32)
+        learn = adaptive and not tpm
         self._routes: dict[Route, _RouteState] = {
             r: _RouteState(
                 limit=AdaptiveLimit(ceiling=max_in_flight, value=float(start), slow_start=not tpm),
-                window=TokenWindow(tpm=tpm, headroom=headroom) if tpm else None,
+                # Unknown quota: track the same window with no cap until a throttle reveals one.
+                window=TokenWindow(tpm=tpm or math.inf, headroom=headroom) if (tpm or learn) else None,
+                learned=learn,
             )
             for r in routes
         }
@@ -210,6 +230,9 @@ class Admission:
         if self._in_flight >= self.max_in_flight or state.in_flight >= state.limit.slots:
             return math.inf
         if state.window is not None:
+            if state.learned and now - state.probed_at >= PROBE_INTERVAL_S:
+                state.probed_at = now
+                state.window.tpm *= PROBE_GROWTH  # no-op while still unknown (inf)
             return state.window.wait_time(tokens, now)
         return 0.0
 
@@ -278,8 +301,10 @@ class Admission:
     def _admit(self, route: Route, state: _RouteState, tokens: float, now: float) -> Permit:
         self._in_flight += 1
         state.in_flight += 1
-        charge = state.window.reserve(tokens, now) if state.window is not None else None
-        return Permit(route=route, reserved=tokens, charge=charge)
+        if state.window is None:
+            return Permit(route=route, reserved=tokens, charge=None)
+        charge = state.window.reserve(tokens, now)
+        return Permit(route=route, reserved=tokens, charge=charge, level=state.window.used(now))
 
     def release(self, permit: Permit, outcome: Outcome, usage: Usage | None = None) -> None:
         """End a request: settle its quota charge and adapt the route's limit to how it went."""
@@ -301,8 +326,19 @@ class Admission:
             state.throttles.append(now)
             if self._adaptive:
                 state.limit.on_throttle(now)
+            if state.learned and state.window is not None:
+                # Bedrock refused this reservation on top of what the window held. If the window
+                # was as full as it has ever been with success, that level is the quota; a throttle
+                # at a lower level is something else (capacity, a blip) and teaches nothing.
+                level = state.window.used(now) + permit.reserved
+                recent = now - state.best_ok_at <= WINDOW_S
+                if recent and level >= LEARN_FROM * state.best_ok:
+                    state.window.tpm = min(state.window.tpm, max(level, state.best_ok))
+                    state.probed_at = now
         elif outcome == "ok" and self._adaptive:
             state.limit.on_success()
+            if state.learned and (permit.level > state.best_ok or now - state.best_ok_at > WINDOW_S):
+                state.best_ok, state.best_ok_at = permit.level, now
         for route, other in self._routes.items():
             self._grant(route, other)
 
@@ -314,7 +350,11 @@ class Admission:
             while state.throttles and state.throttles[0] <= now - WINDOW_S:
                 state.throttles.popleft()
             used = state.settled.used(now)
-            share = used / state.window.tpm if state.window is not None else None
+            share = (
+                used / state.window.tpm
+                if state.window is not None and math.isfinite(state.window.tpm)
+                else None
+            )
             out[route.name] = RouteFigures(
                 in_flight=state.in_flight,
                 limit=state.limit.slots,

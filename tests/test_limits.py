@@ -128,3 +128,49 @@ class TestAdmission:
         """Quota charge = input + cache writes + output x burndown; cache reads are free."""
         adm = Admission([ROUTE], max_in_flight=1, output_burndown=5.0)
         assert adm.charge_of(Usage(100, 10, 20, 1000)) == 100 + 20 + 50
+
+
+class TestLearnedQuota:
+    async def test_a_throttle_at_the_top_sets_the_quota(self) -> None:
+        """With no tpm, a throttle when the window is as full as ever with success caps the window there."""
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
+        for _ in range(5):
+            p = await adm.acquire(ROUTE, 100)
+            adm.release(p, "ok", Usage(50, 10))  # books 60 each: the window holds 300
+        p = await adm.acquire(ROUTE, 100)
+        adm.release(p, "throttled")
+        # level at the throttle: 300 booked + this 100 refused = 400; best ok level was 400 - 40 = 360.
+        with anyio.move_on_after(0.05) as scope:
+            await adm.acquire(ROUTE, 200)  # 300 + 200 > 0.98 x 400
+        assert scope.cancelled_caught
+        await adm.acquire(ROUTE, 80)  # 300 + 80 fits
+
+    async def test_a_throttle_low_in_the_window_teaches_nothing(self) -> None:
+        """A throttle well below the best level that worked (a capacity blip) does not lower the quota."""
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
+        permits = [await adm.acquire(ROUTE, 1000) for _ in range(3)]
+        for p in permits:
+            adm.release(p, "ok", Usage(10, 0))  # best ok level: 3000 reserved at admission
+        p = await adm.acquire(ROUTE, 10)
+        adm.release(p, "throttled")  # level 30 + 10, far below 0.8 x 3000
+        await adm.acquire(ROUTE, 5000)  # no cap was learned
+
+    async def test_a_learned_quota_grows_while_nothing_throttles(self) -> None:
+        """Probing raises a learned quota by 1 % every 6 s without throttles."""
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
+        p = await adm.acquire(ROUTE, 1000)
+        adm.release(p, "ok", Usage(1000, 0))
+        p = await adm.acquire(ROUTE, 1000)
+        adm.release(p, "throttled")  # learned: 1000 booked + 1000 refused = 2000
+        clock.now += 61  # the window is empty again
+        await adm.acquire(ROUTE, 1500)
+        with anyio.move_on_after(0.05) as scope:
+            await adm.acquire(ROUTE, 500)  # 2000 > 0.98 x 2000
+        assert scope.cancelled_caught
+        for _ in range(3):  # 2000 x 1.01^3 = 2061
+            clock.now += 6
+            adm.release(await adm.acquire(ROUTE, 0), "ok", Usage(0, 0))
+        await adm.acquire(ROUTE, 500)  # 2000 <= 0.98 x 2061
