@@ -155,7 +155,6 @@ class Router:
         live = self.active
         if not live:
             return None
-        start = 0
         if after is not None and after in self.routes:
             # Start at the first route following `after` in the configured order, wrapping around.
             idx = self.routes.index(after)
@@ -163,7 +162,7 @@ class Router:
         else:
             ordered = live
         now = self._clock()
-        for route in ordered[start:]:
+        for route in ordered:
             breaker = self._breakers[route]
             if breaker.allows(now):
                 breaker.on_dispatch()

@@ -349,7 +349,3 @@ class JobDir:
         for i, pos in enumerate(positions):
             inverse[pos] = i
         return table.take(pa.array(inverse, pa.int64()))
-
-
-def part_path(job: JobDir, number: int) -> Path:
-    return job.parts / part_name(number)
