@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runner.errors import LockedError, SinkError, StateError
-from runner.sink import INDEX_COLUMN, fsync_dir, part_name, recover_journals, write_atomic
+from runner.sink import INDEX_COLUMN, fsync_dir, recover_journals, write_atomic
 
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"
