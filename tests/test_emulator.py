@@ -196,9 +196,9 @@ class TestInvokeWithAioboto3:
                 await invoke(client, bad)
 
     async def test_unknown_model_and_missing_geography(self, emu: EmulatorThread) -> None:
-        """A model id that does not exist is invalid; a geography the model lacks is not found."""
+        """A model id that does not exist, or a geography the model lacks, is not found."""
         async with runtime(emu.url) as client:
-            with pytest.raises(client.exceptions.ValidationException, match="model identifier is invalid"):
+            with pytest.raises(client.exceptions.ResourceNotFoundException, match="was not found"):
                 await invoke(client, request_body(), "us.anthropic.claude-imaginary-v1:0")
             with pytest.raises(client.exceptions.ResourceNotFoundException):
                 await invoke(client, request_body(), "jp.anthropic.claude-opus-4-5-20251101-v1:0")

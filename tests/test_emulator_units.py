@@ -503,7 +503,7 @@ class TestRoutes:
             ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "us-east-1", None),
             ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu-west-1", None),
             ("anthropic.claude-3-haiku-20240307-v1:0", "eu-west-1", None),
-            ("anthropic.claude-nonexistent-v1:0", "us-east-1", "ValidationException"),
+            ("anthropic.claude-nonexistent-v1:0", "us-east-1", "ResourceNotFoundException"),
             ("apac.anthropic.claude-sonnet-4-5-20250929-v1:0", "ap-southeast-1", "ResourceNotFoundException"),
             ("global.anthropic.claude-opus-4-1-20250805-v1:0", "us-east-1", "ResourceNotFoundException"),
             ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "us-east-1", "ResourceNotFoundException"),

@@ -12,23 +12,29 @@ import math
 from runner.catalog import Model, UnknownModelError, find_model
 from runner.emulator.config import FaultSettings, Outage
 from runner.emulator.control import ACCOUNT_ID, callable_from
-from runner.emulator.errors import BedrockError, validation
+from runner.emulator.errors import BedrockError
 from runner.emulator.quota import TokenWindow
+
+
+def not_found(message: str) -> BedrockError:
+    return BedrockError("ResourceNotFoundException", message)
 
 
 def route_error(profile: str, region: str) -> tuple[Model | None, BedrockError | None]:
     """The model a route calls, or the error Bedrock answers for it whatever the body.
 
-    An id the catalogue does not know is a ``ValidationException`` ("The provided model identifier is
-    invalid.", Bedrock's answer to a typo); a known model in a geography it does not have, or a
-    geographic profile called from a region outside its geography, is a ``ResourceNotFoundException``,
-    so a client can tell "this route does not exist" (never retry it) from "this row is bad".
+    An id the catalogue does not know, a known model in a geography it does not have, and a
+    geographic profile called from a region outside its geography are all a
+    ``ResourceNotFoundException``, so a client can tell "this route does not exist" (never retry it)
+    from "this row is bad" (``ValidationException``). Bedrock itself answers some malformed ids with
+    a ValidationException ("The provided model identifier is invalid."); the project's acceptance
+    checks ask for not-found here, which is also what a runner should act on.
     A base model id (no geography prefix) is accepted from any region, as in-region on-demand.
     """
     try:
         model, geography = find_model(profile)
     except UnknownModelError:
-        return None, validation("The provided model identifier is invalid.")
+        return None, not_found(f"The model or inference profile {profile} was not found.")
     if geography is None:
         return model, None
     if geography not in model.geographies:

@@ -385,7 +385,7 @@ class Emulator:
             raise BedrockError(scripted.error, scripted.message)
         model = route.model
         if route.error is not None or model is None:
-            raise route.error or validation("The provided model identifier is invalid.")
+            raise route.error or BedrockError("ResourceNotFoundException", "The model was not found.")
         settings = route.settings
         if settings.access_denied:
             raise route.access_denied()
