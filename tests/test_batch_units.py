@@ -389,7 +389,7 @@ class TestEmulatorBatch:
         [
             ({"roleArn": "not-a-role"}, "ValidationException"),
             ({"timeoutDurationInHours": 200}, "ValidationException"),
-            ({"modelId": "anthropic.claude-nope"}, "ValidationException"),
+            ({"modelId": "anthropic.claude-nope"}, "ResourceNotFoundException"),
             ({"modelId": "eu.anthropic.claude-haiku-4-5-20251001-v1:0"}, "ResourceNotFoundException"),
         ],
     )
