@@ -11,9 +11,9 @@ that quota idle or drowns in ThrottlingException. Two mechanisms, per route, fix
 * :class:`AdaptiveLimit` finds what is left unknown: AIMD on the number of requests in flight. It grows
   by one per success until the first throttle (slow start), then by one per window of successes, and
   is cut by 30 % on a throttle, at most once per ``cut_interval_s`` so one burst of 429s answers one cut.
-* With no ``tpm`` the same window is kept uncapped, and a throttle that comes when the window is as
-  full as it has been with success *learns* the quota: the window is capped at that level, then
-  probed 1 % higher every 6 s without throttles, so a raised quota is found again.
+* With no ``tpm`` the same window is kept uncapped, and repeated throttles at one level *learn* the
+  quota: the window is capped there, then probed 2 % higher every 3 s without throttles, so a
+  raised quota (or one another job was holding) is found again.
 
 ``Admission`` combines both with the job-wide ``max_in_flight`` and wakes waiters in FIFO order, one
 at a time, so a thousand waiting tasks do not all wake up for every completed request.
@@ -35,11 +35,14 @@ from runner.types import Route, Usage
 WINDOW_S = 60.0
 DEFAULT_HEADROOM = 0.98
 """Share of a known quota the budget fills: a little slack for clock skew and settle timing."""
-LEARN_FROM = 0.8
-"""A throttle teaches the quota only when the window is at least this share of its best ok level."""
-PROBE_INTERVAL_S = 6.0
-PROBE_GROWTH = 1.01
-"""A learned quota grows 1 % every 6 s without throttles (~10 %/min), to find a raised quota."""
+LEARN_HITS = 8
+"""Throttles at (or above) one window level, with no success at or above it in between, that it takes
+to call that level the quota. One throttle proves nothing (Bedrock also throttles for capacity);
+above a real quota every request is refused, so eight come within moments."""
+PROBE_INTERVAL_S = 3.0
+PROBE_GROWTH = 1.02
+"""A learned quota grows 2 % every 3 s without throttles (~50 %/min): it finds a raised quota, and
+recovers from an estimate made low by traffic it cannot see (another job on the same quota)."""
 
 Outcome = Literal["ok", "throttled", "failed", "cancelled"]
 
@@ -76,10 +79,12 @@ class TokenWindow:
         if self._sum + need <= self.cap:
             return 0.0
         freed = 0.0
+        latest = -math.inf  # charges leave in order, so a charge goes no earlier than one before it
         for charge in self._charges:
             freed += charge.tokens
+            latest = max(latest, charge.at)
             if self._sum - freed + need <= self.cap:
-                return max(0.0, charge.at + WINDOW_S - now)
+                return max(0.0, latest + WINDOW_S - now)
         return WINDOW_S
 
     def reserve(self, tokens: float, now: float) -> _Charge:
@@ -88,10 +93,19 @@ class TokenWindow:
         self._sum += tokens
         return charge
 
-    def settle(self, charge: _Charge, tokens: float) -> None:
-        """Replace a reservation by the real charge (kept at its admission time, as Bedrock books it)."""
+    def settle(self, charge: _Charge, tokens: float, booked_at: float | None = None) -> None:
+        """Replace a reservation by the real charge, kept at the time the service booked it.
+
+        That is the request's arrival at Bedrock, a little after its admission here (client CPU,
+        the network: a burst of a few hundred requests reaches the service over ~0.3 s).
+        ``booked_at`` (from the answer's server latency) moves the charge there, never earlier;
+        with the admission time, charges left this window before Bedrock's and the requests
+        admitted into the gap were throttled.
+        """
         if charge.live:
             self._sum += tokens - charge.tokens
+            if booked_at is not None and booked_at > charge.at:
+                charge.at = booked_at
         charge.tokens = tokens
 
     def _expire(self, now: float) -> None:
@@ -172,10 +186,12 @@ class _RouteState:
     learned: bool = False
     """The window's quota is an estimate from throttles (no ``tpm`` was given), not the user's figure."""
     probed_at: float = 0.0
-    best_ok: float = 0.0
-    """Highest window level at which a request was admitted and answered in the last minute: the
-    quota is at least that, so a stray throttle never drives a learned quota below it."""
-    best_ok_at: float = -math.inf
+    candidate: float = math.inf
+    """Lowest window level of the throttles counted in ``hits``: the quota, if no success beats it."""
+    hits: int = 0
+    last_ok_at: float = -math.inf
+    """When a request last succeeded: throttles before any success (a cold start, another job
+    holding the quota) give no scale to learn from, and teach nothing."""
     in_flight: int = 0
     waiters: deque[_Waiter] = field(default_factory=deque)
     throttles: deque[float] = field(default_factory=deque)
@@ -306,8 +322,14 @@ class Admission:
         charge = state.window.reserve(tokens, now)
         return Permit(route=route, reserved=tokens, charge=charge, level=state.window.used(now))
 
-    def release(self, permit: Permit, outcome: Outcome, usage: Usage | None = None) -> None:
-        """End a request: settle its quota charge and adapt the route's limit to how it went."""
+    def release(
+        self, permit: Permit, outcome: Outcome, usage: Usage | None = None, *, server_s: float | None = None
+    ) -> None:
+        """End a request: settle its quota charge and adapt the route's limit to how it went.
+
+        ``server_s``: the time the request spent at the service (its answer's invocation latency),
+        which dates the quota charge from the request's arrival there.
+        """
         state = self._routes[permit.route]
         self._in_flight -= 1
         state.in_flight -= 1
@@ -319,7 +341,8 @@ class Admission:
             if outcome == "throttled":
                 state.window.settle(permit.charge, 0.0)
             elif usage is not None:
-                state.window.settle(permit.charge, charged)
+                booked_at = now - server_s if server_s is not None else None
+                state.window.settle(permit.charge, charged, booked_at)
         if usage is not None:
             state.settled.reserve(charged, now)
         if outcome == "throttled":
@@ -327,18 +350,23 @@ class Admission:
             if self._adaptive:
                 state.limit.on_throttle(now)
             if state.learned and state.window is not None:
-                # Bedrock refused this reservation on top of what the window held. If the window
-                # was as full as it has ever been with success, that level is the quota; a throttle
-                # at a lower level is something else (capacity, a blip) and teaches nothing.
+                # Bedrock refused this reservation on top of what the window held: evidence that
+                # the quota is about that level, confirmed once LEARN_HITS throttles agree and no
+                # request admitted at that level or above succeeded meanwhile.
                 level = state.window.used(now) + permit.reserved
-                recent = now - state.best_ok_at <= WINDOW_S
-                if recent and level >= LEARN_FROM * state.best_ok:
-                    state.window.tpm = min(state.window.tpm, max(level, state.best_ok))
+                if now - state.last_ok_at <= WINDOW_S:  # no scale to compare with before a success
+                    state.candidate = min(state.candidate, level)
+                    state.hits += 1
+                if state.hits >= LEARN_HITS:
+                    state.window.tpm = min(state.window.tpm, state.candidate)
                     state.probed_at = now
+                    state.candidate, state.hits = math.inf, 0
         elif outcome == "ok" and self._adaptive:
             state.limit.on_success()
-            if state.learned and (permit.level > state.best_ok or now - state.best_ok_at > WINDOW_S):
-                state.best_ok, state.best_ok_at = permit.level, now
+            if state.learned:
+                if permit.level >= state.candidate:
+                    state.candidate, state.hits = math.inf, 0  # the quota is higher than the throttles said
+                state.last_ok_at = now
         for route, other in self._routes.items():
             self._grant(route, other)
 

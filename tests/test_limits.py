@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from runner.limits import AdaptiveLimit, Admission, TokenWindow
+from runner.limits import LEARN_HITS, AdaptiveLimit, Admission, TokenWindow
 from runner.types import Route, Usage
 
 ROUTE = Route("global.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "global")
@@ -38,6 +38,15 @@ class TestTokenWindow:
         c = w.reserve(900, 0.0)
         w.settle(c, 100)
         assert w.used(1.0) == 100
+
+    def test_settle_dates_the_charge_from_its_booking(self) -> None:
+        """A charge settled with the service's booking time leaves the window 60 s after that time."""
+        w = TokenWindow(tpm=1000, headroom=1.0)
+        c = w.reserve(900, 0.0)
+        w.settle(c, 800, booked_at=0.3)
+        assert w.used(60.1) == 800
+        assert w.wait_time(500, 60.1) == pytest.approx(0.2)
+        assert w.used(60.4) == 0
 
     def test_settle_after_expiry_changes_nothing(self) -> None:
         """An entry that already left the window no longer counts when settled."""
@@ -131,46 +140,53 @@ class TestAdmission:
 
 
 class TestLearnedQuota:
-    async def test_a_throttle_at_the_top_sets_the_quota(self) -> None:
-        """With no tpm, a throttle when the window is as full as ever with success caps the window there."""
+    async def test_repeated_throttles_at_one_level_set_the_quota(self) -> None:
+        """With no tpm, eight throttles with no success at or above their level cap the window there."""
         clock = Clock()
         adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
-        for _ in range(5):
-            p = await adm.acquire(ROUTE, 100)
-            adm.release(p, "ok", Usage(50, 10))  # books 60 each: the window holds 300
-        p = await adm.acquire(ROUTE, 100)
-        adm.release(p, "throttled")
-        # level at the throttle: 300 booked + this 100 refused = 400; best ok level was 400 - 40 = 360.
+        adm.release(await adm.acquire(ROUTE, 100), "ok", Usage(100, 0))  # a success: the scale
+        held = [await adm.acquire(ROUTE, 100) for _ in range(3)]  # the window holds 400
+        for _ in range(LEARN_HITS):
+            adm.release(await adm.acquire(ROUTE, 100), "throttled")  # refused at 400 + 100
         with anyio.move_on_after(0.05) as scope:
-            await adm.acquire(ROUTE, 200)  # 300 + 200 > 0.98 x 400
+            await adm.acquire(ROUTE, 100)  # 500 > 0.98 x 500
         assert scope.cancelled_caught
-        await adm.acquire(ROUTE, 80)  # 300 + 80 fits
+        assert held
 
-    async def test_a_throttle_low_in_the_window_teaches_nothing(self) -> None:
-        """A throttle well below the best level that worked (a capacity blip) does not lower the quota."""
+    async def test_throttles_before_any_success_teach_nothing(self) -> None:
+        """A storm before the first success (another job on the quota, a cold start) learns no quota."""
         clock = Clock()
         adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
-        permits = [await adm.acquire(ROUTE, 1000) for _ in range(3)]
-        for p in permits:
-            adm.release(p, "ok", Usage(10, 0))  # best ok level: 3000 reserved at admission
-        p = await adm.acquire(ROUTE, 10)
-        adm.release(p, "throttled")  # level 30 + 10, far below 0.8 x 3000
+        for _ in range(3 * LEARN_HITS):
+            adm.release(await adm.acquire(ROUTE, 100), "throttled")
+        await adm.acquire(ROUTE, 5000)  # no cap was learned
+
+    async def test_a_success_above_the_throttles_refutes_them(self) -> None:
+        """Throttles followed by a success at the same level or above teach nothing (not a quota)."""
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
+        adm.release(await adm.acquire(ROUTE, 10), "ok", Usage(10, 0))
+        for _ in range(LEARN_HITS - 1):
+            adm.release(await adm.acquire(ROUTE, 100), "throttled")  # refused at level 110
+        adm.release(await adm.acquire(ROUTE, 100), "ok", Usage(100, 0))  # admitted at 110: fine
+        adm.release(await adm.acquire(ROUTE, 100), "throttled")  # one throttle: not enough
         await adm.acquire(ROUTE, 5000)  # no cap was learned
 
     async def test_a_learned_quota_grows_while_nothing_throttles(self) -> None:
-        """Probing raises a learned quota by 1 % every 6 s without throttles."""
+        """Probing raises a learned quota by 2 % every 3 s without throttles."""
         clock = Clock()
         adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
-        p = await adm.acquire(ROUTE, 1000)
-        adm.release(p, "ok", Usage(1000, 0))
-        p = await adm.acquire(ROUTE, 1000)
-        adm.release(p, "throttled")  # learned: 1000 booked + 1000 refused = 2000
+        adm.release(await adm.acquire(ROUTE, 1000), "ok", Usage(1000, 0))
+        held = await adm.acquire(ROUTE, 1000)
+        for _ in range(LEARN_HITS):
+            adm.release(await adm.acquire(ROUTE, 1000), "throttled")  # learned: 2000 + 1000
+        adm.release(held, "ok", Usage(1000, 0))
         clock.now += 61  # the window is empty again
-        await adm.acquire(ROUTE, 1500)
+        await adm.acquire(ROUTE, 2500)  # one probe on the way: 3060
         with anyio.move_on_after(0.05) as scope:
-            await adm.acquire(ROUTE, 500)  # 2000 > 0.98 x 2000
+            await adm.acquire(ROUTE, 500)  # 3000 > 0.98 x 3060
         assert scope.cancelled_caught
-        for _ in range(3):  # 2000 x 1.01^3 = 2061
-            clock.now += 6
+        for _ in range(2):  # 3060 x 1.02^2 = 3184
+            clock.now += 3
             adm.release(await adm.acquire(ROUTE, 0), "ok", Usage(0, 0))
-        await adm.acquire(ROUTE, 500)  # 2000 <= 0.98 x 2061
+        await adm.acquire(ROUTE, 500)  # 3000 <= 0.98 x 3184
