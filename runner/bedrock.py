@@ -132,7 +132,15 @@ def parse_completion(raw: bytes, headers: dict[str, str], latency_ms: float) -> 
         ),
         request_id=headers.get("x-amzn-requestid"),
         latency_ms=latency_ms,
+        server_latency_ms=_number(headers.get("x-amzn-bedrock-invocation-latency")),
     )
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 class AioBotoTransport:

@@ -365,10 +365,13 @@ class Pool:
                 self.counters.first_request_at = time.monotonic()
             usage: Usage | None = None
             outcome: Outcome = "failed"
+            server_s: float | None = None
             try:
                 with anyio.fail_after(self.retry.timeout_s):
                     completion = await self.transport.invoke(route, record.body)
                 usage = completion.usage
+                if completion.server_latency_ms is not None:
+                    server_s = completion.server_latency_ms / 1000.0
                 outcome = "ok"
             except TimeoutError as exc:
                 row.last_route = route
@@ -401,7 +404,7 @@ class Pool:
                 outcome = "cancelled"
                 raise
             finally:
-                self.admission.release(permit, outcome, usage)
+                self.admission.release(permit, outcome, usage, server_s=server_s)
                 if self.cost_cap is not None:
                     cost = self.pricer(route.model_id, usage) if usage is not None else 0.0
                     self.cost_cap.settle(reserved_cost, cost)

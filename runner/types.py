@@ -70,6 +70,9 @@ class Completion:
     usage: Usage
     request_id: str | None
     latency_ms: float
+    server_latency_ms: float | None = None
+    """Bedrock's ``x-amzn-bedrock-invocation-latency``: how long the request spent at the service, so
+    ``now - server_latency`` bounds when the service booked it against the quota."""
 
 
 @dataclass(frozen=True, slots=True)
