@@ -216,7 +216,9 @@ class Admission:
         self.output_burndown = output_burndown
         self._clock = clock
         self._in_flight = 0
-        start = max_in_flight if (tpm or not adaptive) else min(max_in_flight, 32)
+        # Unknown quota: start at a quarter of the ceiling (at least 32) and slow-start from there; from
+        # 32, a 1,024-request ceiling took five round trips (10 s at 2 s latency) to reach.
+        start = max_in_flight if (tpm or not adaptive) else min(max_in_flight, max(32, max_in_flight // 4))
         learn = adaptive and not tpm
         self._routes: dict[Route, _RouteState] = {
             r: _RouteState(
