@@ -39,7 +39,9 @@ from runner.sink import INDEX_COLUMN, fsync_dir, recover_journals, write_atomic
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"
 STATE_VERSION = 1
-CONSOLIDATE_CHUNK_ROWS = 50_000
+CONSOLIDATE_CHUNK_ROWS = 10_000
+"""Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it (a 200,000-row
+job: 50,000 -> 282 MB, 10,000 -> 226 MB peak RSS), and 10,000 is also the fastest of 5k-50k."""
 
 
 @dataclass(frozen=True, slots=True)
