@@ -294,6 +294,14 @@ class Source:
             start += file.rows
         return f"{file.display} row {index - start}"
 
+    def _stream_options(self) -> dict[str, Any]:
+        """Read a local file as a stream of pages (1 MiB buffer): by default pyarrow loads a whole
+        row-group column chunk first, ~50 MB for the demo's 50,000-row groups of prompts, and the
+        stream is faster too. Remote files keep pre-buffering, which coalesces their range reads."""
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            return {"pre_buffer": False, "buffer_size": 1 << 20}
+        return {}
+
     def _read(self, file: _InputFile, columns: list[str], budget: int) -> Iterator[list[pa.Array]]:
         """The file's columns one record batch at a time, at most ``budget`` rows in all.
 
@@ -315,7 +323,7 @@ class Source:
         batch_rows = self._spec.output.read_batch_rows
         try:
             with self._fs.open_input_file(file.path) as handle:
-                parquet = pq.ParquetFile(handle)
+                parquet = pq.ParquetFile(handle, **self._stream_options())
                 for first, groups in _runs(parquet.metadata, budget, skip):
                     for batch in parquet.iter_batches(
                         batch_size=batch_rows, row_groups=groups, columns=columns
