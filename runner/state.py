@@ -44,6 +44,17 @@ CONSOLIDATE_CHUNK_ROWS = 10_000
 job: 50,000 -> 282 MB, 10,000 -> 226 MB peak RSS), and 10,000 is also the fastest of 5k-50k."""
 
 
+def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One part file (or some of its columns), read in this thread.
+
+    Twice as fast as ``pq.read_table`` on small files, which sets up a dataset scan per file: a
+    resume reads the key columns of every part three times (495 parts for a million rows: 0.58 ->
+    0.27 s a pass).
+    """
+    with pq.ParquetFile(path) as parquet:
+        return parquet.read(columns=columns, use_threads=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     """Outcome counts of a job directory (``status``)."""
@@ -202,7 +213,7 @@ class JobDir:
         tables = []
         for number, path in enumerate(self.part_files()):
             try:
-                t = pq.read_table(path, columns=cols)
+                t = read_part(path, cols)
             except (OSError, pa.ArrowInvalid) as exc:
                 raise StateError(
                     f"{path} is unreadable ({exc}); move it away and rerun to redo its rows"
@@ -288,7 +299,7 @@ class JobDir:
             return 0
         locs = []
         for number, path in enumerate(files):
-            idx = pq.read_table(path, columns=[INDEX_COLUMN]).column(INDEX_COLUMN)
+            idx = read_part(path, [INDEX_COLUMN]).column(INDEX_COLUMN)
             locs.append(
                 pa.table(
                     {
@@ -343,7 +354,7 @@ class JobDir:
             if p not in cache:
                 if len(cache) >= 8:
                     cache.pop(next(iter(cache)))
-                cache[p] = pq.read_table(files[p]).drop_columns([INDEX_COLUMN]).cast(schema)
+                cache[p] = read_part(files[p]).drop_columns([INDEX_COLUMN]).cast(schema)
             pieces.append(cache[p].take(pa.array([r for _, r in items], pa.int32())))
             positions.extend(pos for pos, _ in items)
         table = pa.concat_tables(pieces)
