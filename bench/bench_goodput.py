@@ -86,8 +86,8 @@ def run(
     from runner.catalog import find_model
 
     tpm = tpm or env_int("BENCH_GOODPUT_TPM", 1_000_000)
-    warmup_s = warmup_s or env_int("BENCH_GOODPUT_WARMUP_S", 75, quick=20)
-    measure_s = measure_s or env_int("BENCH_GOODPUT_MEASURE_S", 180, quick=40)
+    warmup_s = warmup_s or env_int("BENCH_GOODPUT_WARMUP_S", 75, quick=5)
+    measure_s = measure_s or env_int("BENCH_GOODPUT_MEASURE_S", 180, quick=60)
     burndown = find_model(SONNET)[0].output_burndown
     started = time.monotonic()
     data = dataset(20_000)

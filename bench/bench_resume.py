@@ -44,6 +44,8 @@ from bench._common import (
 )
 
 TARGET_S = 3.0
+CRAFT_VERSION = 2
+"""Bumped when :func:`craft` makes a different job directory (the cached templates are then remade)."""
 COMPLETION = (
     "The system batches requests per region and retries throttled calls with backoff, so the quota "
     "stays busy while latency is hidden by many requests in flight at once."
@@ -64,7 +66,7 @@ def craft(rows: int, done: int, spec_dict: dict[str, Any]) -> Path:
     digest = code_digest(
         "source.py", "request.py", "sink.py", "state.py", "schemas.py", "spec.py", "types.py"
     )
-    template = WORK / "resume-template" / f"{rows}-{done}-{digest}"
+    template = WORK / "resume-template" / f"{rows}-{done}-{digest}-v{CRAFT_VERSION}"
     if (template / "_job" / "state.json").exists():
         return template
     building = template.with_name(template.name + ".building")
@@ -76,7 +78,11 @@ def craft(rows: int, done: int, spec_dict: dict[str, Any]) -> Path:
     prices = PriceTable.load(None)
     job = JobDir(building)
     with job.lock():
-        job.start_run(spec=spec.to_dict(), fingerprint=source.fingerprint().to_dict(), force=False)
+        # As run_job starts a job: with the input's stamp, so that a rerun on the same bytes and
+        # spec may skip done rows by position (the path a real rerun takes).
+        job.start_run(
+            spec=spec.to_dict(), fingerprint=source.fingerprint().to_dict(), force=False, stamp=source.stamp()
+        )
         sink = PartSink(
             job.parts,
             job.journal,
