@@ -24,8 +24,10 @@ import errno
 import fcntl
 import json
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -211,26 +213,37 @@ class JobDir:
         """The newest row per input position across all parts, with ``columns`` (plus ``_index``)."""
         cols = list(dict.fromkeys([INDEX_COLUMN, *columns]))
         tables = []
-        for number, path in enumerate(self.part_files()):
+        for path in self.part_files():
             try:
                 t = read_part(path, cols)
             except (OSError, pa.ArrowInvalid) as exc:
                 raise StateError(
                     f"{path} is unreadable ({exc}); move it away and rerun to redo its rows"
                 ) from exc
-            tables.append(t.append_column("_part", pa.array([number] * t.num_rows, pa.int32())))
+            tables.append(t)
         if not tables:
             empty = {c: pa.array([], pa.int64()) for c in cols}
             return pa.table(empty)
         table = pa.concat_tables(tables, promote_options="permissive")
-        order = pc.sort_indices(table, sort_keys=[(INDEX_COLUMN, "ascending"), ("_part", "descending")])
-        table = table.take(order)
-        idx = table.column(INDEX_COLUMN).combine_chunks()
+        # One int64 sort key, input position ascending then part descending (newest first), and one
+        # take of the rows kept: sorting the table by two columns, then taking and filtering all of
+        # it, held ~85 MB of Arrow memory for a million rows (now ~45 MB).
+        n = len(tables)
+        newest_first = pa.concat_arrays(
+            [pa.repeat(pa.scalar(n - 1 - number, pa.int64()), t.num_rows) for number, t in enumerate(tables)]
+        )
+        key = pc.add(
+            pc.multiply(table.column(INDEX_COLUMN).combine_chunks(), pa.scalar(n, pa.int64())), newest_first
+        )
+        del newest_first
+        order = pc.sort_indices(key)
+        del key
+        idx = pc.take(table.column(INDEX_COLUMN), order).combine_chunks()
         if len(idx) > 1:
             first = pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))
-            mask = pa.concat_arrays([pa.array([True]), first])
-            table = table.filter(mask)
-        return table.drop_columns(["_part"])
+            order = order.filter(pa.concat_arrays([pa.array([True]), first]))
+        del idx
+        return table.take(order)
 
     def done_keys(self, *, retry_failed: bool) -> set[int]:
         """Resume keys that need no new request: ok rows, and error rows a retry would not fix.
@@ -297,27 +310,20 @@ class JobDir:
         files = self.part_files()
         if not files:
             return 0
-        locs = []
+        # Where each input position's newest row is: two 4-byte slots per position, filled part by
+        # part (a later part overwrites). Sorting a table of every part row instead held ~90 MB for
+        # a million rows at the job's end, its memory peak.
+        part_of = array("i")
+        row_of = array("i")
         for number, path in enumerate(files):
-            idx = read_part(path, [INDEX_COLUMN]).column(INDEX_COLUMN)
-            locs.append(
-                pa.table(
-                    {
-                        INDEX_COLUMN: idx,
-                        "_part": pa.array([number] * len(idx), pa.int32()),
-                        "_row": pa.array(range(len(idx)), pa.int32()),
-                    }
-                )
-            )
-        loc = pa.concat_tables(locs)
-        order = pc.sort_indices(loc, sort_keys=[(INDEX_COLUMN, "ascending"), ("_part", "descending")])
-        loc = loc.take(order)
-        idx = loc.column(INDEX_COLUMN).combine_chunks()
-        if len(idx) > 1:
-            mask = pa.concat_arrays(
-                [pa.array([True]), pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))]
-            )
-            loc = loc.filter(mask)
+            positions = read_part(path, [INDEX_COLUMN]).column(INDEX_COLUMN).to_pylist()
+            if positions and max(positions) >= len(part_of):
+                grow = max(positions) + 1 - len(part_of)
+                part_of.extend(repeat(-1, grow))
+                row_of.extend(repeat(0, grow))
+            for row, position in enumerate(positions):
+                part_of[position] = number
+                row_of[position] = row
         schema = pq.read_schema(files[-1])
         out_schema = schema.remove(schema.get_field_index(INDEX_COLUMN))
         tmp = self.results.with_name(f".{RESULTS_FILE}.tmp")
@@ -325,9 +331,21 @@ class JobDir:
         try:
             with open(tmp, "wb") as fh:
                 writer = pq.ParquetWriter(fh, out_schema, compression="zstd")
-                for start in range(0, loc.num_rows, CONSOLIDATE_CHUNK_ROWS):
-                    chunk = loc.slice(start, CONSOLIDATE_CHUNK_ROWS)
-                    writer.write_table(self._gather(chunk, files, cache, out_schema))
+                parts: list[int] = []
+                rows: list[int] = []
+                written = 0
+                for position, part in enumerate(part_of):
+                    if part < 0:
+                        continue  # no outcome yet (pending)
+                    parts.append(part)
+                    rows.append(row_of[position])
+                    if len(parts) == CONSOLIDATE_CHUNK_ROWS:
+                        writer.write_table(self._gather(parts, rows, files, cache, out_schema))
+                        written += len(parts)
+                        parts, rows = [], []
+                if parts:
+                    writer.write_table(self._gather(parts, rows, files, cache, out_schema))
+                    written += len(parts)
                 writer.close()
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -336,15 +354,13 @@ class JobDir:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise SinkError(f"cannot write {self.results}: {exc.strerror or exc}") from exc
-        return int(loc.num_rows)
+        return written
 
     @staticmethod
     def _gather(
-        chunk: pa.Table, files: list[Path], cache: dict[int, pa.Table], schema: pa.Schema
+        parts: list[int], rows: list[int], files: list[Path], cache: dict[int, pa.Table], schema: pa.Schema
     ) -> pa.Table:
-        """Rows of one output chunk, fetched from their parts and put back in input order."""
-        parts = chunk.column("_part").to_pylist()
-        rows = chunk.column("_row").to_pylist()
+        """Rows of one output chunk (``parts[i]``, ``rows[i]``), fetched from their parts, in that order."""
         pieces: list[pa.Table] = []
         positions: list[int] = []
         by_part: dict[int, list[tuple[int, int]]] = {}
