@@ -32,6 +32,8 @@ from typing import Any
 from bench._common import QUICK, ROOT, WORK
 
 RESULTS = ROOT / "bench" / "results.json"
+NOTES = ROOT / "bench" / "notes.md"
+"""Hand-written findings (what missed and why, what was fixed), shown after the summary."""
 REPORT = ROOT / "BENCHMARKS.md"
 PACKAGES = ("aioboto3", "aiobotocore", "botocore", "aiohttp", "anyio", "pyarrow", "tenacity", "structlog")
 EMULATOR_TARGET_RPS = 3_000.0
@@ -244,6 +246,13 @@ def render(data: Mapping[str, Any]) -> str:
         "percent of run-to-run spread (the overhead benchmark lists every round).",
         "",
     ]
+    full = data.get("last_full_run")
+    if full:
+        out += [
+            f"The last full run (`python -m bench`, {len(full['benchmarks'])} benchmarks) took "
+            f"{full['seconds'] / 60:.1f} minutes ({full['run_id']}).",
+            "",
+        ]
     if last is not None:
         m = last["machine"]
         pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
@@ -271,6 +280,8 @@ def render(data: Mapping[str, Any]) -> str:
                 f"{fmt(c['value'])} | {c['target']} | {result} | {when} |"
             )
     out.append("")
+    if NOTES.exists():
+        out += [NOTES.read_text().strip(), ""]
     for r in entries:
         head = r["title"] + (f" ({r['variant']})" if r.get("variant") else "")
         out += [f"## {head}", ""]
@@ -321,6 +332,8 @@ def main(argv: list[str]) -> int:
         REPORT.write_text(render(data))
     total = time.monotonic() - started
     data["last_run"] = {"run_id": run_id, "benchmarks": names, "seconds": round(total, 1)}
+    if names == list(BENCHMARKS) and not QUICK:
+        data["last_full_run"] = data["last_run"]
     save(data)
     REPORT.write_text(render(data))
     print(
