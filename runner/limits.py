@@ -47,11 +47,28 @@ recovers from an estimate made low by traffic it cannot see (another job on the 
 Outcome = Literal["ok", "throttled", "failed", "cancelled"]
 
 
+BUCKET_S = 0.1
+"""Width of a window slot. Charges are summed per slot, not kept one by one: at 1,500 rows/s a
+window held ~90,000 charge objects per route (20-25 MB in a job that otherwise needs ~150 MB).
+A slot leaves the window when its *latest* charge does, so an earlier charge counts at most 0.1 s
+longer than it should: the quota is over-estimated by at most 0.1 s in 60 (0.2 %)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Slot:
+    start: float
+    last: float
+    tokens: float = 0.0
+    live: bool = True
+
+
 @dataclass(eq=False, slots=True)
 class _Charge:
+    """One request's share of a slot, so settling can replace exactly what it reserved."""
+
+    slot: _Slot
     at: float
     tokens: float
-    live: bool = True
 
 
 @dataclass(eq=False)
@@ -60,7 +77,7 @@ class TokenWindow:
 
     tpm: float
     headroom: float = DEFAULT_HEADROOM
-    _charges: deque[_Charge] = field(default_factory=deque)
+    _slots: deque[_Slot] = field(default_factory=deque)
     _sum: float = 0.0
 
     @property
@@ -79,19 +96,25 @@ class TokenWindow:
         if self._sum + need <= self.cap:
             return 0.0
         freed = 0.0
-        latest = -math.inf  # charges leave in order, so a charge goes no earlier than one before it
-        for charge in self._charges:
-            freed += charge.tokens
-            latest = max(latest, charge.at)
+        latest = -math.inf  # slots leave in order, so a slot goes no earlier than one before it
+        for slot in self._slots:
+            freed += slot.tokens
+            latest = max(latest, slot.last)
             if self._sum - freed + need <= self.cap:
                 return max(0.0, latest + WINDOW_S - now)
         return WINDOW_S
 
     def reserve(self, tokens: float, now: float) -> _Charge:
-        charge = _Charge(now, tokens)
-        self._charges.append(charge)
+        slots = self._slots
+        if slots and now < slots[-1].start + BUCKET_S:
+            slot = slots[-1]
+            slot.last = max(slot.last, now)
+        else:
+            slot = _Slot(now, now)
+            slots.append(slot)
+        slot.tokens += tokens
         self._sum += tokens
-        return charge
+        return _Charge(slot, now, tokens)
 
     def settle(self, charge: _Charge, tokens: float, booked_at: float | None = None) -> None:
         """Replace a reservation by the real charge, kept at the time the service booked it.
@@ -102,20 +125,40 @@ class TokenWindow:
         with the admission time, charges left this window before Bedrock's and the requests
         admitted into the gap were throttled.
         """
-        if charge.live:
+        old = charge.slot
+        if old.live:
+            old.tokens -= charge.tokens
             self._sum += tokens - charge.tokens
+            slot = old
             if booked_at is not None and booked_at > charge.at:
-                charge.at = booked_at
+                slot = self._slot_at(booked_at)
+                charge.slot, charge.at = slot, booked_at
+            slot.tokens += tokens
         charge.tokens = tokens
+
+    def _slot_at(self, at: float) -> _Slot:
+        """The slot a charge dated ``at`` belongs in (a live slot at or before it exists: the
+        charge's own); a new one is put in order when ``at`` falls past the slot's width."""
+        slots = self._slots
+        i = len(slots) - 1
+        while slots[i].start > at:
+            i -= 1
+        slot = slots[i]
+        if at < slot.start + BUCKET_S:
+            slot.last = max(slot.last, at)
+            return slot
+        slot = _Slot(at, at)
+        slots.insert(i + 1, slot)
+        return slot
 
     def _expire(self, now: float) -> None:
         horizon = now - WINDOW_S
-        charges = self._charges
-        while charges and charges[0].at <= horizon:
-            old = charges.popleft()
+        slots = self._slots
+        while slots and slots[0].last <= horizon:
+            old = slots.popleft()
             old.live = False
             self._sum -= old.tokens
-        if not charges:
+        if not slots:
             self._sum = 0.0  # shed float drift
 
 

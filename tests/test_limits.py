@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from runner.limits import LEARN_HITS, AdaptiveLimit, Admission, TokenWindow
+from runner.limits import BUCKET_S, LEARN_HITS, WINDOW_S, AdaptiveLimit, Admission, TokenWindow
 from runner.types import Route, Usage
 
 ROUTE = Route("global.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "global")
@@ -55,6 +57,50 @@ class TestTokenWindow:
         assert w.used(61.0) == 0
         w.settle(c, 100)
         assert w.used(61.0) == 0
+
+    def test_a_busy_minute_keeps_slots_not_charges(self) -> None:
+        """90,000 requests in a minute are held in at most one slot per 0.1 s, not one object each."""
+        w = TokenWindow(tpm=float("inf"))
+        for i in range(90_000):
+            c = w.reserve(1000, i / 1500)
+            w.settle(c, 400, booked_at=i / 1500 + 0.05)
+        assert len(w._slots) <= WINDOW_S / BUCKET_S + 1
+        assert w.used(59.99) == pytest.approx(90_000 * 400)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.floats(0, 3),  # seconds since the previous request
+                st.integers(1, 5000),  # reserved
+                st.integers(0, 5000),  # settled
+                st.floats(0, 10),  # service time: booked this long after admission, settled after
+            ),
+            max_size=60,
+        ),
+        st.floats(0, 90),
+    )
+    def test_slots_count_what_single_charges_would_a_slot_longer_at_most(
+        self, requests: list[tuple[float, int, int, float]], probe: float
+    ) -> None:
+        """Against an exact per-charge model: never less (the quota is not overrun), and no more
+        than what the exact window held ``BUCKET_S`` earlier."""
+        w = TokenWindow(tpm=float("inf"))
+        exact: list[tuple[float, int]] = []
+        now, pending = 0.0, []
+        for gap, reserved, settled, service in requests:
+            now += gap
+            pending.append((w.reserve(reserved, now), now, reserved, settled, service))
+        end = now
+        for charge, at, _, settled, service in pending:
+            w.settle(charge, settled, booked_at=min(at + service, end))
+            exact.append((min(at + service, end), settled))
+        t = end + probe
+
+        def exact_used(at: float) -> int:
+            return sum(tok for when, tok in exact if when > at - WINDOW_S)
+
+        assert exact_used(t) <= w.used(t) + 1e-6
+        assert w.used(t) <= exact_used(t - BUCKET_S) + 1e-6
 
 
 class TestAdaptiveLimit:
