@@ -55,14 +55,20 @@ _ERRORS: dict[str, type[InvocationError]] = {
 
 
 class Transport(Protocol):
-    """What the pool needs from Bedrock: one call, one answer or one error from ``runner.errors``."""
+    """What the pool needs from Bedrock: one call, one answer or one error from ``runner.errors``.
+
+    The transport keeps the call's deadline (the job's ``[retry] timeout_s``) and answers a call past
+    it with ``ModelTimeoutError``: the pool sets no timer of its own per call.
+    """
 
     async def invoke(self, route: Route, body: bytes) -> Completion: ...
 
 
 @contextlib.contextmanager
-def map_botocore_errors(route: Route) -> Iterator[None]:
+def map_botocore_errors(route: Route, *, timeout_s: float | None = None) -> Iterator[None]:
     """Translate botocore/aiohttp failures into the most specific ``InvocationError``.
+
+    ``timeout_s``: the client's read timeout, named in the message of a call that ran past it.
 
     Messages carry Bedrock's own message (which never echoes the prompt) and never the payload.
     """
@@ -89,8 +95,9 @@ def map_botocore_errors(route: Route) -> Iterator[None]:
         botocore.exceptions.ConnectTimeoutError,
         TimeoutError,
     ) as exc:
+        within = f"within {timeout_s:g} s" if timeout_s is not None else "in time"
         raise ModelTimeoutError(
-            f"{route.model_id} in {route.region}: no answer in time", route=route.name
+            f"{route.model_id} in {route.region}: no answer {within}", route=route.name
         ) from exc
     except (
         botocore.exceptions.EndpointConnectionError,
@@ -150,8 +157,9 @@ class AioBotoTransport:
     does not pay for client construction and a bad region or endpoint fails before the job starts.
     """
 
-    def __init__(self, clients: dict[str, Any]) -> None:
+    def __init__(self, clients: dict[str, Any], *, timeout_s: float) -> None:
         self._clients = clients
+        self._timeout_s = timeout_s
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -185,12 +193,12 @@ class AioBotoTransport:
                         config=config,
                     )
                 )
-            yield cls(clients)
+            yield cls(clients, timeout_s=timeout_s)
 
     async def invoke(self, route: Route, body: bytes) -> Completion:
         client = self._clients[route.region]
         start = time.perf_counter()
-        with map_botocore_errors(route):
+        with map_botocore_errors(route, timeout_s=self._timeout_s):
             response = await client.invoke_model(
                 modelId=route.model_id, body=body, contentType="application/json", accept="application/json"
             )
@@ -220,7 +228,11 @@ def is_loopback(endpoint_url: str | None) -> bool:
 
 
 def client_config(*, max_in_flight: int, timeout_s: float) -> Config:
-    """botocore settings for a job: no hidden retries, a pool per region as large as the job's concurrency."""
+    """botocore settings for a job: no hidden retries, a pool per region as large as the job's concurrency.
+
+    ``read_timeout`` is the call's deadline: InvokeModel sends nothing until its whole answer is
+    ready, so waiting for the first byte is waiting for the answer.
+    """
     return Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(10, max_in_flight),

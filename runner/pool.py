@@ -34,7 +34,6 @@ from runner.errors import (
     EndpointUnavailableError,
     InvocationError,
     ModelError,
-    ModelTimeoutError,
     PermanentError,
     RetryableError,
     RouteError,
@@ -367,19 +366,13 @@ class Pool:
             outcome: Outcome = "failed"
             server_s: float | None = None
             try:
-                with anyio.fail_after(self.retry.timeout_s):
-                    completion = await self.transport.invoke(route, record.body)
+                # The transport keeps the deadline (``[retry] timeout_s``): an anyio.fail_after here as
+                # well cost ~0.03 ms of CPU per row (5 % of a row at zero latency) for a second timer.
+                completion = await self.transport.invoke(route, record.body)
                 usage = completion.usage
                 if completion.server_latency_ms is not None:
                     server_s = completion.server_latency_ms / 1000.0
                 outcome = "ok"
-            except TimeoutError as exc:
-                row.last_route = route
-                self.router.failure(route)
-                raise ModelTimeoutError(
-                    f"{route.model_id} in {route.region}: no answer within {self.retry.timeout_s:g} s",
-                    route=route.name,
-                ) from exc
             except ThrottledError:
                 outcome = "throttled"
                 self.counters.throttles += 1

@@ -80,6 +80,10 @@ def _from_json(value: Any) -> Any:
     return value
 
 
+_JOURNAL_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Made once: ``json.dumps`` with any option builds a new encoder per call (a journal line per row)."""
+
+
 def _encode(result: Result, price_table: str, keep_names: Sequence[str]) -> bytes:
     u = result.usage
     row = [
@@ -90,7 +94,7 @@ def _encode(result: Result, price_table: str, keep_names: Sequence[str]) -> byte
         result.lane, result.started_at, result.finished_at,
         [_to_json(result.keep.get(name)) for name in keep_names],
     ]  # fmt: skip
-    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return (_JOURNAL_ENCODER.encode(row) + "\n").encode()
 
 
 def _decode(line: bytes, keep_names: Sequence[str]) -> tuple[Result, str]:

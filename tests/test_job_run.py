@@ -320,6 +320,21 @@ class TestTransientFailures:
         (row,) = read_results(tmp_path / "out").to_pylist()
         assert (row["status"], row["attempts"]) == ("ok", 2)
 
+    def test_answers_always_too_slow_end_as_a_retryable_timeout(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """Every attempt past ``timeout_s``: an error row that names the deadline, retryable by a rerun."""
+        source = write_prompts(tmp_path / "in.parquet", 1)
+        data = spec_data(source, tmp_path / "out", emu.url, retry={"timeout_s": 0.2, "max_attempts": 2})
+        emu.set_faults({"defaults": {"slow_rate": 1.0, "slow_ms": 5_000}})
+        report = run_job(make_spec(tmp_path, data), handle_signals=False, progress=False)
+        assert report.exit_code == EXIT_ROWS_FAILED
+        (row,) = read_results(tmp_path / "out").to_pylist()
+        assert (row["status"], row["error_type"], row["retryable"], row["attempts"]) == (
+            "error", "ModelTimeoutError", True, 2,
+        )  # fmt: skip
+        assert "no answer within 0.2 s" in row["error_message"]
+
     def test_rows_out_of_attempts_are_retried_by_a_rerun(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """Rows that used up their attempts on 5xx end as retryable errors (exit 1); a rerun finishes them."""
         emu.set_faults({"defaults": {"error_rate": 1.0}})
