@@ -6,8 +6,8 @@ the last wave, writing ``results.parquet``), and the figure is rows / wall time 
 perfect pool scores a little under 1 (20,000 rows: 39.1 s of waves for ~40 s of run). The steady-state
 rate (emulator counters between 20 % and 80 % of the run) is reported beside it.
 
-Two runs: the job with the default limits (adaptive, quota unknown, so concurrency starts at 32 and
-doubles per round trip until ``max_in_flight``), which is the figure checked, and the same job with
+Two runs: the job with the default limits (adaptive, quota unknown, so concurrency starts at half of
+``max_in_flight`` and doubles per round trip up to it), which is the figure checked, and the same job with
 ``adaptive = false`` (all ``max_in_flight`` from the first second), which shows what the ramp costs.
 
 Knobs: ``BENCH_LATENCY_ROWS`` (20,000), ``BENCH_LATENCY_MS`` (2,000), ``BENCH_LATENCY_MAX_IN_FLIGHT`` (1,024).
@@ -108,7 +108,7 @@ def run(
             "rows": rows,
             "latency_ms": latency_ms,
             "max_in_flight": max_in_flight,
-            "default": "adaptive = true, tpm = 0 (AIMD slow start from 32 in flight)",
+            "default": "adaptive = true, tpm = 0 (AIMD slow start from max_in_flight / 2)",
             "fixed": "adaptive = false (all max_in_flight from the start)",
         },
         "reproduce": (

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.limits import BUCKET_S, LEARN_HITS, WINDOW_S, AdaptiveLimit, Admission, TokenWindow
+import runner.limits
+from runner.limits import BUCKET_S, LEARN_HITS, WINDOW_S, AdaptiveLimit, Admission, Permit, TokenWindow
 from runner.types import Route, Usage
 
 ROUTE = Route("global.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "global")
@@ -236,3 +237,50 @@ class TestLearnedQuota:
             clock.now += 3
             adm.release(await adm.acquire(ROUTE, 0), "ok", Usage(0, 0))
         await adm.acquire(ROUTE, 500)  # 3000 <= 0.98 x 3184
+
+
+class TestSlowStart:
+    async def _admit(self, adm: Admission, n: int) -> list[Permit]:
+        return [await adm.acquire(ROUTE, 10) for _ in range(n)]
+
+    async def test_unknown_quota_starts_at_half_the_ceiling(self) -> None:
+        """No tpm: the first wave is half of max_in_flight; the next request waits."""
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=100, clock=clock)
+        await self._admit(adm, 50)
+        with anyio.move_on_after(0.05) as scope:
+            await adm.acquire(ROUTE, 10)
+        assert scope.cancelled_caught
+
+    async def test_doubles_when_no_throttle_comes_back(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A wave that drew no throttle for the doubling time lets twice as many in, answers or not."""
+        monkeypatch.setattr(runner.limits, "SLOW_START_DOUBLING_S", 0.05)
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=100, clock=clock)
+        await self._admit(adm, 50)
+        admitted: list[Permit] = []
+
+        async def more() -> None:
+            admitted.extend(await self._admit(adm, 50))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(more)
+            await anyio.wait_all_tasks_blocked()
+            assert admitted == []
+            clock.now += 0.05  # the head waiter's timer re-checks after the doubling time
+        assert len(admitted) == 50
+        assert adm.figures()[ROUTE.name].limit == 100
+
+    async def test_a_throttle_ends_the_doubling(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """After a throttle the limit is cut and only grows additively: time alone adds nothing."""
+        monkeypatch.setattr(runner.limits, "SLOW_START_DOUBLING_S", 0.05)
+        clock = Clock()
+        adm = Admission([ROUTE], max_in_flight=100, clock=clock)
+        permits = await self._admit(adm, 50)
+        adm.release(permits.pop(), "throttled")
+        clock.now += 1.0
+        assert adm.figures()[ROUTE.name].limit == 35
+        await self._admit(adm, 35 - len(permits))
+        with anyio.move_on_after(0.2) as scope:
+            await adm.acquire(ROUTE, 10)
+        assert scope.cancelled_caught
