@@ -62,7 +62,7 @@ def _emulator() -> dict[str, Any]:
             "aioboto3_client": raw["aioboto3"],
         },
         "params": {"emulator_cpu": "pinned to CPU 0, load generator to CPU 1 (bench_emulator.py)"},
-        "reproduce": "python -m bench emulator   (or: python bench/bench_emulator.py)",
+        "reproduce": "python -m bench emulator   (or: python -m bench.bench_emulator)",
         "seconds": round(time.monotonic() - started, 1),
         "doc": bench_emulator.__doc__ or "",
     }

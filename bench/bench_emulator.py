@@ -2,14 +2,15 @@
 
 The emulator must never be the bottleneck of the runner's benchmarks, so this measures it alone:
 the emulator runs in its own process (``python -m runner.emulator --port 0``, pinned to one CPU when
-the machine has two or more), and a load generator in another process drives it:
+the machine has two or more, whatever ``BENCH_PIN`` says), and a load generator in another process
+drives it:
 
 * ``raw``: aiohttp client, keep-alive connections, ``concurrency`` requests in flight, for
   ``duration_s`` seconds, minimal bodies carrying a SigV4-shaped Authorization header;
 * ``aioboto3``: a few hundred real ``invoke_model`` calls (signing, serialisation and parsing
   included), which is the client cost the runner pays; it is bounded by the client, not the emulator.
 
-``python bench/bench_emulator.py`` prints the figures; ``run() -> dict`` returns them for
+``python -m bench.bench_emulator`` prints the figures; ``run() -> dict`` returns them for
 ``bench/__main__.py`` to collect into BENCHMARKS.md.
 """
 
@@ -19,21 +20,19 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench._common import ROOT, EmulatorProcess, child_env, pin
+
 MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 AUTHORIZATION = (
     "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/bedrock/aws4_request, "
     "SignedHeaders=host;x-amz-date, Signature=0000"
 )
-READY_PREFIX = "bedrock-batch emulator listening on "
 
 
 def _body(i: int) -> bytes:
@@ -45,43 +44,6 @@ def _body(i: int) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
-
-
-def _pin(cpu: int, pid: int = 0) -> None:
-    """Pin a process to one CPU, so 'req/s on one core' means what it says (Linux, 2+ CPUs)."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(pid, {cpu})
-
-
-def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    """The emulator as a process, pinned to CPU 0; returns it with its URL once it is listening."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner.emulator", "--port", "0", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    _pin(0, process.pid)
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith(READY_PREFIX):
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"the emulator did not start: {line!r}")
-    return process, line[len(READY_PREFIX) :]
-
-
-def stop_emulator(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 async def _drive_raw(url: str, duration_s: float, concurrency: int, warmup_s: float) -> dict[str, Any]:
@@ -177,7 +139,7 @@ async def _drive_aioboto3(url: str, calls: int, concurrency: int) -> dict[str, A
 
 def _drive_in_subprocess(mode: str, url: str, **options: Any) -> dict[str, Any]:
     """Run the load generator as a separate process pinned to CPU 1, return its JSON."""
-    args = [sys.executable, __file__, "--drive", mode, "--url", url]
+    args = [sys.executable, "-m", "bench.bench_emulator", "--drive", mode, "--url", url]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     result = subprocess.run(
@@ -186,7 +148,7 @@ def _drive_in_subprocess(mode: str, url: str, **options: Any) -> dict[str, Any]:
         text=True,
         check=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
         timeout=300,
     )
     return json.loads(result.stdout)  # type: ignore[no-any-return]
@@ -196,12 +158,10 @@ def run(
     *, duration_s: float = 5.0, concurrency: int = 64, boto_calls: int = 500, boto_concurrency: int = 32
 ) -> dict[str, Any]:
     """Measure the emulator: raw keep-alive throughput, then real aioboto3 calls. Returns the figures."""
-    process, url = start_emulator()
-    try:
-        raw = _drive_in_subprocess("raw", url, duration_s=duration_s, concurrency=concurrency)
-        boto = _drive_in_subprocess("aioboto3", url, calls=boto_calls, concurrency=boto_concurrency)
-    finally:
-        stop_emulator(process)
+    with EmulatorProcess() as emulator:
+        pin(emulator.pid, 0, always=True)
+        raw = _drive_in_subprocess("raw", emulator.url, duration_s=duration_s, concurrency=concurrency)
+        boto = _drive_in_subprocess("aioboto3", emulator.url, calls=boto_calls, concurrency=boto_concurrency)
     return {
         "name": "emulator",
         "emulator_invoke_rps": raw["rps"],
@@ -227,7 +187,7 @@ def _main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
     if args.drive:
-        _pin(1)
+        pin(0, 1, always=True)
         if args.drive == "raw":
             figures = asyncio.run(_drive_raw(args.url, args.duration_s, args.concurrency, warmup_s=0.5))
         else:

@@ -107,7 +107,8 @@ class TokenWindow:
                 return max(0.0, latest + WINDOW_S - now)
         return WINDOW_S
 
-    def reserve(self, tokens: float, now: float) -> _Charge:
+    def add(self, tokens: float, now: float) -> _Slot:
+        """Count ``tokens`` at ``now`` for good (usage already settled: nothing to replace later)."""
         slots = self._slots
         if slots and now < slots[-1].start + BUCKET_S:
             slot = slots[-1]
@@ -117,7 +118,11 @@ class TokenWindow:
             slots.append(slot)
         slot.tokens += tokens
         self._sum += tokens
-        return _Charge(slot, now, tokens)
+        return slot
+
+    def reserve(self, tokens: float, now: float) -> _Charge:
+        """Count ``tokens`` at ``now`` until :meth:`settle` replaces them by what the request used."""
+        return _Charge(self.add(tokens, now), now, tokens)
 
     def settle(self, charge: _Charge, tokens: float, booked_at: float | None = None) -> None:
         """Replace a reservation by the real charge, kept at the time the service booked it.
@@ -417,7 +422,7 @@ class Admission:
                 booked_at = now - server_s if server_s is not None else None
                 state.window.settle(permit.charge, charged, booked_at)
         if usage is not None:
-            state.settled.reserve(charged, now)
+            state.settled.add(charged, now)
         if outcome == "throttled":
             state.throttles.append(now)
             if self._adaptive:

@@ -41,7 +41,7 @@ from runner.emulator.cache import NO_CACHE, PromptCache
 from runner.emulator.config import EmulatorConfig, ScriptedOutcome, parse_outcomes
 from runner.emulator.errors import TOKENS_THROTTLED_MESSAGE, BedrockError, validation
 from runner.emulator.quota import reservation_tokens, settled_tokens
-from runner.emulator.routes import RouteState, outage_error, prompt_uniform, uniforms
+from runner.emulator.routes import RouteState, not_found, outage_error, prompt_uniform, uniforms
 from runner.emulator.wire import _stream, error_body, parse_invoke, render_answer
 
 log = logging.getLogger(__name__)
@@ -385,7 +385,7 @@ class Emulator:
             raise BedrockError(scripted.error, scripted.message)
         model = route.model
         if route.error is not None or model is None:
-            raise route.error or BedrockError("ResourceNotFoundException", "The model was not found.")
+            raise route.error or not_found("The model was not found.")
         settings = route.settings
         if settings.access_denied:
             raise route.access_denied()
