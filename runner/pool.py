@@ -115,6 +115,11 @@ class StopOnModelErrors(stop_base):
         return isinstance(exc, ModelError) and retry_state.attempt_number >= self.attempts
 
 
+THROTTLES_PER_ATTEMPT = 8
+"""Throttles one attempt absorbs before it counts as failed (and tenacity backs off): admission
+paces a throttled row, so more than a few in a row means the quota is gone, not busy."""
+
+
 class _CapReached(Exception):
     """Raised inside a worker when the cost cap refuses a row: the row stays pending."""
 
@@ -328,17 +333,23 @@ class Pool:
         )  # fmt: skip
 
     async def _attempt(self, record: Record, row: _RowState) -> Completion:
-        """One attempt: pick a route, get admitted, call. Route errors move on at once."""
+        """One attempt: get admitted on a route, call. Throttles and route errors move on at once.
+
+        A throttle is the quota talking, not a failure of the row: admission (which has just
+        learnt from it) decides when and where the row goes next, without tenacity's backoff.
+        Only :data:`THROTTLES_PER_ATTEMPT` throttles in a row make it a failed attempt.
+        """
         assert record.body is not None
+        throttles = 0
         while True:
-            route = self.router.choose(after=row.last_route)
-            if route is None and self.router.active:
+            routes = self.router.candidates(after=row.last_route)
+            if not routes and self.router.active:
                 # Every breaker is open: wait for the first cool-down to end (it may let this row
                 # be the probe). Still nothing: a failed attempt, so a long outage ends the row as
                 # a retryable error that a rerun redoes, instead of hanging the job.
                 await anyio.sleep(min(self.router.retry_in(), self.retry.backoff_max_s))
-                route = self.router.choose(after=row.last_route)
-            if route is None:
+                routes = self.router.candidates(after=row.last_route)
+            if not routes:
                 if not self.router.active:
                     raise RouteError("no usable route is left (every route was denied or not found)")
                 raise EndpointUnavailableError(
@@ -347,17 +358,19 @@ class Pool:
                 )
             reserved_cost = 0.0
             if self.cost_cap is not None:
-                reserved = self.cost_cap.reserve(route, record)
+                reserved = self.cost_cap.reserve(routes[0], record)
                 if reserved is None:
                     raise _CapReached
                 reserved_cost = reserved
             tokens = record.estimated_input_tokens + record.max_tokens
             try:
-                permit = await self.admission.acquire(route, tokens)
+                permit = await self.admission.acquire(routes, tokens)
             except BaseException:
                 if self.cost_cap is not None:
                     self.cost_cap.settle(reserved_cost, 0.0)
                 raise
+            route = permit.route
+            self.router.dispatched(route)
             row.attempts += 1
             self.counters.attempts += 1
             if self.counters.first_request_at is None:
@@ -377,7 +390,10 @@ class Pool:
                 outcome = "throttled"
                 self.counters.throttles += 1
                 row.last_route = route
-                raise
+                throttles += 1
+                if throttles >= THROTTLES_PER_ATTEMPT:
+                    raise
+                continue
             except RouteError as exc:
                 row.last_route = route
                 self.router.remove(route, str(exc))

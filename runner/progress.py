@@ -28,7 +28,7 @@ def figures(counters: Counters, admission: Admission, total: int) -> dict[str, A
     routes = {
         name: {
             "in_flight": f.in_flight,
-            "limit": f.limit,
+            "quota_tpm": round(f.quota_tpm) if f.quota_tpm is not None else None,
             "tpm": round(f.tokens_last_minute),
             "quota_share": round(f.quota_share, 3) if f.quota_share is not None else None,
             "throttles_per_min": f.throttles_last_minute,
@@ -78,7 +78,8 @@ async def report_progress(
             while True:
                 f = figures(counters, admission, total)
                 limits = " ".join(
-                    f"{name}:{r['in_flight']}/{r['limit']}"
+                    f"{name}:{r['in_flight']}"
+                    + (f" {r['quota_tpm'] / 1000:,.0f}k/min" if r["quota_tpm"] is not None else "")
                     + (f" q{r['quota_share']:.0%}" if r["quota_share"] is not None else "")
                     for name, r in f["routes"].items()
                 )

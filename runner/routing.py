@@ -152,22 +152,28 @@ class Router:
 
         ``after``: the route of the previous failed attempt; the search starts past it.
         """
-        live = self.active
-        if not live:
+        routes = self.candidates(after)
+        if not routes:
             return None
+        self.dispatched(routes[0])
+        return routes[0]
+
+    def candidates(self, after: Route | None = None) -> list[Route]:
+        """Every route an attempt may take now, best first (see :meth:`choose` for the order).
+
+        Admission starts the request on the first of them whose quota admits it, so a route held
+        back by its quota spills to the next; :meth:`dispatched` then tells the breaker.
+        """
+        live = self.active
         if after is not None and after in self.routes:
-            # Start at the first route following `after` in the configured order, wrapping around.
             idx = self.routes.index(after)
-            ordered = [r for r in self.routes[idx + 1 :] + self.routes[: idx + 1] if r in live]
-        else:
-            ordered = live
+            live = [r for r in self.routes[idx + 1 :] + self.routes[: idx + 1] if r in live]
         now = self._clock()
-        for route in ordered:
-            breaker = self._breakers[route]
-            if breaker.allows(now):
-                breaker.on_dispatch()
-                return route
-        return None
+        return [r for r in live if self._breakers[r].allows(now)]
+
+    def dispatched(self, route: Route) -> None:
+        """A request was sent on ``route`` (a half-open breaker lets no second one through)."""
+        self._breakers[route].on_dispatch()
 
     def retry_in(self) -> float:
         """Seconds until some open breaker half-opens (for a caller that got ``None``)."""

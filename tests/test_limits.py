@@ -1,4 +1,4 @@
-"""Admission maths: the quota window, AIMD, and the async gate."""
+"""Admission: the quota window, the async gate, and spilling across routes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import runner.limits
-from runner.limits import BUCKET_S, LEARN_HITS, WINDOW_S, AdaptiveLimit, Admission, Permit, TokenWindow
+from runner.limits import Admission
 from runner.types import Route, Usage
+from runner.window import BUCKET_S, WINDOW_S, TokenWindow
 
 ROUTE = Route("global.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "global")
 
@@ -104,38 +104,16 @@ class TestTokenWindow:
         assert w.used(t) <= exact_used(t - BUCKET_S) + 1e-6
 
 
-class TestAdaptiveLimit:
-    def test_slow_start_grows_by_one_per_success(self) -> None:
-        """Before the first throttle every success adds one slot."""
-        lim = AdaptiveLimit(ceiling=100, value=4)
-        for _ in range(4):
-            lim.on_success()
-        assert lim.slots == 8
-
-    def test_throttle_cuts_once_per_interval(self) -> None:
-        """A burst of throttles within the interval cuts the limit once."""
-        lim = AdaptiveLimit(ceiling=100, value=50)
-        assert lim.on_throttle(0.0)
-        assert not lim.on_throttle(0.5)
-        assert lim.slots == 35
-
-    def test_never_above_ceiling(self) -> None:
-        """The limit never exceeds max_in_flight."""
-        lim = AdaptiveLimit(ceiling=5, value=5)
-        lim.on_success()
-        assert lim.slots == 5
-
-
 class TestAdmission:
     async def test_max_in_flight_blocks_until_release(self) -> None:
         """The (n+1)th request waits until one of n in flight is released."""
         adm = Admission([ROUTE], max_in_flight=2, adaptive=False)
-        p1 = await adm.acquire(ROUTE, 10)
-        await adm.acquire(ROUTE, 10)
+        p1 = await adm.acquire([ROUTE], 10)
+        await adm.acquire([ROUTE], 10)
         admitted: list[int] = []
 
         async def third() -> None:
-            await adm.acquire(ROUTE, 10)
+            await adm.acquire([ROUTE], 10)
             admitted.append(3)
 
         async with anyio.create_task_group() as tg:
@@ -148,11 +126,11 @@ class TestAdmission:
     async def test_waiters_are_admitted_in_fifo_order(self) -> None:
         """Waiting requests start in the order they arrived."""
         adm = Admission([ROUTE], max_in_flight=1, adaptive=False)
-        first = await adm.acquire(ROUTE, 1)
+        first = await adm.acquire([ROUTE], 1)
         order: list[int] = []
 
         async def waiter(n: int) -> None:
-            p = await adm.acquire(ROUTE, 1)
+            p = await adm.acquire([ROUTE], 1)
             order.append(n)
             adm.release(p, "ok", Usage(1, 1))
 
@@ -167,18 +145,22 @@ class TestAdmission:
         """With a known tpm, a request that would pass the quota is not admitted yet."""
         clock = Clock()
         adm = Admission([ROUTE], max_in_flight=10, tpm=1000, headroom=1.0, clock=clock)
-        await adm.acquire(ROUTE, 800)
+        await adm.acquire([ROUTE], 800)
         with anyio.move_on_after(0.05) as scope:
-            await adm.acquire(ROUTE, 300)
+            await adm.acquire([ROUTE], 300)
         assert scope.cancelled_caught
 
-    async def test_throttle_releases_its_reservation(self) -> None:
-        """A throttled request books nothing against the modelled quota."""
+    async def test_a_throttle_empties_the_modelled_quota(self) -> None:
+        """A throttle books nothing, but says the service has no room: the next request waits for a refill."""
         clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=10, tpm=1000, headroom=1.0, clock=clock)
-        p = await adm.acquire(ROUTE, 800)
+        adm = Admission([ROUTE], max_in_flight=10, tpm=6000, headroom=1.0, clock=clock)
+        p = await adm.acquire([ROUTE], 800)
         adm.release(p, "throttled")
-        await adm.acquire(ROUTE, 900)
+        with anyio.move_on_after(0.05) as scope:
+            await adm.acquire([ROUTE], 100)
+        assert scope.cancelled_caught
+        clock.now += 1.0  # 100 tokens refill in one second at 6,000 a minute
+        await adm.acquire([ROUTE], 100)
 
     def test_charge_uses_output_burndown_and_ignores_cache_reads(self) -> None:
         """Quota charge = input + cache writes + output x burndown; cache reads are free."""
@@ -186,101 +168,26 @@ class TestAdmission:
         assert adm.charge_of(Usage(100, 10, 20, 1000)) == 100 + 20 + 50
 
 
-class TestLearnedQuota:
-    async def test_repeated_throttles_at_one_level_set_the_quota(self) -> None:
-        """With no tpm, eight throttles with no success at or above their level cap the window there."""
+OTHER = Route("us.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "us")
+
+
+class TestSpill:
+    async def test_a_route_held_by_its_quota_spills_to_the_next(self) -> None:
+        """When the first route's quota is spent, a request starts on the next route at once."""
         clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
-        adm.release(await adm.acquire(ROUTE, 100), "ok", Usage(100, 0))  # a success: the scale
-        held = [await adm.acquire(ROUTE, 100) for _ in range(3)]  # the window holds 400
-        for _ in range(LEARN_HITS):
-            adm.release(await adm.acquire(ROUTE, 100), "throttled")  # refused at 400 + 100
-        with anyio.move_on_after(0.05) as scope:
-            await adm.acquire(ROUTE, 100)  # 500 > 0.98 x 500
-        assert scope.cancelled_caught
-        assert held
+        adm = Admission([ROUTE, OTHER], max_in_flight=10, tpm=1000, headroom=1.0, clock=clock)
+        clock.now += 10.0  # past startup
+        first = await adm.acquire([ROUTE, OTHER], 900)
+        second = await adm.acquire([ROUTE, OTHER], 900)
+        assert (first.route, second.route) == (ROUTE, OTHER)
 
-    async def test_throttles_before_any_success_teach_nothing(self) -> None:
-        """A storm before the first success (another job on the quota, a cold start) learns no quota."""
-        clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
-        for _ in range(3 * LEARN_HITS):
-            adm.release(await adm.acquire(ROUTE, 100), "throttled")
-        await adm.acquire(ROUTE, 5000)  # no cap was learned
+    async def test_the_preferred_route_is_taken_when_it_admits(self) -> None:
+        """With room on both, the request takes the first route of its list."""
+        adm = Admission([ROUTE, OTHER], max_in_flight=10, tpm=100_000)
+        permit = await adm.acquire([OTHER, ROUTE], 10)
+        assert permit.route == OTHER
 
-    async def test_a_success_above_the_throttles_refutes_them(self) -> None:
-        """Throttles followed by a success at the same level or above teach nothing (not a quota)."""
-        clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
-        adm.release(await adm.acquire(ROUTE, 10), "ok", Usage(10, 0))
-        for _ in range(LEARN_HITS - 1):
-            adm.release(await adm.acquire(ROUTE, 100), "throttled")  # refused at level 110
-        adm.release(await adm.acquire(ROUTE, 100), "ok", Usage(100, 0))  # admitted at 110: fine
-        adm.release(await adm.acquire(ROUTE, 100), "throttled")  # one throttle: not enough
-        await adm.acquire(ROUTE, 5000)  # no cap was learned
-
-    async def test_a_learned_quota_grows_while_nothing_throttles(self) -> None:
-        """Probing raises a learned quota by 2 % every 3 s without throttles."""
-        clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=100, adaptive=True, clock=clock)
-        adm.release(await adm.acquire(ROUTE, 1000), "ok", Usage(1000, 0))
-        held = await adm.acquire(ROUTE, 1000)
-        for _ in range(LEARN_HITS):
-            adm.release(await adm.acquire(ROUTE, 1000), "throttled")  # learned: 2000 + 1000
-        adm.release(held, "ok", Usage(1000, 0))
-        clock.now += 61  # the window is empty again
-        await adm.acquire(ROUTE, 2500)  # one probe on the way: 3060
-        with anyio.move_on_after(0.05) as scope:
-            await adm.acquire(ROUTE, 500)  # 3000 > 0.98 x 3060
-        assert scope.cancelled_caught
-        for _ in range(2):  # 3060 x 1.02^2 = 3184
-            clock.now += 3
-            adm.release(await adm.acquire(ROUTE, 0), "ok", Usage(0, 0))
-        await adm.acquire(ROUTE, 500)  # 3000 <= 0.98 x 3184
-
-
-class TestSlowStart:
-    async def _admit(self, adm: Admission, n: int) -> list[Permit]:
-        return [await adm.acquire(ROUTE, 10) for _ in range(n)]
-
-    async def test_unknown_quota_starts_at_half_the_ceiling(self) -> None:
-        """No tpm: the first wave is half of max_in_flight; the next request waits."""
-        clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=100, clock=clock)
-        await self._admit(adm, 50)
-        with anyio.move_on_after(0.05) as scope:
-            await adm.acquire(ROUTE, 10)
-        assert scope.cancelled_caught
-
-    async def test_doubles_when_no_throttle_comes_back(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A wave that drew no throttle for the doubling time lets twice as many in, answers or not."""
-        monkeypatch.setattr(runner.limits, "SLOW_START_DOUBLING_S", 0.05)
-        clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=100, clock=clock)
-        await self._admit(adm, 50)
-        admitted: list[Permit] = []
-
-        async def more() -> None:
-            admitted.extend(await self._admit(adm, 50))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(more)
-            await anyio.wait_all_tasks_blocked()
-            assert admitted == []
-            clock.now += 0.05  # the head waiter's timer re-checks after the doubling time
-        assert len(admitted) == 50
-        assert adm.figures()[ROUTE.name].limit == 100
-
-    async def test_a_throttle_ends_the_doubling(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """After a throttle the limit is cut and only grows additively: time alone adds nothing."""
-        monkeypatch.setattr(runner.limits, "SLOW_START_DOUBLING_S", 0.05)
-        clock = Clock()
-        adm = Admission([ROUTE], max_in_flight=100, clock=clock)
-        permits = await self._admit(adm, 50)
-        adm.release(permits.pop(), "throttled")
-        clock.now += 1.0
-        assert adm.figures()[ROUTE.name].limit == 35
-        await self._admit(adm, 35 - len(permits))
-        with anyio.move_on_after(0.2) as scope:
-            await adm.acquire(ROUTE, 10)
-        assert scope.cancelled_caught
+    async def test_figures_report_the_paced_rate(self) -> None:
+        """A route with a known quota reports the rate it paces at, in tokens per minute."""
+        adm = Admission([ROUTE], max_in_flight=10, tpm=60_000, headroom=1.0)
+        assert adm.figures()[ROUTE.name].quota_tpm == 60_000

@@ -1,0 +1,149 @@
+"""A discrete-time model of one route under a quota shape, to test :class:`RouteQuota` on its own.
+
+Not the emulator (which the integration tests use over HTTP): two small service models, a token
+bucket and a rolling window, each booking reservations and settlements the documented way, and a
+pool of ``max_in_flight`` slots that retries throttled rows at once. Pure and seeded.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from runner.quota import Charge, RouteQuota
+
+Shape = Literal["bucket", "window"]
+
+
+class Bucket:
+    """Capacity = tpm, refilled at tpm/60 per second; settlements may drive it negative."""
+
+    def __init__(self, tpm: float, start: float) -> None:
+        self.cap, self.rate, self.level, self.t = tpm, tpm / 60.0, tpm * start, 0.0
+
+    def _refill(self, now: float) -> None:
+        self.level = min(self.cap, self.level + (now - self.t) * self.rate)
+        self.t = now
+
+    def admit(self, tokens: float, now: float) -> bool:
+        self._refill(now)
+        if self.level < tokens:
+            return False
+        self.level -= tokens
+        return True
+
+    def settle(self, reserved: float, settled: float, now: float) -> None:
+        self._refill(now)
+        self.level = min(self.cap, self.level - (settled - reserved))
+
+    def draw(self, tokens: float, now: float) -> None:
+        self._refill(now)
+        self.level -= min(tokens, max(self.level, 0.0))
+
+
+class Window:
+    """The sum of the last 60 s of charges stays under tpm; drained = spread over the last minute."""
+
+    def __init__(self, tpm: float, start: float) -> None:
+        self.limit = tpm
+        self.entries: list[list[float]] = [[-60.0 + i * 0.1, tpm * (1 - start) / 600] for i in range(600)]
+        self.sum = sum(e[1] for e in self.entries)
+        self.head = 0
+
+    def _expire(self, now: float) -> None:
+        while self.head < len(self.entries) and self.entries[self.head][0] <= now - 60.0:
+            self.sum -= self.entries[self.head][1]
+            self.head += 1
+
+    def admit(self, tokens: float, now: float) -> list[float] | None:
+        self._expire(now)
+        if self.sum + tokens > self.limit:
+            return None
+        entry = [now, tokens]
+        self.entries.append(entry)
+        self.sum += tokens
+        return entry
+
+    def settle_entry(self, entry: list[float], settled: float, now: float) -> None:
+        self._expire(now)
+        if entry[0] > now - 60.0:  # still in the window
+            self.sum += settled - entry[1]
+        entry[1] = settled
+
+    def draw(self, tokens: float, now: float) -> None:
+        self._expire(now)
+        take = min(tokens, max(0.0, self.limit - self.sum))
+        if take > 0:
+            self.entries.append([now, take])
+            self.sum += take
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    seconds: float
+    requests: int
+    throttled: int
+    quota: RouteQuota
+
+
+def run(
+    *,
+    shape: Shape = "bucket",
+    start: float = 1.0,
+    tpm: float = 600_000,
+    known: bool = True,
+    rows: int = 1200,
+    max_in_flight: int = 64,
+    reserved: float = 306,
+    settled: float = 800,
+    latency_s: float = 2.4,
+    capacity_429: float = 0.0,
+    other_share: float = 0.0,
+    seed: int = 1,
+    dt: float = 0.005,
+) -> Outcome:
+    """Run ``rows`` identical requests to the end; returns the job's time and its throttles."""
+    rnd = random.Random(seed)
+    service: Bucket | Window = Bucket(tpm, start) if shape == "bucket" else Window(tpm, start)
+    quota = RouteQuota.create(tpm=tpm if known else 0, headroom=0.98, now=0.0)
+    queue = list(range(rows))
+    events: list[tuple[float, int, bool, Charge, list[float] | None, float]] = []
+    in_flight = done = requests = throttled = seq = 0
+    t = 0.0
+    while done < rows and t < 3600:
+        t += dt
+        if other_share:
+            service.draw(other_share * tpm / 60.0 * dt, t)
+        while events and events[0][0] <= t:
+            _, _, ok, charge, entry, admitted_at = heapq.heappop(events)
+            in_flight -= 1
+            if ok:
+                if isinstance(service, Bucket):
+                    service.settle(reserved, settled, t)
+                elif entry is not None:
+                    service.settle_entry(entry, settled, t)
+                quota.settle(charge, settled, t, booked_at=admitted_at)
+                done += 1
+            else:
+                quota.throttled(charge, t)
+                queue.append(0)
+        while queue and in_flight < max_in_flight and quota.delay(reserved, t) == 0.0:
+            queue.pop()
+            charge = quota.admit(reserved, t)
+            requests += 1
+            in_flight += 1
+            seq += 1
+            accepted: bool | list[float] | None = None
+            if rnd.random() >= capacity_429:
+                accepted = service.admit(reserved, t)
+            if not accepted:
+                throttled += 1
+                heapq.heappush(events, (t + 0.01, seq, False, charge, None, t))
+                continue
+            wait = latency_s * math.exp(0.3 * rnd.gauss(0.0, 1.0))
+            entry = accepted if isinstance(accepted, list) else None
+            heapq.heappush(events, (t + wait, seq, True, charge, entry, t))
+    return Outcome(t, requests, throttled, quota)
