@@ -396,8 +396,9 @@ class RouteQuota:
 
     def _row(self, now: float) -> list[int]:
         t = int(now - self.created)
-        if t == self._last_t:
-            return self._last_row
+        return self._last_row if t == self._last_t else self._new_row(t)
+
+    def _new_row(self, t: int) -> list[int]:
         row = self._rows.get(t)
         if row is None:
             row = self._rows[t] = [0, 0, 0, 0, 0]
@@ -416,9 +417,11 @@ class RouteQuota:
 
     def try_reserve(self, tokens: int, now: float) -> Reservation | None:
         """Admit or refuse ``tokens`` at ``now``; either way the timeline counts it."""
-        self.advance(now)
+        if now >= self._next:  # the hot path: checks inlined, no call when nothing is due
+            self.advance(now)
         entry = self.shape.try_reserve(tokens, now)
-        row = self._row(now)
+        t = int(now - self.created)
+        row = self._last_row if t == self._last_t else self._new_row(t)
         if entry is None:
             row[_QUOTA_THROTTLES] += 1
         else:
@@ -426,9 +429,12 @@ class RouteQuota:
         return entry
 
     def settle(self, entry: Reservation, tokens: int, now: float) -> None:
-        self.advance(now)
+        if now >= self._next:
+            self.advance(now)
         self.shape.settle(entry, tokens, now)
-        self._row(now)[_SETTLED] += tokens
+        t = int(now - self.created)
+        row = self._last_row if t == self._last_t else self._new_row(t)
+        row[_SETTLED] += tokens
 
     def capacity_throttled(self, now: float) -> None:
         """Count a throttle the quota did not cause (``throttle_rate``) in the timeline."""
