@@ -353,6 +353,12 @@ class TestTimeline:
         quota.try_reserve(20, now=1.9)
         assert [(row.t, row.admitted) for row in quota.timeline()] == [(1, 20), (2, 10)]
 
+    def test_a_call_older_than_the_quota_counts_in_its_first_second(self) -> None:
+        """A reservation whose clock reading predates the quota (a PATCH made it meanwhile) lands at t = 0."""
+        quota = RouteQuota(1000, now=10.0)
+        quota.try_reserve(10, now=8.5)
+        assert [(row.t, row.admitted) for row in quota.timeline()] == [(0, 10)]
+
     def test_snapshot_is_the_counters_json(self) -> None:
         """The snapshot gives shape, limit, used, available and the rows as JSON objects."""
         quota = RouteQuota(6000, now=0.0, shape="bucket", start=0.5)

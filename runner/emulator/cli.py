@@ -21,7 +21,7 @@ from typing import Any
 import click
 import structlog
 
-from runner.emulator.config import ConfigError, EmulatorConfig
+from runner.emulator.config import QUOTA_SHAPES, ConfigError, EmulatorConfig
 from runner.emulator.server import Emulator
 
 READY_PREFIX = "bedrock-batch emulator listening on "
@@ -141,7 +141,7 @@ def _quota_start(value: str) -> Any:
 @click.option("--output-burndown", type=click.FloatRange(min=0), help="Quota tokens per output token.")
 @click.option(
     "--quota-shape",
-    type=click.Choice(["window", "bucket"]),
+    type=click.Choice(QUOTA_SHAPES),
     help="How the quota refills: a rolling 60 s window (default) or a continuously refilled bucket.",
 )
 @click.option(

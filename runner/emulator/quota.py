@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-from runner.emulator.config import OtherConsumer, QuotaShapeName, TpmChange
+from runner.emulator.config import MIN_CONSUMER_PERIOD_S, OtherConsumer, QuotaShapeName, TpmChange
 
 WINDOW_S = 60.0
 """The quota's period: a window's length, and the time a bucket takes to refill from empty."""
@@ -296,6 +296,7 @@ class QuotaSnapshot(NamedTuple):
 
 # indexes of a live timeline row (a small list per second, turned into a TimelineRow on demand)
 _ADMITTED, _SETTLED, _QUOTA_THROTTLES, _CAPACITY_THROTTLES, _OTHER = range(5)
+_NO_ROW = -(2**62)  # no second is this one: the first look-up always misses the cached row
 
 
 class RouteQuota:
@@ -348,13 +349,13 @@ class RouteQuota:
         if other_consumer is not None:
             self._share = other_consumer.share
             if other_consumer.pattern == "bursty":
-                self._draw_period = other_consumer.period_s
+                self._draw_period = max(other_consumer.period_s, MIN_CONSUMER_PERIOD_S)
                 self._draw_first = now  # the first burst as it starts
             else:
                 self._draw_first = now + SLOT_S  # a steady slot draws at its end
         self._draw_at = self._draw_first
         self._rows: dict[int, list[int]] = {}
-        self._last_t = -1
+        self._last_t = _NO_ROW
         self._last_row: list[int] = []
         self._next = self._next_event()
 
@@ -399,6 +400,7 @@ class RouteQuota:
         return self._last_row if t == self._last_t else self._new_row(t)
 
     def _new_row(self, t: int) -> list[int]:
+        t = max(t, 0)  # a call that read the clock before a PATCH made this quota counts in its first second
         row = self._rows.get(t)
         if row is None:
             row = self._rows[t] = [0, 0, 0, 0, 0]
