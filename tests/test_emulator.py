@@ -299,7 +299,9 @@ class TestInvokeWithAioboto3:
         assert all("Too many tokens" in str(e) for e in throttled)
         counters = emu.counters()
         assert counters["requests"][f"{HAIKU}@us-east-1"] == {"ok": 40}
-        assert counters["quota"][f"{HAIKU}@us-east-1"] == {"limit": 2000, "used": 40 * 23}
+        steady = counters["quota"][f"{HAIKU}@us-east-1"]
+        assert (steady["shape"], steady["limit"], steady["used"]) == ("window", 2000, 40 * 23)
+        assert counters["throttles"] == {f"{HAIKU}@us-west-2": {"quota": 6, "capacity": 0}}
         assert counters["quota"][f"{HAIKU}@us-west-2"]["used"] == 4 * (2 + 20)  # "burst 00": 2 tokens
 
     async def test_output_burndown_settles_the_quota(self, emu: EmulatorThread) -> None:

@@ -6,7 +6,7 @@ one client helper reads both. Documented with curl examples in ``docs/emulator.m
 
 ==========================  ==========================================================================
 ``GET  /_emulator/health``  ``{"status": "ok", "url", "uptime_s"}``
-``GET  /_emulator/counters``requests per route and outcome, tokens, billed body hashes
+``GET  /_emulator/counters``requests per route and outcome, throttles, tokens, quota timelines, bodies
 ``POST /_emulator/reset``   fresh start; ``{"faults": false}`` keeps the current faults
 ``GET  /_emulator/faults``  the fault configuration (same structure as the TOML file)
 ``PUT  /_emulator/faults``  replace it

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 import click
 import structlog
 
-from runner.emulator.config import ConfigError, EmulatorConfig
+from runner.emulator.config import QUOTA_SHAPES, ConfigError, EmulatorConfig
 from runner.emulator.server import Emulator
 
 READY_PREFIX = "bedrock-batch emulator listening on "
@@ -102,6 +103,21 @@ def _output_tokens(value: str) -> Any:
         raise click.BadParameter("expected N or MIN-MAX, e.g. 20-60") from exc
 
 
+def _quota_start(value: str) -> Any:
+    """``full``, ``empty`` or a number: the config checks the range and names the key."""
+    if value in ("full", "empty"):
+        return value
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 1.0:
+        raise click.BadParameter(
+            "expected full, empty or a share between 0 and 1", param_hint="--quota-start"
+        )
+    return share
+
+
 @click.command("emulator", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to bind; loopback unless you mean it."
@@ -123,6 +139,16 @@ def _output_tokens(value: str) -> Any:
 @click.option("--per-output-token-ms", type=click.FloatRange(min=0), help="Extra time per output token.")
 @click.option("--tpm", type=click.IntRange(min=0), help="Tokens-per-minute quota of every route (0: none).")
 @click.option("--output-burndown", type=click.FloatRange(min=0), help="Quota tokens per output token.")
+@click.option(
+    "--quota-shape",
+    type=click.Choice(QUOTA_SHAPES),
+    help="How the quota refills: a rolling 60 s window (default) or a continuously refilled bucket.",
+)
+@click.option(
+    "--quota-start",
+    metavar="full|empty|SHARE",
+    help="Share of each route's quota available when it is created (default full).",
+)
 @click.option(
     "--throttle-rate", type=click.FloatRange(0, 1), help="Share of calls answered ThrottlingException."
 )
@@ -157,6 +183,8 @@ def emulator_command(
     per_output_token_ms: float | None,
     tpm: int | None,
     output_burndown: float | None,
+    quota_shape: str | None,
+    quota_start: str | None,
     throttle_rate: float | None,
     error_rate: float | None,
     cut_off_rate: float | None,
@@ -181,6 +209,7 @@ def emulator_command(
                 "per_output_token_ms": per_output_token_ms,
                 "tpm": tpm,
                 "output_burndown": output_burndown,
+                "quota_shape": quota_shape,
                 "throttle_rate": throttle_rate,
                 "error_rate": error_rate,
                 "cut_off_rate": cut_off_rate,
@@ -197,6 +226,8 @@ def emulator_command(
             defaults["latency_ms"] = latency_ms
         if output_tokens is not None:
             defaults["output_tokens"] = _output_tokens(output_tokens)
+        if quota_start is not None:
+            defaults["quota_start"] = _quota_start(quota_start)
         patch: dict[str, Any] = {"defaults": defaults}
         if seed is not None:
             patch["seed"] = seed

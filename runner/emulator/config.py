@@ -19,6 +19,10 @@ matching ``[[routes]]`` entry (glob on profile and region) overrides it, later e
     profile = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
     region = "us-east-1"
     tpm = 200000
+    quota_shape = "bucket"                  # the quota's shape and scenario: see docs/emulator.md
+    quota_start = "empty"
+    other_consumer = {share = 0.5, pattern = "bursty", period_s = 20}
+    tpm_changes = [{at_s = 30, tpm = 400000}]
     outages = [{start_s = 10, end_s = 40}]
 
     [batch]                                 # batch inference jobs: see BatchSettings
@@ -131,6 +135,41 @@ class Outage:
         return {"start_s": self.start_s, "end_s": self.end_s, "error": self.error, "since": self.since}
 
 
+QuotaShapeName: TypeAlias = Literal["window", "bucket"]
+QUOTA_SHAPES: tuple[QuotaShapeName, ...] = ("window", "bucket")
+ConsumerPattern: TypeAlias = Literal["steady", "bursty"]
+MIN_CONSUMER_PERIOD_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class OtherConsumer:
+    """Traffic the runner cannot see, drawing ``share`` of a route's quota from the quota's creation on.
+
+    ``steady`` draws ``share x tpm / 60`` tokens a second, continuously (in 0.1 s steps); ``bursty``
+    draws ``share x tpm x period_s / 60`` at once every ``period_s`` seconds, the first burst when the
+    quota is created. It is subject to the quota itself: it takes what is left, never more, and what it
+    could not take is dropped, not queued.
+    """
+
+    share: float = 0.5
+    pattern: ConsumerPattern = "steady"
+    period_s: float = 20.0
+
+    def to_dict(self) -> Json:
+        return {"share": self.share, "pattern": self.pattern, "period_s": self.period_s}
+
+
+@dataclass(frozen=True, slots=True)
+class TpmChange:
+    """The route's quota becomes ``tpm`` ``at_s`` seconds after the quota was created."""
+
+    at_s: float
+    tpm: int
+
+    def to_dict(self) -> Json:
+        return {"at_s": self.at_s, "tpm": self.tpm}
+
+
 @dataclass(frozen=True, slots=True)
 class FaultSettings:
     """Everything that can go wrong on one route, resolved (defaults plus matching rules)."""
@@ -142,6 +181,14 @@ class FaultSettings:
     """Tokens-per-minute quota of the route; ``None`` is unlimited."""
     output_burndown: float | None = None
     """Quota tokens per output token; ``None`` takes the catalogue's figure for the model."""
+    quota_shape: QuotaShapeName = "window"
+    """How the quota refills: a rolling 60 s ``window`` or a continuously refilled ``bucket``."""
+    quota_start: float = 1.0
+    """Share of the quota available when the route's quota is created (``"full"`` 1, ``"empty"`` 0)."""
+    other_consumer: OtherConsumer | None = None
+    """Traffic the runner cannot see, drawing on the same quota."""
+    tpm_changes: tuple[TpmChange, ...] = ()
+    """The quota raised or cut mid-run, in seconds since the route's quota was created."""
     error_rate: float = 0.0
     error_type: str = "InternalServerException"
     outages: tuple[Outage, ...] = ()
@@ -183,6 +230,8 @@ class RouteRule:
                 out[name] = _dump_field(name, value)
             elif name == "tpm":
                 out[name] = 0
+            elif name == "other_consumer":
+                out[name] = {"share": 0.0}
         return out
 
 
@@ -543,6 +592,69 @@ def _burndown(value: Any, where: str) -> float:
     return _number(value, where)
 
 
+def _quota_shape(value: Any, where: str) -> QuotaShapeName:
+    if value == "window":
+        return "window"
+    if value == "bucket":
+        return "bucket"
+    raise ConfigError(f"{where}: must be 'window' or 'bucket', got {value!r}")
+
+
+def _quota_start(value: Any, where: str) -> float:
+    if value == "full":
+        return 1.0
+    if value == "empty":
+        return 0.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or not 0 <= value <= 1
+    ):
+        raise ConfigError(f"{where}: must be 'full', 'empty' or a share between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _other_consumer(value: Any, where: str) -> OtherConsumer | None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a table {{share = 0.5, pattern = 'steady', period_s = 20}}")
+    unknown = set(value) - {"share", "pattern", "period_s"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: share, pattern, period_s)")
+    share = _rate(value.get("share", 0.5), f"{where}.share")
+    pattern = value.get("pattern", "steady")
+    if pattern not in ("steady", "bursty"):
+        raise ConfigError(f"{where}.pattern: must be 'steady' or 'bursty', got {pattern!r}")
+    period_s = _number(value.get("period_s", 20.0), f"{where}.period_s", low=MIN_CONSUMER_PERIOD_S)
+    if share == 0:
+        return None  # `share = 0` switches off a consumer an earlier rule set
+    return OtherConsumer(share, "bursty" if pattern == "bursty" else "steady", period_s)
+
+
+def _tpm_changes(value: Any, where: str) -> tuple[TpmChange, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be an array of {{at_s, tpm}} tables")
+    out = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{at}: must be a table {{at_s = .., tpm = ..}}")
+        unknown = set(item) - {"at_s", "tpm"}
+        if unknown:
+            raise ConfigError(f"{at}: unknown key {sorted(unknown)[0]!r}")
+        if "at_s" not in item or "tpm" not in item:
+            raise ConfigError(f"{at}: at_s and tpm are required")
+        at_s = _number(item["at_s"], f"{at}.at_s")
+        tpm = _int(item["tpm"], f"{at}.tpm", low=None)
+        if tpm <= 0:
+            raise ConfigError(
+                f"{at}.tpm: must be a positive number of tokens per minute, got {tpm} "
+                "(a quota cannot be switched off mid-run)"
+            )
+        out.append(TpmChange(at_s, tpm))
+    return tuple(sorted(out, key=lambda change: change.at_s))
+
+
 _Parser: TypeAlias = Callable[[Any, str], Any]
 
 # input key -> (FaultSettings field, parser). ``latency_ms`` and ``latency`` set the same field.
@@ -553,6 +665,10 @@ _SETTINGS: dict[str, tuple[str, _Parser]] = {
     "throttle_rate": ("throttle_rate", _rate),
     "tpm": ("tpm", _tpm),
     "output_burndown": ("output_burndown", _burndown),
+    "quota_shape": ("quota_shape", _quota_shape),
+    "quota_start": ("quota_start", _quota_start),
+    "other_consumer": ("other_consumer", _other_consumer),
+    "tpm_changes": ("tpm_changes", _tpm_changes),
     "error_rate": ("error_rate", _rate),
     "error_type": ("error_type", _error_name),
     "outages": ("outages", _outages),
@@ -596,6 +712,10 @@ def _dump_field(name: str, value: Any) -> Any:
         return value.to_dict()
     if isinstance(value, OutputTokens):
         return value.to_json()
-    if name == "outages":
-        return [o.to_dict() for o in value]
+    if isinstance(value, OtherConsumer):
+        return value.to_dict()
+    if name in ("outages", "tpm_changes"):
+        return [item.to_dict() for item in value]
+    if name == "quota_start":
+        return {1.0: "full", 0.0: "empty"}.get(value, value)
     return value

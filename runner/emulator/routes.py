@@ -1,8 +1,8 @@
-"""Per-route state: resolved faults, quota window and counters of one (inference profile, region).
+"""Per-route state: resolved faults, quota and counters of one (inference profile, region).
 
 Built the first time a route is called and kept, so the hot path does one dict look-up instead of
 matching globs, parsing the model id or consulting the catalogue per request. Re-resolved (counters
-and quota window kept) when the faults change.
+and quota kept) when the faults change; the quota starts afresh only when its shape or scenario does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from runner.catalog import Model, UnknownModelError, find_model
 from runner.emulator.config import FaultSettings, Outage
 from runner.emulator.control import ACCOUNT_ID, callable_from
 from runner.emulator.errors import BedrockError
-from runner.emulator.quota import TokenWindow
+from runner.emulator.quota import RouteQuota
 
 
 def not_found(message: str) -> BedrockError:
@@ -57,6 +57,7 @@ class RouteState:
         "burndown",
         "cache_read",
         "cache_write",
+        "capacity_throttles",
         "error",
         "fault_key",
         "input_tokens",
@@ -65,12 +66,16 @@ class RouteState:
         "outcomes",
         "output_tokens",
         "profile",
+        "quota",
+        "quota_key",
+        "quota_throttles",
         "region",
         "settings",
-        "window",
     )
 
-    def __init__(self, profile: str, region: str, settings: FaultSettings, *, seed: int) -> None:
+    def __init__(
+        self, profile: str, region: str, settings: FaultSettings, *, seed: int, now: float = 0.0
+    ) -> None:
         self.profile = profile
         self.region = region
         self.name = f"{profile}@{region}"
@@ -78,25 +83,44 @@ class RouteState:
         self.fault_key = f"{seed}|{self.name}|".encode()
         self.outcomes: dict[str, int] = {}
         self.input_tokens = self.output_tokens = self.cache_read = self.cache_write = 0
-        self.window: TokenWindow | None = None
+        self.quota_throttles = self.capacity_throttles = 0
+        self.quota: RouteQuota | None = None
+        self.quota_key: tuple[object, ...] = ()
         self.settings = settings
         self.burndown = 1.0
-        self.apply(settings, seed=seed)
+        self.apply(settings, seed=seed, now=now)
 
-    def apply(self, settings: FaultSettings, *, seed: int) -> None:
-        """Take new fault settings; the quota window keeps its in-flight reservations."""
+    def apply(self, settings: FaultSettings, *, seed: int, now: float = 0.0) -> None:
+        """Take new fault settings at ``now``.
+
+        The quota is created when ``tpm`` is first set, and created afresh (start level, other
+        consumer and ``tpm_changes`` clock from ``now``, new timeline) when its shape or scenario
+        changes; a new ``tpm`` alone changes the limit of the running quota, whose in-flight
+        reservations stay. Settings that do not touch the quota leave it alone, so a ``tpm_changes``
+        entry that already fired is not undone by an unrelated ``PATCH``.
+        """
+        old = self.settings
         self.settings = settings
         self.fault_key = f"{seed}|{self.name}|".encode()
         if settings.output_burndown is not None:
             self.burndown = settings.output_burndown
         else:
             self.burndown = self.model.output_burndown if self.model is not None else 1.0
+        key = (settings.quota_shape, settings.quota_start, settings.other_consumer, settings.tpm_changes)
         if settings.tpm is None:
-            self.window = None
-        elif self.window is None:
-            self.window = TokenWindow(settings.tpm)
-        else:
-            self.window.limit = settings.tpm
+            self.quota = None
+        elif self.quota is None or key != self.quota_key:
+            self.quota = RouteQuota(
+                settings.tpm,
+                now=now,
+                shape=settings.quota_shape,
+                start=settings.quota_start,
+                other_consumer=settings.other_consumer,
+                tpm_changes=settings.tpm_changes,
+            )
+        elif settings.tpm != old.tpm:
+            self.quota.set_limit(settings.tpm, now)
+        self.quota_key = key
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1

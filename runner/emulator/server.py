@@ -10,8 +10,9 @@ What one InvokeModel goes through, in order (so a scenario reads predictably):
 1. a scripted outcome queued for the route (``POST /_emulator/script``) replaces every random fault;
 2. the route itself: unknown model id, missing geography, ``access_denied``, an outage window;
 3. the body: content type, JSON, Bedrock's validation (:mod:`runner.emulator.wire`);
-4. seeded draws: ``throttle_rate`` (429), ``error_rate`` (5xx);
-5. the tokens-per-minute quota: reserve ``input + cache_write + max_tokens`` or answer 429;
+4. seeded draws: ``throttle_rate`` (429 "Too many requests": a capacity throttle), ``error_rate`` (5xx);
+5. the tokens-per-minute quota (:mod:`runner.emulator.quota`, window or bucket): reserve
+   ``input + cache_write + max_tokens`` or answer 429 "Too many tokens" (a quota throttle);
 6. the wait: latency + per-output-token time, or ``slow_ms`` for a slow answer;
 7. the answer, whole or cut off; the quota settles to the real usage; a whole 200 is billed.
 """
@@ -238,10 +239,10 @@ class Emulator:
         else:
             config = EmulatorConfig.from_dict(data)
         self._config = config
-        self._t_set = time.monotonic()
+        now = self._t_set = time.monotonic()
         self._cache.ttl_s, self._cache.min_tokens = config.cache_ttl_s, config.cache_min_tokens
         for (profile, region), route in self._routes.items():
-            route.apply(config.settings_for(profile, region), seed=config.seed)
+            route.apply(config.settings_for(profile, region), seed=config.seed, now=now)
         return config
 
     def script(self, profile: str, region: str, outcomes: list[Any]) -> int:
@@ -272,10 +273,13 @@ class Emulator:
                 for r in self._routes.values()
                 if r.outcomes.get("ok")
             },
-            "quota": {
-                r.name: {"limit": r.window.limit, "used": r.window.used(now)}
+            "throttles": {
+                r.name: {"quota": r.quota_throttles, "capacity": r.capacity_throttles}
                 for r in self._routes.values()
-                if r.window is not None
+                if r.quota_throttles or r.capacity_throttles
+            },
+            "quota": {
+                r.name: r.quota.snapshot(now).to_dict() for r in self._routes.values() if r.quota is not None
             },
             "bodies": {digest.hex(): n for digest, n in self._bodies.items()},
             "billed_requests": self._billed,
@@ -287,11 +291,12 @@ class Emulator:
             "batch": self._batch.counters(),
         }
 
-    def _route(self, profile: str, region: str) -> RouteState:
+    def _route(self, profile: str, region: str, now: float) -> RouteState:
         route = self._routes.get((profile, region))
         if route is None:
             config = self._config
-            route = RouteState(profile, region, config.settings_for(profile, region), seed=config.seed)
+            settings = config.settings_for(profile, region)
+            route = RouteState(profile, region, settings, seed=config.seed, now=now)
             self._routes[(profile, region)] = route
         return route
 
@@ -361,7 +366,7 @@ class Emulator:
         profile = unquote(path[7:-7])
         if profile.startswith("arn:"):
             profile = profile.rsplit("/", 1)[-1]
-        route = self._route(profile, region_of(request.headers.get("Authorization")))
+        route = self._route(profile, region_of(request.headers.get("Authorization")), started)
         scripted = self._pop_script(profile, route.region) if self._scripts else None
         self._in_flight += 1
         if self._in_flight > self._peak_in_flight:
@@ -414,7 +419,10 @@ class Emulator:
         draws = None
         if scripted is None and (settings.random_faults or not settings.latency.is_zero):
             draws = uniforms(hashlib.sha256(route.fault_key + body_digest + seen.to_bytes(8, "big")).digest())
-            if draws[0] <= settings.throttle_rate:
+            if draws[0] <= settings.throttle_rate:  # capacity, whatever the quota: the plain message
+                route.capacity_throttles += 1
+                if route.quota is not None:
+                    route.quota.capacity_throttled(started)
                 raise BedrockError("ThrottlingException")
             if draws[1] <= settings.error_rate:
                 raise BedrockError(settings.error_type)
@@ -429,13 +437,14 @@ class Emulator:
             output_tokens = settings.output_tokens.pick(prompt_uniform(invoke.prompt_key, config.seed))
 
         reservation = None
-        window = route.window
-        if window is not None and scripted is None:
+        quota = route.quota
+        if quota is not None and scripted is None:
             reserve = reservation_tokens(
                 invoke.input_tokens - cache.read - cache.write, cache.write, invoke.max_tokens
             )
-            reservation = window.try_reserve(reserve, started)
+            reservation = quota.try_reserve(reserve, started)
             if reservation is None:
+                route.quota_throttles += 1
                 raise BedrockError("ThrottlingException", TOKENS_THROTTLED_MESSAGE)
 
         self._messages += 1
@@ -473,11 +482,11 @@ class Emulator:
             await self._sleep(delay_ms / 1000.0)
         if invoke.cache_points:
             self._cache.store(model.base_id, invoke.cache_points, time.monotonic())
-        if reservation is not None and window is not None:
+        if reservation is not None and quota is not None:
             cost = settled_tokens(
                 answer.input_tokens, answer.cache_write, answer.output_tokens, route.burndown
             )
-            window.settle(reservation, cost, time.monotonic())
+            quota.settle(reservation, cost, time.monotonic())
 
         transport = request.transport
         if transport is None or transport.is_closing():
