@@ -84,6 +84,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "latency": _module("latency"),
     "memory": _module("memory"),
     "resume": _module("resume"),
+    "quota": _module("quota"),
     "goodput": _module("goodput"),
     "outage": _module("outage"),
 }

@@ -168,13 +168,12 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
         t = counters.get("tokens", {}).get(route, {})
         billed = t.get("input", 0) + t.get("cache_write", 0) + burndown * t.get("output", 0)
         req = counters.get("requests", {}).get(route, {})
-        n = sum(v for k, v in req.items() if "." not in k)
-        quota_thr = req.get("ThrottlingException.quota", 0)
-        cap_thr = req.get("ThrottlingException.capacity", 0)
+        n = sum(req.values())
+        thr = counters.get("throttles", {}).get(route, {})
+        quota_thr, cap_thr = thr.get("quota", 0), thr.get("capacity", 0)
         r = results.get((scenario, client), {})
         elapsed = float(r.get("elapsed_s") or math.inf)
         lim = limit_s(billed=billed, tpm=tpm, rule=rule, rows=rows, latency_s=mean_latency_s)
-        twice = sum(1 for _ in ())  # filled below from the emulator's body counts
         row = {
             "time_s": rounded(elapsed, 1),
             "limit_s": rounded(lim, 1),
@@ -184,7 +183,6 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
             "capacity_429_share": rounded(cap_thr / n if n else 0.0, 4),
             "failed": r.get("failed"),
             "ok": r.get("ok"),
-            "billed_twice": twice,
         }
         matrix.setdefault(scenario, {})[client] = row
     for scenario, by_client in matrix.items():
