@@ -3,30 +3,34 @@
 Bedrock books a request against the quota of its route by *reserving* ``input + cache_write +
 max_tokens`` when it arrives and *settling* to ``input + cache_write + output x burndown`` when it
 ends. How the quota refills is not documented: a rolling 60 s window and a token bucket refilled
-continuously are both plausible, the quota may be half drained when a job starts (a crashed run,
-another job on the account), another consumer may share it, it may be raised or cut mid-run, and
-Bedrock also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes none of
-these, and holds on all of them:
+continuously are both plausible, the quota may be drained when a job starts (a crashed run, another
+job on the account), another consumer may share it, it may be raised or cut mid-run, and Bedrock
+also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes none of these:
 
-* **A paced bucket.** Admissions draw from a client-side bucket refilled at ``rate`` (quota tokens
-  per second) up to ``burst``; each admission takes its reservation and the settlement books the
-  difference, exactly as the service does, so what the bucket believes and what the service
-  charges cannot drift apart (and ``quota_share`` means what it says).
-* **Startup.** The first admissions are released in waves that double every
-  :data:`STARTUP_DOUBLING_S` while nothing throttles: a full quota is used within a second or
-  two, a drained one costs the first small wave in throttles, not a storm. With the quota unknown
-  the rate itself starts small and doubles the same way.
-* **The rate follows delivery.** Every evaluation interval (a clock, not wake-ups) compares the
-  share of requests throttled with its baseline. Clearly more throttles: the quota admits about
-  ``rate x (1 - excess)``, and the rate is set there. Not more, and requests waited for the rate:
-  the rate grows (fast far below the last rate that throttled, slowly near it). A cut that does
-  not lower the throttle share was capacity throttling, not the quota: it is undone and the
-  share becomes the baseline. One throttle alone never sets the quota.
-* **The window guard.** A bucket lets a job spend ``burst`` at once *and* refill at ``rate``
-  during the same minute; a rolling window does not. Until the route shows otherwise, the
-  client's own charges of the last 60 s stay within ``60 x rate`` (exact for a window, and safe
-  for a bucket). When the guard alone holds requests back, one request is sent past it now and
-  then: admitted, the quota refills continuously and the guard is lifted for good.
+* **A paced bucket that books like the service.** Admissions draw from a client-side bucket refilled
+  at ``rate`` (quota tokens per second) up to a minute of it; each admission takes its reservation
+  and each settlement the difference, so what the model believes and what the service charges do
+  not drift apart (and ``quota_share`` means what it says). A throttle says the quota is empty
+  *now*: the level goes to zero, less what the requests still in flight will add when they settle.
+* **Startup in waves.** The first admissions are released in waves that double every
+  :data:`STARTUP_DOUBLING_S` while nothing throttles: a full quota is used within a second or two;
+  a drained one costs the first small wave, not a storm.
+* **The rate is measured, not guessed.** Between two throttles the quota was empty at both ends, so
+  what it took in between (reservations admitted, settlements landed) is what it refilled: that
+  sample is the rate to pace at. A sample is taken only over :data:`MIN_SAMPLE_S` or more, never
+  from one moment's level. With the quota unknown the rate doubles every second until the first
+  sample (discovery); with ``tpm`` given it starts at ``tpm`` and only samples lower it (another
+  consumer, a cut).
+* **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
+  steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, 10 %, 20 %, ...):
+  a raised quota is found within a minute, a steady one costs a throttle or two per probe.
+* **Capacity 429s are not the quota.** A throttle while the quota took all that was sent is no
+  over-sending; and a cut after which the next sample fell with the rate (the quota would not
+  have moved) was capacity throttling: it is undone.
+* **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
+  same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
+  last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket); when the guard holds
+  requests back, one is sent past it now and then, and once one is admitted the guard is lifted.
 
 All figures are quota tokens; ``now`` is any monotonic clock in seconds (tests drive it).
 """
@@ -50,34 +54,38 @@ STARTUP_MAX_S = 4.0
 """Startup ends after this long at the latest (its allowance is then 65,000 requests)."""
 STARTUP_EXIT_THROTTLES = 3
 STARTUP_EXIT_SHARE = 0.5
-"""A startup wave with at least 3 throttles, and at least this share of its outcomes, says the quota
-is not full: startup ends. Capacity throttles, a few per cent, do not end it."""
-EVAL_S = 1.0
-"""Evaluation interval of the rate: at least this long..."""
-EVAL_MIN_OUTCOMES = 8
-"""...and at least this many outcomes (or :data:`EVAL_MAX_S`), so one 429 among three is no share."""
-EVAL_MAX_S = 4.0
-CUT_MARGIN = 0.04
-"""Throttle share above the baseline that is evidence of the quota (a cut)."""
-GROW_MARGIN = 0.01
-"""Throttle share above the baseline below which the rate may grow."""
+"""A startup wave with at least 3 throttles, and at least this share of its admissions, says the
+quota is not full: startup ends. Capacity throttles, a few per cent, do not end it."""
+MIN_SAMPLE_S = 1.0
+"""Shortest span between two throttles that measures the refill (shorter: one request's size is
+a large error)..."""
+MAX_SAMPLE_S = 15.0
+"""...and longest (longer: the quota may have filled up in between, and the sample be too low)."""
+PACED_SLACK = 2.0
+"""A throttle counts as a measure of the rate only when the model had at most this many
+reservations' worth of room left: the route was sending as fast as its rate let it."""
+UNPACED_THROTTLES = 3
+UNPACED_SHARE = 0.1
+"""Throttles with room left in the model empty it only when at least 3 came within a second, and
+at least this share of that second's admissions: a drained or shared quota, not capacity 429s."""
+ADMITTED_KEPT = 4096
+OVER_SENDING = 0.95
+"""A sample under this share of what was sent (less the capacity throttles) is over-sending."""
 PACE_MARGIN = 0.97
-"""A cut sets the rate a little under what the quota delivered, so a drained bucket refills."""
-MAX_CUT = 0.5
-"""A cut at most halves the rate: a share measured while a quota was briefly empty is no rate."""
-GROWTH_FAR = 1.25
-"""Growth per second while far below the last rate that throttled..."""
-GROWTH_NEAR = 1.01
-"""...and near it (per second): the quota is probed upward on a clock, gently where it was last found."""
-NEAR = 0.9
-CAPACITY_RATIO = 0.75
-"""A cut after which the throttle share stayed above this share of what it was did not help:
-the throttles do not depend on load (capacity 429s). The cut is undone..."""
-CAPACITY_MAX_SHARE = 0.6
-"""...unless most requests are refused: a quota still in debt, not capacity, refuses nearly all."""
-CAPACITY_JUDGE_S = 5.0
-"""...judged on the first interval that starts this long after the cut, once the settlements of
-the requests admitted before it have landed (a bucket pays them after the answer)."""
+"""The rate is set a little under a sample, so an empty quota refills a little."""
+CAPACITY_SAME = 0.05
+"""After a cut, a next sample that took no larger share of what was sent (within this) says the
+throttles did not depend on the rate: capacity 429s; the cut is undone..."""
+CAPACITY_MIN_ACCEPTED = 0.4
+"""...unless the quota took less than this share before the cut (a quota in debt, not capacity)."""
+DISCOVERY_S = 1.0
+"""An unknown quota's rate doubles this often while requests wait for it, until a sample."""
+PROBE_HOLD_S = 20.0
+"""After a sample the rate holds this long..."""
+PROBE_EVERY_S = 5.0
+"""...then grows every so often by a step that doubles each time no throttle answered..."""
+PROBE_FIRST_STEP = 0.05
+PROBE_MAX_STEP = 0.5
 GUARD_PROBE_S = 2.0
 """When the guard first holds requests back, one is sent past it at once; after each refusal the
 next waits this long, doubling..."""
@@ -86,10 +94,42 @@ GUARD_PROBE_MAX_S = 16.0
 GUARD_PROBE_MIN_HOLD_S = 2.0
 """A request is sent past the guard only when the guard would hold it longer than this: admitted
 just before the window frees, it would prove nothing."""
-MIN_RATE = 1.0
-"""Floor of the rate (quota tokens per second), so a route whose quota vanished still probes."""
+EXTRA_WEIGHT = 0.05
+"""Weight of one settlement in the running mean of settlement minus reservation."""
+MIN_REQUESTS_PER_S = 0.5
+"""Floor of the rate, in requests (of the largest size seen) per second."""
+SLOT_S = 0.1
 
 Phase = Literal["startup", "steady"]
+
+
+@dataclass(eq=False, slots=True)
+class _Ledger:
+    """Quota tokens the service took, summed per 0.1 s slot over the last minute.
+
+    A reservation counts when admitted (a throttle takes it back: the service booked nothing) and a
+    settlement its difference when it lands. One entry per request would hold ~90,000 a minute.
+    """
+
+    slots: deque[list[float]] = field(default_factory=deque)
+
+    def add(self, tokens: float, now: float) -> None:
+        slots = self.slots
+        if slots and now < slots[-1][0] + SLOT_S:
+            slots[-1][1] += tokens
+        else:
+            slots.append([now, tokens])
+            while slots[0][0] < now - WINDOW_S:
+                slots.popleft()
+
+    def since(self, start: float) -> float:
+        """Tokens taken from ``start`` on (a slot counts when it began at or after ``start``)."""
+        total = 0.0
+        for begun, tokens in reversed(self.slots):
+            if begun < start:
+                break
+            total += tokens
+        return total
 
 
 class QuotaFigures(NamedTuple):
@@ -100,8 +140,9 @@ class QuotaFigures(NamedTuple):
     settled_last_minute: float
     """Quota tokens the route's requests settled to over the last 60 s."""
     quota_share: float | None
-    """``settled_last_minute`` over the quota the model holds (the given ``tpm`` or the learned rate)."""
-    baseline_throttle_share: float
+    """``settled_last_minute`` over the quota the model paces at (``tpm``, or the measured rate)."""
+    capacity_share: float
+    """Share of requests refused whatever the quota (capacity 429s), as far as it was told apart."""
     guard: bool
 
 
@@ -113,6 +154,9 @@ class Charge:
     window_charge: WindowCharge
     probe: bool
     startup: bool
+    owed: float = 0.0
+    """What the settlement was expected to add to the reservation, already taken from the level
+    when a throttle showed the quota empty (so the settlement books only the surprise)."""
 
 
 @dataclass(eq=False)
@@ -127,50 +171,52 @@ class RouteQuota:
     """Pacing rate, quota tokens per second (``inf``: unpaced, no quota seen yet)."""
     burst: float = math.inf
     level: float = math.inf
-    """Tokens the client believes the service would admit now (negative after large settlements)."""
+    """Tokens the model believes the service would admit now (negative while settlements are owed)."""
     phase: Phase = "startup"
+    discovering: bool = False
     guard: bool = True
-    baseline: float = 0.0
-    """Throttle share that does not depend on load (capacity 429s), learned from cuts that did not help."""
+    capacity_share: float = 0.0
     window: TokenWindow = field(default_factory=lambda: TokenWindow(tpm=math.inf, headroom=1.0))
     """The route's own charges of the last 60 s (reserved, then settled): the window guard."""
     settled: TokenWindow = field(default_factory=lambda: TokenWindow(tpm=math.inf, headroom=1.0))
     _stamp: float = 0.0
     _startup_from: float = 0.0
     _startup_released: float = 0.0
-    _wave_ok: int = 0
+    _wave: int = 0
+    """The startup wave (one per doubling) whose admissions and throttles are counted."""
+    _wave_admitted: int = 0
     _wave_throttled: int = 0
     _guard_probe_at: float = -math.inf
     _guard_probe_wait: float = GUARD_PROBE_S
     _probe_in_flight: bool = False
-    _last_cut_rate: float = math.inf
-    _cut: tuple[float, float, float] | None = None
-    """(when, rate before, share that caused it) of the last cut, to tell capacity throttles."""
-    _eval_from: float = 0.0
-    _eval_admitted: int = 0
-    """Requests admitted this interval: a throttle answers in milliseconds and a success only when
-    its generation ends, so a share of *answers* would count throttles seconds before successes."""
-    _eval_throttled: int = 0
-    _eval_waited: bool = False
-    _delivered: deque[tuple[float, float]] = field(default_factory=deque)
-    """(time, tokens) of admissions the service accepted, for the delivered rate."""
+    _taken: _Ledger = field(default_factory=_Ledger)
+    _in_flight: set[Charge] = field(default_factory=set)
+    _extra: float = 0.0
+    """Running mean of what a settlement adds to its reservation (output burndown over max_tokens)."""
+    _floor: float = 1.0
+    _admitted: deque[float] = field(default_factory=deque)
+    """Times of the last admissions (a second's worth at most, for the share of unpaced throttles)."""
+    _unpaced: deque[float] = field(default_factory=deque)
+    _throttles: deque[float] = field(default_factory=deque)
+    """Times of the recent throttles that may start a sample."""
+    _cut: tuple[float, float] | None = None
+    """(rate before, share of it the quota took) of the last cut, until the next sample says
+    whether it was capacity 429s."""
+    _grown_at: float = 0.0
+    _probe_at: float = 0.0
+    _probe_step: float = PROBE_FIRST_STEP
 
     @classmethod
     def create(cls, *, tpm: float, headroom: float, now: float) -> RouteQuota:
         """A route's model: ``tpm`` > 0 is the user's quota (a ceiling), 0 is unknown."""
         if tpm > 0:
             rate = tpm / WINDOW_S * headroom
-            q = cls(
-                ceiling=rate,
-                known=True,
-                headroom=headroom,
-                rate=rate,
-                burst=tpm * headroom,
-                level=tpm * headroom,
-            )
+            q = cls(ceiling=rate, known=True, headroom=headroom, rate=rate, burst=rate * WINDOW_S)
+            q.level = q.burst
         else:
             q = cls(ceiling=math.inf, known=False, headroom=headroom)
-        q._stamp = q._startup_from = q._eval_from = now
+        q._stamp = q._startup_from = q._grown_at = now
+        q._probe_at = now + PROBE_HOLD_S
         return q
 
     # -- admission ---------------------------------------------------------------------------------
@@ -178,16 +224,19 @@ class RouteQuota:
     def delay(self, tokens: float, now: float) -> float:
         """0 when a request reserving ``tokens`` may start now, else the seconds to wait."""
         self._refill(now)
-        self._evaluate(now)
+        if self.phase == "startup" and (
+            self._startup_released >= self.burst or now - self._startup_from > STARTUP_MAX_S
+        ):
+            self.phase = "steady"  # the burst went out without a storm: pacing alone from here
         wait = 0.0
         if self.phase == "startup":
             released = (self._startup_released + tokens) / (STARTUP_FIRST_WAVE * tokens)
             if released > 1.0:
-                due = self._startup_from + STARTUP_DOUBLING_S * math.log2(released)
-                wait = max(wait, due - now)
+                wait = self._startup_from + STARTUP_DOUBLING_S * math.log2(released) - now
         need = min(tokens, self.burst)
         if self.level < need:
             wait = max(wait, (need - self.level) / self.rate)
+            self._grow(now)  # the rate holds requests back: time to probe it upward, if due
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
             held = self.window.wait_time(tokens, now)
@@ -195,10 +244,7 @@ class RouteQuota:
                 if wait <= 0.0 and held > GUARD_PROBE_MIN_HOLD_S and self._guard_probe_due(now):
                     return 0.0
                 wait = max(wait, min(held, max(self._guard_probe_at - now, 1e-3)))
-        if wait <= 0.0:
-            return 0.0
-        self._eval_waited = True
-        return max(wait, 1e-3)
+        return max(wait, 1e-3) if wait > 0.0 else 0.0
 
     def admit(self, tokens: float, now: float) -> Charge:
         """Book an admission that :meth:`delay` allowed."""
@@ -209,59 +255,85 @@ class RouteQuota:
             if self.window.wait_time(tokens, now) > GUARD_PROBE_MIN_HOLD_S:
                 probe = self._probe_in_flight = True
         self.level -= tokens
-        self._eval_admitted += not probe
+        self._floor = max(self._floor, tokens * MIN_REQUESTS_PER_S)
+        self._taken.add(tokens, now)
+        self._admitted.append(now)
+        if len(self._admitted) > ADMITTED_KEPT:
+            self._admitted.popleft()
         startup = self.phase == "startup"
         if startup:
             self._startup_released += tokens
-        return Charge(tokens, self.window.reserve(tokens, now), probe, startup)
+            wave = int((now - self._startup_from) / STARTUP_DOUBLING_S)
+            if wave != self._wave:
+                self._wave, self._wave_admitted, self._wave_throttled = wave, 0, 0
+            self._wave_admitted += 1
+        charge = Charge(tokens, self.window.reserve(tokens, now), probe, startup)
+        self._in_flight.add(charge)
+        return charge
 
     def settle(self, charge: Charge, tokens: float, now: float, booked_at: float | None = None) -> None:
         """The request ran: book its real charge (cache reads free, output burnt down)."""
         self._refill(now)
-        self.level -= tokens - charge.reserved
+        self._in_flight.discard(charge)
+        extra = tokens - charge.reserved
+        self.level -= extra - charge.owed
+        self._extra += EXTRA_WEIGHT * (extra - self._extra)
         self.window.settle(charge.window_charge, tokens, booked_at)
         self.settled.add(tokens, now)
-        self._delivered.append((now, tokens))
-        if charge.startup:
-            self._wave_ok += 1
+        self._taken.add(extra, now)
         if charge.probe:
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
             self.guard = False
             self._probe_in_flight = False
-        self._evaluate(now)
 
     def throttled(self, charge: Charge, now: float) -> None:
-        """The service refused the request: it booked nothing, and its level is under one request."""
+        """The service refused the request: it booked nothing, and the quota is empty now."""
         self._refill(now)
-        if self.phase == "steady" and not math.isfinite(self.rate):
-            # The first throttle of an unpaced route: pace at what the service delivered so far
-            # (a throttle storm waits for no evaluation interval); the intervals correct it.
-            delivered = self._delivered_rate(now, since=now - 2 * EVAL_MAX_S)
-            if delivered > 0.0:
-                self._set_rate(delivered, now)
-        if math.isfinite(self.level):
-            self.level = min(self.level + charge.reserved, 0.0)
+        self._in_flight.discard(charge)
+        self._taken.add(-charge.reserved, now)
         self.window.settle(charge.window_charge, 0.0)
-        self._eval_throttled += not charge.probe  # a refused probe tells the shape, not the rate
-        if charge.probe:
+        if charge.probe:  # a refused probe tells the shape, not the rate
             self._probe_in_flight = False
             self._guard_probe_wait = min(self._guard_probe_wait * 2, GUARD_PROBE_MAX_S)
             self._guard_probe_at = now + self._guard_probe_wait
-        if charge.startup and self.phase == "startup":
+            return
+        if self.phase == "startup":
             self._wave_throttled += 1
-            n = self._wave_throttled + self._wave_ok
             if (
                 self._wave_throttled >= STARTUP_EXIT_THROTTLES
-                and self._wave_throttled >= STARTUP_EXIT_SHARE * n
+                and self._wave_throttled >= STARTUP_EXIT_SHARE * self._wave_admitted
             ):
                 self._drained(now)
-        self._evaluate(now)
+            return
+        # Paced to the end of its allowance, a throttle measures the rate; with room left in the
+        # model it says the quota was taken by someone else, or refused for capacity: the level
+        # empties (and the next throttle, paced, will measure), the rate stays.
+        paced = self.level <= PACED_SLACK * charge.reserved
+        if not math.isfinite(self.rate):
+            # An unpaced route: one throttle is no quota (capacity 429s come alone). A run of them
+            # is a burst into a quota that filled: pace at half what it took lately, and let the
+            # next samples say more (or undo it, if they fall with the rate: capacity after all).
+            refused = self._refused(now)
+            if refused:
+                span = min(now - self._startup_from, MAX_SAMPLE_S)
+                taken = self._taken.since(now - span) / max(span, MIN_SAMPLE_S)
+                self._set_rate(taken / 2.0)
+                self._cut = (math.inf, 1.0 - refused)
+                self._throttles.append(now)
+                self._hold(now)
+                self._empty()
+            return
+        self._sample(now, paced=paced)
+        if paced or self._refused(now) > 0.0:
+            self._empty()
 
     def cancelled(self, charge: Charge, now: float) -> None:
         """Admitted but never sent: give the reservation back."""
         self._refill(now)
+        self._in_flight.discard(charge)
+        self._taken.add(-charge.reserved, now)
         if math.isfinite(self.level):
-            self.level = min(self.burst, self.level + charge.reserved)
+            self.level = min(self.burst, self.level + charge.reserved + charge.owed)
         self.window.settle(charge.window_charge, 0.0)
         if charge.startup:
             self._startup_released -= charge.reserved
@@ -270,6 +342,8 @@ class RouteQuota:
 
     def failed(self, charge: Charge) -> None:
         """Sent, no answer (5xx, timeout): the service may have booked the reservation; keep it."""
+        self._in_flight.discard(charge)
+        self.level += charge.owed
         if charge.probe:
             self._probe_in_flight = False
 
@@ -289,7 +363,7 @@ class RouteQuota:
             rate_tpm=rate * WINDOW_S if rate is not None else None,
             settled_last_minute=settled,
             quota_share=settled / (rate * WINDOW_S) if rate else None,
-            baseline_throttle_share=self.baseline,
+            capacity_share=self.capacity_share,
             guard=self.guard,
         )
 
@@ -301,86 +375,112 @@ class RouteQuota:
                 self.level = min(self.burst, self.level + (now - self._stamp) * self.rate)
             self._stamp = now
 
+    def _set_rate(self, rate: float) -> None:
+        if not math.isfinite(self.rate):
+            self.level = 0.0  # from unpaced to paced: the quota has just been found full
+        self.rate = max(self._floor, min(rate, self.ceiling))
+        self.burst = self.rate * WINDOW_S
+        self.level = min(self.level, self.burst) if math.isfinite(self.level) else 0.0
+
+    def _empty(self) -> None:
+        """The quota is empty now, and what the requests in flight will settle to is owed already."""
+        self.level = min(self.level, 0.0)
+        expected = max(self._extra, 0.0)
+        if expected:
+            for other in self._in_flight:
+                if not other.owed:
+                    other.owed = expected
+                    self.level -= expected
+
+    def _refused(self, now: float) -> float:
+        """The share of the last second's admissions refused, when the throttles that came with room
+        left in the model are too many for capacity 429s (:data:`UNPACED_THROTTLES` within a second,
+        and :data:`UNPACED_SHARE` of its admissions above the capacity share); else 0."""
+        times = self._unpaced
+        times.append(now)
+        while times[0] < now - 1.0:
+            times.popleft()
+        admitted = self._admitted
+        while admitted and admitted[0] < now - 1.0:
+            admitted.popleft()
+        share = len(times) / max(len(admitted), 1)
+        if len(times) >= UNPACED_THROTTLES and share >= UNPACED_SHARE + self.capacity_share:
+            return min(share, 1.0)
+        return 0.0
+
+    def _hold(self, now: float) -> None:
+        """A sample was taken: no probing upward for a while, and the next probe a small one."""
+        self.discovering = False
+        self._probe_at = now + PROBE_HOLD_S
+        self._probe_step = PROBE_FIRST_STEP
+
     def _drained(self, now: float) -> None:
         """A startup wave was mostly refused: the quota is not full (drained, or shared)."""
         self.phase = "steady"
         if not self.known:
-            # The wave that overshot was released at twice the rate of the one before it.
+            # Half the rate of the wave that overshot, and discovery from there.
             span = max(now - self._startup_from, STARTUP_DOUBLING_S)
-            self._set_rate(self._startup_released / span / 2.0, now)
-        self.level = 0.0
-        self._restart_interval(now)
+            self._set_rate(self._startup_released / span / 2.0)
+            self.discovering = True
+            self._grown_at = now
+        self._throttles.append(now)
+        self._empty()
 
-    def _delivered_rate(self, now: float, since: float) -> float:
-        """Quota tokens per second the service accepted since ``since`` (the last 60 s at most)."""
-        horizon = max(since, now - WINDOW_S)
-        while self._delivered and self._delivered[0][0] < now - WINDOW_S:
-            self._delivered.popleft()
-        tokens = sum(t for at, t in self._delivered if at >= horizon)
-        return tokens / max(now - horizon, EVAL_S)
+    def _sample(self, now: float, *, paced: bool) -> None:
+        """A throttle: measure what the quota took since an earlier one, and act on it."""
+        throttles = self._throttles
+        while throttles and throttles[0] < now - MAX_SAMPLE_S:
+            throttles.popleft()
+        start = None
+        for t in throttles:  # the latest throttle at least MIN_SAMPLE_S ago
+            if t > now - MIN_SAMPLE_S:
+                break
+            start = t
+        throttles.append(now)
+        if start is None:
+            if self.discovering:
+                self._set_rate(self.rate * 0.75)  # the last doubling overshot: between r/2 and r
+                self._hold(now)
+            return
+        if not paced:
+            return
+        sample = self._taken.since(start) / (now - start)
+        sent = self.rate * (1.0 - self.capacity_share)
+        accepted = sample / self.rate
+        cut = self._cut
+        if cut is not None:
+            self._cut = None
+            before, accepted_before = cut
+            if accepted_before >= CAPACITY_MIN_ACCEPTED and accepted <= accepted_before + CAPACITY_SAME:
+                # Cut, the quota still refused the same share: those were capacity 429s, not it.
+                self.capacity_share = max(self.capacity_share, min(0.9, 1.0 - accepted))
+                if math.isfinite(before):
+                    self._set_rate(before)
+                else:
+                    self.rate = self.burst = self.level = math.inf
+                self._hold(now)
+                return
+        if sample < OVER_SENDING * sent:
+            before = self.rate
+            self._set_rate(sample * PACE_MARGIN)
+            self._cut = (before, accepted)
+            self._hold(now)
+        elif self.discovering:
+            self._hold(now)  # the quota took all that was sent: a capacity 429, or the rate is right
 
-    def _set_rate(self, rate: float, now: float) -> None:
-        self._refill(now)
-        self.rate = max(MIN_RATE, min(rate, self.ceiling))
-        self.burst = self.rate * WINDOW_S
-        self.level = min(self.level, self.burst) if math.isfinite(self.level) else 0.0
+    def _grow(self, now: float) -> None:
+        """The rate holds requests back: discovery doubles it each second; later, probe on a clock."""
+        if not math.isfinite(self.rate) or self.rate >= self.ceiling:
+            return
+        if self.discovering:
+            if now >= self._grown_at + DISCOVERY_S:
+                self._set_rate(self.rate * 2.0)
+                self._grown_at = now
+        elif now >= self._probe_at:
+            self._set_rate(self.rate * (1.0 + self._probe_step))
+            self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
+            self._probe_at = now + PROBE_EVERY_S
+            self._cut = None
 
     def _guard_probe_due(self, now: float) -> bool:
         return not self._probe_in_flight and now >= self._guard_probe_at
-
-    def _restart_interval(self, now: float) -> None:
-        self._eval_from = now
-        self._eval_admitted = self._eval_throttled = 0
-        self._eval_waited = False
-
-    def _evaluate(self, now: float) -> None:
-        """Once per interval: cut, undo a cut, hold or grow the rate from the throttle share."""
-        if self.phase == "startup" and (
-            self._startup_released >= self.burst or now - self._startup_from > STARTUP_MAX_S
-        ):
-            self.phase = "steady"  # the whole burst went out without a storm: pacing alone from here
-        span = now - self._eval_from
-        n = max(self._eval_admitted, self._eval_throttled)
-        if span < EVAL_S or (n < EVAL_MIN_OUTCOMES and span < EVAL_MAX_S):
-            return
-        share = self._eval_throttled / n if n else 0.0
-        excess = share - self.baseline
-        cut = self._cut
-        if cut is not None and self._eval_from >= cut[0] + CAPACITY_JUDGE_S:
-            self._cut = None
-            if n >= EVAL_MIN_OUTCOMES and CAPACITY_RATIO * cut[2] <= share <= CAPACITY_MAX_SHARE:
-                # Cutting did not lower the share: those throttles do not depend on our load.
-                self.baseline = max(self.baseline, share)
-                self._set_rate(cut[1], now)
-                self._restart_interval(now)
-                return
-        if excess > CUT_MARGIN and n:
-            before = self.rate
-            if math.isfinite(before):
-                target = before * max(1.0 - excess, MAX_CUT)
-            else:
-                # No rate yet: what the service accepted lately is the first estimate.
-                target = before = self._delivered_rate(now, since=now - 2 * EVAL_MAX_S)
-            if self._cut is None:
-                self._cut = (now, before, share)
-            self._last_cut_rate = before
-            self._set_rate(max(target, MIN_RATE) * PACE_MARGIN, now)
-            self.level = min(self.level, 0.0)
-            self.phase = "steady"
-        elif (
-            excess <= GROW_MARGIN
-            and self._eval_waited
-            and math.isfinite(self.rate)
-            and (self._cut is None or now >= self._cut[0] + CAPACITY_JUDGE_S)
-        ):
-            near = self.rate >= NEAR * self._last_cut_rate
-            growth = (GROWTH_NEAR if near else GROWTH_FAR) ** (span / EVAL_S)
-            # Never far past what the service is seen to deliver: settlements lag by a request's
-            # latency, and a rate that grows faster than they show overshoots into a debt.
-            delivered = self._delivered_rate(now, since=now - 2 * EVAL_MAX_S)
-            self._set_rate(max(self.rate, min(self.rate * growth, GROWTH_FAR * delivered)), now)
-            if self.rate > self._last_cut_rate:
-                self._last_cut_rate = math.inf  # past the rate that throttled: the quota was raised
-        if self.baseline and share < self.baseline:
-            self.baseline = 0.8 * self.baseline + 0.2 * share
-        self._restart_interval(now)

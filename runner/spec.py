@@ -90,7 +90,7 @@ class RequestSection:
 class LimitsSection:
     max_in_flight: int = _f(64, "Most requests in flight at once (all routes together).")
     tpm: int = _f(0, "Tokens-per-minute quota per route to stay under; 0: find it adaptively.")
-    adaptive: bool = _f(True, "Pace each route to its quota and learn it from throttles (false: a fixed pool).")
+    adaptive: bool = _f(True, "Pace each route to its quota, learnt from throttles (false: a fixed pool).")
     max_cost_usd: float = _f(
         0.0, "Stop admitting rows once spent + reserved cost would pass this; 0: no cap."
     )
