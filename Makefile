@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for the suite: each has its own emulator (the session fixture, port 0).
+TEST_WORKERS ?= 2
 
-.PHONY: run test test-all lint bench fmt lock clean schemas
+.PHONY: run test test-fast test-all lint bench fmt lock clean schemas
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/python -m runner.demo
 
-## make test: the default suite (slow soak tests excluded).
+## make test: the default suite (slow soak tests excluded), in parallel.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
+
+## make test-fast: the unit tests only (tests/unit: no emulator, no subprocess), in one process.
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit
 
 ## make test-all: everything, soak tests included.
 test-all: $(STAMP)
-	$(BIN)/pytest -m ''
+	$(BIN)/pytest -n $(TEST_WORKERS) -m ''
 
 lint: $(STAMP)
 	$(BIN)/ruff check runner tests bench
