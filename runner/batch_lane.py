@@ -77,7 +77,6 @@ log = structlog.get_logger("runner.batch_lane")
 BATCH_FILE = "batch.json"
 SHARD_DIR = "batch"
 STATE_VERSION = 1
-ACTIVE_STATUSES = frozenset({"Submitted", "Validating", "Scheduled", "InProgress", "Stopping"})
 FINAL_STATUSES = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired", "NotFound"})
 """Bedrock's end states, plus ``NotFound``: a job Bedrock no longer knows (its rows run on-demand)."""
 STOP_CHECK_S = 0.25

@@ -73,7 +73,6 @@ class Counters:
 
     ok: int = 0
     failed: int = 0
-    skipped: int = 0
     attempts: int = 0
     throttles: int = 0
     input_tokens: int = 0
@@ -131,7 +130,6 @@ class PoolOutcome:
     """How a pool run ended: ``stopped`` is the reason admission stopped early, if it did."""
 
     stopped: str | None
-    counters: Counters
 
 
 class Pool:
@@ -207,7 +205,7 @@ class Pool:
             self._workers_done = True
             self._commit_wanted.set()
             timer.cancel()
-        return PoolOutcome(stopped=self._stopped, counters=self.counters)
+        return PoolOutcome(stopped=self._stopped)
 
     async def _grace_timer(self, scope: anyio.CancelScope) -> None:
         """After a stop, give requests in flight ``grace_s`` to finish, then cancel them."""

@@ -271,31 +271,6 @@ class PriceTable:
         )
 
 
-def estimate_cost(
-    table: PriceTable,
-    model_id: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    cache_creation_input_tokens: int = 0,
-    cache_read_input_tokens: int = 0,
-    lane: str = "on_demand",
-    rows: int = 1,
-) -> float:
-    """USD for ``rows`` requests of the given size: for ``run --estimate`` and the cost cap.
-
-    Pass ``output_tokens=max_tokens`` for an upper bound (what the quota reserves), or an expected
-    figure for a best guess; the per-row token counts are multiplied by ``rows``.
-    """
-    usage = Usage(
-        input_tokens=input_tokens * rows,
-        output_tokens=output_tokens * rows,
-        cache_creation_input_tokens=cache_creation_input_tokens * rows,
-        cache_read_input_tokens=cache_read_input_tokens * rows,
-    )
-    return table.cost(model_id, usage, lane=lane)
-
-
 @functools.cache
 def _builtin() -> PriceTable:
     """The packaged table, parsed once per process (it cannot change while we run)."""

@@ -203,7 +203,6 @@ class PartSink:
         self._rows: list[Result] = []
         self._opened = time.monotonic()
         self._fd = self._open_journal()
-        self.committed_rows = 0
 
     def _open_journal(self) -> int:
         path = self.journal_dir / journal_name(self._number)
@@ -244,7 +243,6 @@ class PartSink:
         table = results_table(rows, self.schema, [self.price_table] * len(rows))
         write_atomic(table, self.parts_dir / part_name(number))
         (self.journal_dir / journal_name(number)).unlink(missing_ok=True)
-        self.committed_rows += len(rows)
 
     def close(self) -> None:
         """Close the journal; an empty one is removed so the directory stays tidy."""

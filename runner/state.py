@@ -78,7 +78,6 @@ class Progress:
     ok: int
     failed: int
     failed_retryable: int
-    resumable: bool
     running: bool
 
     @property
@@ -303,7 +302,6 @@ class JobDir:
             ok=ok,
             failed=outcome.count(_FAILED) + retryable_failed,
             failed_retryable=retryable_failed,
-            resumable=True,
             running=self.is_locked(),
         )
 

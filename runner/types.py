@@ -8,9 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-JSON: TypeAlias = dict[str, Any]
-"""A decoded JSON object (request or response body)."""
-
 Status: TypeAlias = Literal["ok", "error"]
 
 
