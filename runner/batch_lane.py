@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence, Set
@@ -42,6 +41,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from runner import storage
+from runner.atomic import atomic_write
 from runner.batch import (
     MANIFEST_FILE,
     Manifest,
@@ -62,7 +62,7 @@ from runner.errors import (
     RetryableError,
     RouteNotFoundError,
 )
-from runner.sink import INDEX_COLUMN, PartSink, fsync_dir
+from runner.sink import INDEX_COLUMN, PartSink
 from runner.types import Record, Result, Route
 
 if TYPE_CHECKING:
@@ -172,13 +172,8 @@ class BatchState:
             "prefix": self.prefix,
             "shards": [s.to_dict() for s in self.shards],
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_write(path, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
 
     def next_number(self) -> int:
         return max((s.shard.number for s in self.shards), default=-1) + 1

@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runner.atomic import atomic_write
 from runner.errors import SinkError
 from runner.schemas import RESULT_SCHEMA
 from runner.types import Result, Usage
@@ -43,6 +45,15 @@ def part_name(number: int) -> str:
 
 def journal_name(number: int) -> str:
     return f"journal-{number:05d}.jsonl"
+
+
+_NUMBERED = re.compile(r"(?:part|journal)-(\d+)\.(?:parquet|jsonl)")
+
+
+def file_number(path: Path) -> int | None:
+    """The ``NNNNN`` of ``part-NNNNN.parquet`` or ``journal-NNNNN.jsonl``; ``None`` for any other name."""
+    match = _NUMBERED.fullmatch(path.name)
+    return int(match.group(1)) if match else None
 
 
 # Keep-column values travel through the journal as JSON; these tags bring back what JSON lacks.
@@ -149,27 +160,13 @@ def results_table(results: Sequence[Result], schema: pa.Schema, price_tables: Se
         raise SinkError(f"cannot build a results part: {exc}") from exc
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet(table: pa.Table, path: Path) -> None:
     """Write a Parquet file so that ``path`` is either absent or complete, whatever is killed when."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:
             pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PartSink:
@@ -241,7 +238,7 @@ class PartSink:
     def commit(self, number: int, rows: Sequence[Result]) -> None:
         """Write part ``number`` atomically, then drop its journal (blocking: run it in a thread)."""
         table = results_table(rows, self.schema, [self.price_table] * len(rows))
-        write_atomic(table, self.parts_dir / part_name(number))
+        write_parquet(table, self.parts_dir / part_name(number))
         (self.journal_dir / journal_name(number)).unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -261,7 +258,9 @@ def recover_journals(parts_dir: Path, journal_dir: Path, schema: pa.Schema) -> i
     keep_names = [f.name for f in schema if f.name not in RESULT_SCHEMA.names and f.name != INDEX_COLUMN]
     recovered = 0
     for journal in sorted(journal_dir.glob("journal-*.jsonl")):
-        number = int(journal.stem.split("-")[1])
+        number = file_number(journal)
+        if number is None:
+            continue
         part = parts_dir / part_name(number)
         if part.exists():
             journal.unlink()
@@ -276,7 +275,7 @@ def recover_journals(parts_dir: Path, journal_dir: Path, schema: pa.Schema) -> i
             results.append(result)
             tables.append(table)
         if results:
-            write_atomic(results_table(results, schema, tables), part)
+            write_parquet(results_table(results, schema, tables), part)
             recovered += len(results)
         journal.unlink()
     return recovered

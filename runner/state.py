@@ -14,6 +14,11 @@
 
 Resume reads only the key columns of the parts (``_index``, ``request_key``, ``status``,
 ``retryable``), never completions, so picking up a million-row job takes a second, not a minute.
+
+A later part wins for the same input position: :class:`NewestRows` is the one reader of that rule,
+used by resume (:meth:`JobDir.latest`), ``status`` (:meth:`JobDir.progress`), the rebuild of
+``results.parquet`` (:meth:`JobDir.consolidate`) and ``stats``. Every file here is written through
+:mod:`runner.atomic`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import fcntl
 import json
 import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -35,11 +40,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from runner import atomic
 from runner.errors import LockedError, SinkError, StateError
-from runner.sink import INDEX_COLUMN, fsync_dir, recover_journals, write_atomic
+from runner.sink import INDEX_COLUMN, file_number, recover_journals, write_parquet
 
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"
+PARTS_DIR = "parts"
+JOURNAL_DIR = "journal"
+STATE_FILE = "state.json"
+PART_GLOB = "part-*.parquet"
+"""Committed parts; the temporary files of :mod:`runner.atomic` start with a dot and never match."""
 STATE_VERSION = 1
 CONSOLIDATE_CHUNK_ROWS = 10_000
 """Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it (a 200,000-row
@@ -51,8 +62,10 @@ CONSOLIDATE_CACHE_PARTS = 3
 chunk draws on two or three; the rest covers retried rows that landed in later parts."""
 
 
-_OK, _FAILED, _RETRYABLE = 1, 2, 3
-"""A position's newest outcome in :meth:`JobDir.progress` (0: none yet)."""
+def part_files(parts_dir: Path) -> list[Path]:
+    """The committed part files of a ``parts`` directory, oldest first (by part number)."""
+    numbered = [(n, path) for path in parts_dir.glob(PART_GLOB) if (n := file_number(path)) is not None]
+    return [path for _, path in sorted(numbered)]
 
 
 def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -91,10 +104,10 @@ class JobDir:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.work = self.root / WORK_DIR
-        self.parts = self.work / "parts"
-        self.journal = self.work / "journal"
+        self.parts = self.work / PARTS_DIR
+        self.journal = self.work / JOURNAL_DIR
         self.results = self.root / RESULTS_FILE
-        self.state_file = self.work / "state.json"
+        self.state_file = self.work / STATE_FILE
         self.spec_file = self.work / "spec.json"
         self.events_file = self.work / "events.jsonl"
 
@@ -161,10 +174,7 @@ class JobDir:
         return data
 
     def write_state(self, state: dict[str, Any]) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        os.replace(tmp, self.state_file)
-        fsync_dir(self.work)
+        atomic.write_text(self.state_file, json.dumps(state, indent=2, sort_keys=True))
 
     def start_run(
         self, *, spec: dict[str, Any], fingerprint: dict[str, Any], force: bool, stamp: str = ""
@@ -182,7 +192,7 @@ class JobDir:
                 "input": fingerprint,
                 "runs": [],
             }
-            self.spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
+            atomic.write_text(self.spec_file, json.dumps(spec, indent=2, sort_keys=True))
         else:
             state = self.read_state()
             old = state.get("input", {})
@@ -211,11 +221,11 @@ class JobDir:
     # -- parts --------------------------------------------------------------------------------
 
     def part_files(self) -> list[Path]:
-        return sorted(self.parts.glob("part-*.parquet"))
+        return part_files(self.parts)
 
     def next_part_number(self) -> int:
         files = self.part_files()
-        return int(files[-1].stem.split("-")[1]) + 1 if files else 0
+        return (file_number(files[-1]) or 0) + 1 if files else 0
 
     def recover(self, schema: pa.Schema) -> int:
         """Commit journals a crash left behind; returns the rows recovered."""
@@ -224,30 +234,11 @@ class JobDir:
     def latest(self, columns: list[str]) -> pa.Table:
         """The newest row per input position across all parts, with ``columns`` (plus ``_index``)."""
         cols = list(dict.fromkeys([INDEX_COLUMN, *columns]))
-        tables = [read_part(path, cols) for path in self.part_files()]
+        newest = NewestRows.scan(self.part_files(), read=read_part)
+        tables = list(newest.tables(cols, read=read_part))
         if not tables:
-            empty = {c: pa.array([], pa.int64()) for c in cols}
-            return pa.table(empty)
-        table = pa.concat_tables(tables, promote_options="permissive")
-        # One int64 sort key, input position ascending then part descending (newest first), and one
-        # take of the rows kept: sorting the table by two columns, then taking and filtering all of
-        # it, held ~85 MB of Arrow memory for a million rows (now ~45 MB).
-        n = len(tables)
-        newest_first = pa.concat_arrays(
-            [pa.repeat(pa.scalar(n - 1 - number, pa.int64()), t.num_rows) for number, t in enumerate(tables)]
-        )
-        key = pc.add(
-            pc.multiply(table.column(INDEX_COLUMN).combine_chunks(), pa.scalar(n, pa.int64())), newest_first
-        )
-        del newest_first
-        order = pc.sort_indices(key)
-        del key
-        idx = pc.take(table.column(INDEX_COLUMN), order).combine_chunks()
-        if len(idx) > 1:
-            first = pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))
-            order = order.filter(pa.concat_arrays([pa.array([True]), first]))
-        del idx
-        return table.take(order)
+            return pa.table({c: pa.array([], pa.int64()) for c in cols})
+        return pa.concat_tables(tables, promote_options="permissive")
 
     def done_keys(self, *, retry_failed: bool) -> set[int]:
         """Resume keys that need no new request: ok rows, and error rows a retry would not fix.
@@ -271,36 +262,25 @@ class JobDir:
         return latest.filter(ok)
 
     def progress(self, *, scope: int | None = None) -> Progress:
-        """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``).
-
-        One byte per input position, overwritten part by part (a later part's row is the newer):
-        :meth:`latest` sorts every part row and held ~50 MB for a million rows, the peak of a whole
-        job when it ran at the end of the run.
-        """
+        """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``)."""
         state = self.read_state()
-        outcome = bytearray()
-        for path in self.part_files():
-            part = read_part(path, [INDEX_COLUMN, "status", "retryable"])
-            retryable = pc.fill_null(part.column("retryable"), False)
-            codes = pc.if_else(
-                pc.equal(part.column("status"), "ok"), _OK, pc.if_else(retryable, _RETRYABLE, _FAILED)
-            )
-            positions = part.column(INDEX_COLUMN).to_pylist()
-            if positions and (top := max(positions)) >= len(outcome):
-                outcome.extend(bytes(top + 1 - len(outcome)))
-            for position, code in zip(positions, codes.to_pylist(), strict=True):
-                outcome[position] = code
-        if scope is not None:
-            del outcome[scope:]
-        ok = outcome.count(_OK)
-        retryable_failed = outcome.count(_RETRYABLE)
+        ok = failed = retryable_failed = 0
+        columns = [INDEX_COLUMN, "status", "retryable"]
+        for part in NewestRows.scan(self.part_files(), read=read_part).tables(columns, read=read_part):
+            if scope is not None:
+                part = part.filter(pc.less(part.column(INDEX_COLUMN), scope))
+            is_ok = pc.equal(part.column("status"), "ok")
+            retryable = pc.and_(pc.invert(is_ok), pc.fill_null(part.column("retryable"), False))
+            ok += _count(is_ok)
+            failed += part.num_rows - _count(is_ok)
+            retryable_failed += _count(retryable)
         rows = int(state.get("input", {}).get("rows", 0))
         if scope is not None:
             rows = min(rows, scope)
         return Progress(
             rows=rows,
             ok=ok,
-            failed=outcome.count(_FAILED) + retryable_failed,
+            failed=failed,
             failed_retryable=retryable_failed,
             running=self.is_locked(),
         )
@@ -314,7 +294,7 @@ class JobDir:
             table = table.set_column(
                 table.schema.get_field_index(INDEX_COLUMN), INDEX_COLUMN, pc.cast(pos, pa.int64())
             ).filter(keep)
-            write_atomic(table, path)
+            write_parquet(table, path)
 
     def consolidate(self) -> int:
         """Rebuild ``results.parquet``: the newest row per input position, in input order.
@@ -325,49 +305,19 @@ class JobDir:
         files = self.part_files()
         if not files:
             return 0
-        # Where each input position's newest row is: two 4-byte slots per position, filled part by
-        # part (a later part overwrites). Sorting a table of every part row instead held ~90 MB for
-        # a million rows at the job's end, its memory peak.
-        part_of = array("i")
-        row_of = array("i")
-        for number, path in enumerate(files):
-            positions = read_part(path, [INDEX_COLUMN]).column(INDEX_COLUMN).to_pylist()
-            if positions and (top := max(positions)) >= len(part_of):
-                grow = top + 1 - len(part_of)
-                part_of.extend(repeat(-1, grow))
-                row_of.extend(repeat(0, grow))
-            for row, position in enumerate(positions):
-                part_of[position] = number
-                row_of[position] = row
+        newest = NewestRows.scan(files, read=read_part)
         schema = pq.read_schema(files[-1])
         out_schema = schema.remove(schema.get_field_index(INDEX_COLUMN))
-        tmp = self.results.with_name(f".{RESULTS_FILE}.tmp")
         cache: dict[int, pa.Table] = {}
+        written = 0
         try:
-            with open(tmp, "wb") as fh:
+            with atomic.atomic_write(self.results) as fh:
                 writer = pq.ParquetWriter(fh, out_schema, compression="zstd")
-                parts: list[int] = []
-                rows: list[int] = []
-                written = 0
-                for position, part in enumerate(part_of):
-                    if part < 0:
-                        continue  # no outcome yet (pending)
-                    parts.append(part)
-                    rows.append(row_of[position])
-                    if len(parts) == CONSOLIDATE_CHUNK_ROWS:
-                        writer.write_table(self._gather(parts, rows, files, cache, out_schema))
-                        written += len(parts)
-                        parts, rows = [], []
-                if parts:
+                for parts, rows in newest.chunks(CONSOLIDATE_CHUNK_ROWS):
                     writer.write_table(self._gather(parts, rows, files, cache, out_schema))
                     written += len(parts)
                 writer.close()
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.results)
-            fsync_dir(self.root)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise SinkError(f"cannot write {self.results}: {exc.strerror or exc}") from exc
         return written
 
@@ -393,3 +343,102 @@ class JobDir:
         for i, pos in enumerate(positions):
             inverse[pos] = i
         return table.take(pa.array(inverse, pa.int64()))
+
+
+def _count(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+
+
+Reader = Callable[[Path, list[str]], pa.Table]
+"""Reads some columns of one result file (``read_part`` for the engine; ``stats`` has its own errors)."""
+
+
+class NewestRows:
+    """Where each key's newest row is, across result files read oldest first: the one reader of "a later
+    part wins for the same input position" (and, within a file, the later row).
+
+    Two 4-byte slots per key, (file, row), filled file by file from the key column alone, a later
+    file overwriting: a few bytes per input row, never a table of every part row. The key is the input
+    position (``_index``); a file set without it (a ``results.parquet`` alone) is keyed by row id,
+    numbered densely over all files.
+    """
+
+    def __init__(self, files: Sequence[Path], key: str, codes: list[pa.Array] | None = None) -> None:
+        self.files = list(files)
+        self.key = key
+        self._codes = codes
+        """Dense numbers of a key that is not already one (the row id), per file."""
+        self.part_of = array("i")
+        self.row_of = array("i")
+
+    @classmethod
+    def scan(cls, files: Sequence[Path], *, read: Reader, key: str = INDEX_COLUMN) -> NewestRows:
+        """Read the key column of every file, oldest first, and note where each key's newest row is."""
+        if key == INDEX_COLUMN:
+            newest = cls(files, key)
+            for number, path in enumerate(files):
+                newest._add(number, read(path, [key]).column(key))
+            return newest
+        columns = [read(path, [key]).column(key) for path in files]
+        codes: list[pa.Array] = []
+        if columns:
+            chunks = pa.chunked_array([k for c in columns for k in c.chunks], columns[0].type)
+            indices = chunks.combine_chunks().dictionary_encode().indices.cast(pa.int64())
+            start = 0
+            for column in columns:
+                codes.append(indices.slice(start, len(column)))
+                start += len(column)
+        newest = cls(files, key, codes)
+        for number, positions in enumerate(codes):
+            newest._add(number, positions)
+        return newest
+
+    def _add(self, number: int, keys: pa.Array | pa.ChunkedArray) -> None:
+        positions = keys.to_pylist()
+        if positions and (top := max(positions)) >= len(self.part_of):
+            grow = top + 1 - len(self.part_of)
+            self.part_of.extend(repeat(-1, grow))
+            self.row_of.extend(repeat(0, grow))
+        for row, position in enumerate(positions):
+            self.part_of[position] = number
+            self.row_of[position] = row
+
+    def mask(self, number: int, keys: pa.Array | pa.ChunkedArray) -> pa.BooleanArray | None:
+        """Which rows of file ``number`` (whose key column is ``keys``) are the newest of their key;
+        ``None`` when all of them are (the common case)."""
+        codes = self._codes[number] if self._codes is not None else keys
+        if len(codes) == 0:
+            return None
+        part_of = pa.Array.from_buffers(pa.int32(), len(self.part_of), [None, pa.py_buffer(self.part_of)])
+        row_of = pa.Array.from_buffers(pa.int32(), len(self.row_of), [None, pa.py_buffer(self.row_of)])
+        mine = pc.equal(pc.take(part_of, codes), pa.scalar(number, pa.int32()))
+        rows = pa.array(range(len(codes)), pa.int32())
+        newest = pc.and_(mine, pc.equal(pc.take(row_of, codes), rows))
+        if pc.all(newest).as_py():
+            return None
+        return newest.combine_chunks() if isinstance(newest, pa.ChunkedArray) else newest
+
+    def tables(self, columns: list[str], *, read: Reader) -> Iterator[pa.Table]:
+        """Each file's newest rows, with ``columns``, oldest file first."""
+        wanted = list(dict.fromkeys([*columns, self.key]))
+        for number, path in enumerate(self.files):
+            table = read(path, wanted)
+            mask = self.mask(number, table.column(self.key))
+            if mask is not None:
+                table = table.filter(mask)
+            yield table.select(columns)
+
+    def chunks(self, size: int) -> Iterator[tuple[list[int], list[int]]]:
+        """(file, row) of the newest row of each key, in key order, ``size`` at a time."""
+        parts: list[int] = []
+        rows: list[int] = []
+        for position, part in enumerate(self.part_of):
+            if part < 0:
+                continue  # no outcome yet (pending)
+            parts.append(part)
+            rows.append(self.row_of[position])
+            if len(parts) == size:
+                yield parts, rows
+                parts, rows = [], []
+        if parts:
+            yield parts, rows

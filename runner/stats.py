@@ -1,7 +1,8 @@
 """Usage statistics of a job directory: rows, tokens, cost per route, latency, errors, throughput.
 
 Stats read what the runner wrote, never what it holds in memory, so ``stats DIR`` works the same on a
-finished job, a running one and one that was killed. The job directory contract (owned by the engine):
+finished job, a running one and one that was killed. The job directory (its layout is
+:class:`runner.state.JobDir`'s):
 
 - ``_job/parts/part-NNNNN.parquet``: result rows committed atomically while the job runs (RESULT_SCHEMA,
   the input position ``_index``, kept input columns); a row may appear in several parts (a failed row
@@ -10,8 +11,9 @@ finished job, a running one and one that was killed. The job directory contract 
 - ``_job/state.json``: at least ``{"input": {"rows": N}}``, the input size, so pending can be counted.
 
 Parts are the truth, so stats read them and keep, per input position (per id where a file lacks
-``_index``), the row written last; ``results.parquet`` is read only when there are no parts. Rows
-still in the engine's write-ahead journal (at most ``part_seconds`` old) are not counted yet.
+``_index``), the row written last (:class:`runner.state.NewestRows`, the engine's own reader of that
+rule); ``results.parquet`` is read only when there are no parts. Rows still in the engine's
+write-ahead journal (at most ``part_seconds`` old) are not counted yet.
 
 One streaming pass: a first look at the key column alone finds the newest row of each key, then the
 files are read in batches of the columns the figures need (completions stay on disk), each batch is
@@ -29,7 +31,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,13 +45,7 @@ from runner.errors import SpecError, StateError
 from runner.pricing import LANES, PriceTable
 from runner.schemas import RESULT_SCHEMA
 from runner.sink import INDEX_COLUMN
-
-RESULTS_FILE = "results.parquet"
-WORK_DIR = "_job"
-PARTS_DIR = f"{WORK_DIR}/parts"
-STATE_FILE = f"{WORK_DIR}/state.json"
-PART_GLOB = "part-*.parquet"  # the engine's temporary files start with a dot: never matched
-_PART_NUMBER = re.compile(r"part-(\d+)")
+from runner.state import JobDir, NewestRows, part_files
 
 TOKEN_COLUMNS: tuple[str, ...] = (
     "input_tokens",
@@ -296,7 +291,8 @@ class JobFiles:
 
 def is_job_dir(path: Path) -> bool:
     """Whether ``path`` looks like a job directory: results, or the runner's working directory."""
-    return path.is_dir() and ((path / RESULTS_FILE).is_file() or (path / WORK_DIR).is_dir())
+    job = JobDir(path)
+    return path.is_dir() and (job.results.is_file() or job.work.is_dir())
 
 
 def open_job(job_dir: Path) -> JobFiles:
@@ -307,10 +303,13 @@ def open_job(job_dir: Path) -> JobFiles:
     Raises :class:`StateError` when ``job_dir`` is not a job directory or a file is unreadable.
     """
     job_dir = Path(job_dir)
+    layout = JobDir(job_dir)
     if not is_job_dir(job_dir):
-        raise StateError(f"{job_dir}: not a job directory (no {RESULTS_FILE} and no {WORK_DIR}/)")
-    parts = sorted((job_dir / PARTS_DIR).glob(PART_GLOB), key=_part_order)
-    results = job_dir / RESULTS_FILE
+        raise StateError(
+            f"{job_dir}: not a job directory (no {layout.results.name} and no {layout.work.name}/)"
+        )
+    parts = part_files(layout.parts)
+    results = layout.results
     files = tuple(parts) or ((results,) if results.is_file() else ())
     schemas = tuple(_schema(path) for path in files)
     names: dict[str, None] = {}
@@ -321,23 +320,27 @@ def open_job(job_dir: Path) -> JobFiles:
     if parts:
         read_from = f"{len(parts)} part file{'s' if len(parts) != 1 else ''}"
     else:
-        read_from = RESULTS_FILE if files else "nothing yet"
+        read_from = results.name if files else "nothing yet"
     return JobFiles(
         job_dir=job_dir,
         files=files,
         schemas=schemas,
         key=key,
         columns=tuple(n for n in names if n != INDEX_COLUMN),
-        input_rows=_input_rows(job_dir),
+        input_rows=_input_rows(layout.state_file),
         read_from=read_from,
     )
 
 
 def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
     """The job's rows in batches of at most ``BATCH_ROWS``, newest row per key only, with ``columns``
-    (nulls of the contract's type where a file lacks one). Memory: one batch plus one flag per row."""
-    masks = _winner_masks(job)
-    for path, schema, mask in zip(job.files, job.schemas, masks, strict=True):
+    (nulls of the contract's type where a file lacks one). Memory: one batch plus a few bytes per row."""
+    try:
+        newest = NewestRows.scan(job.files, read=_read_columns, key=job.key)
+    except pa.ArrowException as exc:
+        raise StateError(f"{job.job_dir}: result files disagree on the {job.key} column ({exc})") from None
+    for number, (path, schema) in enumerate(zip(job.files, job.schemas, strict=True)):
+        mask = newest.mask(number, _read_columns(path, [job.key]).column(job.key))
         present = [c for c in columns if c in schema.names]
         offset = 0
         try:
@@ -357,42 +360,14 @@ def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
             raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _winner_masks(job: JobFiles) -> list[pa.BooleanArray | None]:
-    """Per file, which rows are the newest of their key (None: all of them, the common case).
-
-    Reads the key column only. Files are in part order, so the row read last is the newest.
-    """
-    if not job.files:
-        return []
-    keys = []
-    for path in job.files:
-        try:
-            keys.append(pq.read_table(path, columns=[job.key]).column(job.key))
-        except FileNotFoundError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
-    sizes = [len(k) for k in keys]
+def _read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """Some columns of one result file; a file gone meanwhile (an atomic rename) is ``FileNotFoundError``."""
     try:
-        key = pa.chunked_array([c for k in keys for c in k.chunks], keys[0].type)
-    except pa.ArrowException as exc:
-        raise StateError(f"{job.job_dir}: result files disagree on the {job.key} column ({exc})") from None
-    seq = pa.array(range(len(key)), pa.int64())
-    last = pa.table({"k": key, "s": seq}).group_by("k", use_threads=False).aggregate([("s", "max")])
-    if last.num_rows == len(key):
-        return [None] * len(job.files)
-    newest = pc.is_in(seq, value_set=last["s_max"].combine_chunks())
-    masks: list[pa.BooleanArray | None] = []
-    start = 0
-    for size in sizes:
-        masks.append(newest.slice(start, size))
-        start += size
-    return masks
-
-
-def _part_order(path: Path) -> tuple[int, str]:
-    match = _PART_NUMBER.match(path.name)
-    return (int(match.group(1)) if match else -1, path.name)
+        return pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
 def _schema(path: Path) -> pa.Schema:
@@ -409,8 +384,7 @@ def _contract_type(name: str) -> pa.DataType:
     return RESULT_SCHEMA.field(index).type if index >= 0 else pa.null()
 
 
-def _input_rows(job_dir: Path) -> int | None:
-    path = job_dir / STATE_FILE
+def _input_rows(path: Path) -> int | None:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
