@@ -45,7 +45,7 @@ bench: $(STAMP)
 
 ## make schemas: regenerate schemas/ from the code (tests fail when they drift).
 schemas: $(STAMP)
-	$(BIN)/python -c "from runner.schemas import main; main()"
+	$(BIN)/python -c "from runner.contracts import main; main()"
 
 ## make lock: refresh constraints.txt from the current resolution of pyproject's ranges.
 lock:

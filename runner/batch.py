@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runner.atomic import AtomicFile
-from runner.sink import INDEX_COLUMN
+from runner.schemas import INDEX_COLUMN
 from runner.types import Record, Usage
 
 RECORD_ID_DIGITS = 11
@@ -314,12 +314,7 @@ def parse_output_line(line: bytes) -> OutputRecord:
             index=index,
             text=text,
             stop_reason=output.get("stop_reason"),  # type: ignore[union-attr]
-            usage=Usage(
-                input_tokens=int(usage.get("input_tokens") or 0),
-                output_tokens=int(usage.get("output_tokens") or 0),
-                cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
-                cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
-            ),
+            usage=Usage.from_json(usage),
         )
     except (TypeError, KeyError, AttributeError, ValueError):
         return OutputRecord(

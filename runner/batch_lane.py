@@ -62,8 +62,9 @@ from runner.errors import (
     RetryableError,
     RouteNotFoundError,
 )
-from runner.sink import INDEX_COLUMN, PartSink
-from runner.types import Record, Result, Route
+from runner.schemas import INDEX_COLUMN
+from runner.sink import PartSink
+from runner.types import Completion, Record, Result, Route
 
 if TYPE_CHECKING:
     from runner.pool import CostCap, Counters, Pool
@@ -585,26 +586,19 @@ class BatchLane:
                     errors[code] = errors.get(code, 0) + 1
                     continue
                 cost = self.prices.cost(s.model_id, record.usage, lane="batch")
-                self.sink.add(
-                    Result(
-                        index=record.index,
-                        id=columns["id"][i],
-                        key=columns["request_key"][i],
-                        status="ok",
-                        completion=record.text,
-                        stop_reason=record.stop_reason,
-                        usage=record.usage,
-                        model_id=s.model_id,
-                        region=s.region,
-                        attempts=1,
-                        request_id=s.job_arn,
-                        cost_usd=cost,
-                        started_at=started,
-                        finished_at=finished,
-                        lane="batch",
-                        keep={name: columns[name][i] for name in keep_names},
-                    )
-                )
+                row = Record(
+                    index=record.index, id=columns["id"][i], key=columns["request_key"][i], body=None,
+                    max_tokens=0, estimated_input_tokens=0, keep={n: columns[n][i] for n in keep_names},
+                )  # fmt: skip
+                answer = Completion(
+                    text=record.text or "", stop_reason=record.stop_reason, usage=record.usage,
+                    request_id=s.job_arn, latency_ms=None,
+                )  # fmt: skip
+                result = Result.answered(
+                    row, answer, route=s.route, attempts=1, cost_usd=cost, started_at=started,
+                    finished_at=finished, lane="batch",
+                )  # fmt: skip
+                self.sink.add(result)
                 ok += 1
                 c = self.counters
                 c.ok += 1

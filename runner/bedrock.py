@@ -131,12 +131,7 @@ def parse_completion(raw: bytes, headers: dict[str, str], latency_ms: float) -> 
     return Completion(
         text=text,
         stop_reason=data.get("stop_reason"),
-        usage=Usage(
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
-            cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
-            cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
-        ),
+        usage=Usage.from_json(usage),
         request_id=headers.get("x-amzn-requestid"),
         latency_ms=latency_ms,
         server_latency_ms=_number(headers.get("x-amzn-bedrock-invocation-latency")),

@@ -273,10 +273,9 @@ class Pool:
         started = time.time()
         if record.body is None:
             self.counters.failed += 1
-            return Result(
-                index=record.index, id=record.id, key=record.key, status="error",
-                error_type=record.error_type, error_message=record.error_message,
-                started_at=started, finished_at=started, keep=record.keep,
+            return Result.failed(
+                record, error_type=record.error_type, error_message=record.error_message,
+                started_at=started, finished_at=started,
             )  # fmt: skip
         row = _RowState()
         try:
@@ -301,13 +300,10 @@ class Pool:
             message = str(exc)
             if retryable:
                 message = f"gave up after {row.attempts} attempts: {message}"
-            route = row.last_route
-            return Result(
-                index=record.index, id=record.id, key=record.key, status="error",
-                model_id=route.model_id if route else None, region=route.region if route else None,
-                attempts=row.attempts, error_type=exc.error_type, error_message=message,
+            return Result.failed(
+                record, error_type=exc.error_type, error_message=message, started_at=started,
+                finished_at=time.time(), route=row.last_route, attempts=row.attempts,
                 request_id=exc.request_id, retryable=retryable,
-                started_at=started, finished_at=time.time(), keep=record.keep,
             )  # fmt: skip
         route = row.served_by
         assert route is not None
@@ -317,12 +313,9 @@ class Pool:
         c.input_tokens += completion.usage.input_tokens
         c.output_tokens += completion.usage.output_tokens
         c.cost_usd += cost
-        return Result(
-            index=record.index, id=record.id, key=record.key, status="ok",
-            completion=completion.text, stop_reason=completion.stop_reason, usage=completion.usage,
-            model_id=route.model_id, region=route.region, attempts=row.attempts,
-            latency_ms=completion.latency_ms, request_id=completion.request_id, cost_usd=cost,
-            started_at=started, finished_at=time.time(), keep=record.keep,
+        return Result.answered(
+            record, completion, route=route, attempts=row.attempts, cost_usd=cost,
+            started_at=started, finished_at=time.time(),
         )  # fmt: skip
 
     async def _attempt(self, record: Record, row: _RowState) -> Completion:

@@ -42,7 +42,8 @@ import pyarrow.parquet as pq
 
 from runner import atomic
 from runner.errors import LockedError, SinkError, StateError
-from runner.sink import INDEX_COLUMN, file_number, recover_journals, write_parquet
+from runner.schemas import INDEX_COLUMN
+from runner.sink import file_number, recover_journals, write_parquet
 
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"

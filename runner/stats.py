@@ -43,8 +43,7 @@ import pyarrow.parquet as pq
 
 from runner.errors import SpecError, StateError
 from runner.pricing import LANES, PriceTable
-from runner.schemas import RESULT_SCHEMA
-from runner.sink import INDEX_COLUMN
+from runner.schemas import INDEX_COLUMN, RESULT_SCHEMA
 from runner.state import JobDir, NewestRows, part_files
 
 TOKEN_COLUMNS: tuple[str, ...] = (

@@ -27,7 +27,7 @@ from runner.batch import (
 )
 from runner.batch_lane import BatchState, ShardState, lane_summary
 from runner.emulator import ConfigError, EmulatorConfig
-from runner.sink import INDEX_COLUMN
+from runner.schemas import INDEX_COLUMN
 from runner.types import Record
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
