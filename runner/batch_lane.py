@@ -447,7 +447,7 @@ class BatchLane:
 
     def _worst_cost(self, s: ShardState) -> float:
         rates = self.prices.rates(s.model_id, lane="batch")
-        return s.shard.input_tokens * rates[0] + s.shard.max_output_tokens * rates[1]
+        return s.shard.input_tokens * rates.input_tokens + s.shard.max_output_tokens * rates.output_tokens
 
     def _upload(self, s: ShardState) -> None:
         local = self.shard_dir / s.shard.file

@@ -45,17 +45,12 @@ from runner.errors import SpecError, StateError
 from runner.pricing import LANES, PriceTable
 from runner.schemas import INDEX_COLUMN, RESULT_SCHEMA
 from runner.state import JobDir, NewestRows, part_files
+from runner.types import TOKEN_FIELDS, Usage
 
-TOKEN_COLUMNS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-)
 STATS_COLUMNS: tuple[str, ...] = (
     "id",
     "status",
-    *TOKEN_COLUMNS,
+    *TOKEN_FIELDS,
     "model_id",
     "region",
     "attempts",
@@ -85,27 +80,14 @@ _READ_ATTEMPTS = 3
 # -- values ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """Token counts of each kind Bedrock reports."""
-
-    input: int = 0
-    output: int = 0
-    cache_read: int = 0
-    cache_creation: int = 0
-
-    @property
-    def total(self) -> int:
-        """Every token processed, cached or not (the basis of tokens per minute)."""
-        return self.input + self.output + self.cache_read + self.cache_creation
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "input": self.input,
-            "output": self.output,
-            "cache_read": self.cache_read,
-            "cache_creation": self.cache_creation,
-        }
+def tokens_dict(tokens: Usage) -> dict[str, int]:
+    """Token counts as ``stats --json`` shows them per route and group (short keys)."""
+    return {
+        "input": tokens.input_tokens,
+        "output": tokens.output_tokens,
+        "cache_read": tokens.cache_read_input_tokens,
+        "cache_creation": tokens.cache_creation_input_tokens,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +97,7 @@ class Tally:
     rows: int
     ok: int
     failed: int
-    tokens: Tokens
+    tokens: Usage
     cost_usd: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +105,7 @@ class Tally:
             "rows": self.rows,
             "ok": self.ok,
             "failed": self.failed,
-            "tokens": self.tokens.to_dict(),
+            "tokens": tokens_dict(self.tokens),
             "cost_usd": self.cost_usd,
         }
 
@@ -195,7 +177,7 @@ class JobStats:
     ok: int
     failed: int
     pending: int
-    tokens: Tokens
+    tokens: Usage
     cost_usd: float
     price_table: str | None
     """The table that priced ``cost_usd``: from the rows, or the ``prices=`` table when re-priced."""
@@ -227,10 +209,10 @@ class JobStats:
             "ok": self.ok,
             "failed": self.failed,
             "pending": self.pending,
-            "input_tokens": self.tokens.input,
-            "output_tokens": self.tokens.output,
-            "cache_read_input_tokens": self.tokens.cache_read,
-            "cache_creation_input_tokens": self.tokens.cache_creation,
+            "input_tokens": self.tokens.input_tokens,
+            "output_tokens": self.tokens.output_tokens,
+            "cache_read_input_tokens": self.tokens.cache_read_input_tokens,
+            "cache_creation_input_tokens": self.tokens.cache_creation_input_tokens,
             "total_tokens": self.tokens.total,
             "cost_usd": self.cost_usd,
             "price_table": self.price_table,
@@ -472,7 +454,7 @@ def prepare(table: pa.Table, *, prices: PriceTable | None = None, by: str | None
     column as ``BY_COLUMN`` (the user's column name may clash with ours)."""
     table = table.combine_chunks()
     status = table["status"].combine_chunks()
-    tokens = {c: pc.fill_null(table[c].combine_chunks(), 0).cast(pa.int64()) for c in TOKEN_COLUMNS}
+    tokens = {c: pc.fill_null(table[c].combine_chunks(), 0).cast(pa.int64()) for c in TOKEN_FIELDS}
     lane = pc.fill_null(table["lane"].combine_chunks(), "on_demand")
     if prices is not None:
         cost = _reprice(table, tokens, lane, prices)
@@ -513,14 +495,13 @@ def _reprice(table: pa.Table, tokens: Mapping[str, pa.Array], lane: pa.Array, pr
         for model_id, _, lane_name in (v.partition("\x00") for v in encoded.dictionary.to_pylist())
     ]
     cost = pa.nulls(len(table), pa.float64()).fill_null(0.0)
-    # TOKEN_COLUMNS is (input, output, cache read, cache creation); Rates is (input, output, write, read).
-    for column, slot in zip(TOKEN_COLUMNS, (0, 1, 3, 2), strict=True):
-        per_row = pc.take(pa.array([r[slot] for r in rates], pa.float64()), encoded.indices)
+    for column in TOKEN_FIELDS:
+        per_row = pc.take(pa.array([getattr(r, column) for r in rates], pa.float64()), encoded.indices)
         cost = pc.add(cost, pc.multiply(tokens[column].cast(pa.float64()), pc.fill_null(per_row, 0.0)))
     return cost
 
 
-_SUMS: tuple[str, ...] = ("ok", "failed", *TOKEN_COLUMNS, "cost")
+_SUMS: tuple[str, ...] = ("ok", "failed", *TOKEN_FIELDS, "cost")
 _AGGREGATES: list[tuple[Any, str]] = [([], "count_all"), *((c, "sum") for c in _SUMS)]
 _EPOCH_FLOOR = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 """Timestamps before this are placeholders (a row never sent), not times."""
@@ -544,12 +525,7 @@ class _Sums:
             rows=self.rows,
             ok=int(v["ok"]),
             failed=int(v["failed"]),
-            tokens=Tokens(
-                input=int(v["input_tokens"]),
-                output=int(v["output_tokens"]),
-                cache_read=int(v["cache_read_input_tokens"]),
-                cache_creation=int(v["cache_creation_input_tokens"]),
-            ),
+            tokens=Usage(**{name: int(v[name]) for name in TOKEN_FIELDS}),
             cost_usd=float(v["cost"]),
         )
 
@@ -598,7 +574,7 @@ class _Accumulator:
         if timed.num_rows == 0:
             return
         tokens = timed["input_tokens"]
-        for c in TOKEN_COLUMNS[1:]:
+        for c in TOKEN_FIELDS[1:]:
             tokens = pc.add(tokens, timed[c])
         finished_ms = timed["finished_at"].cast(pa.int64())
         self.timeline.append(pa.table({"finished_ms": finished_ms, "tokens": tokens}).combine_chunks())
