@@ -62,6 +62,7 @@ from runner.errors import (
     RetryableError,
     RouteNotFoundError,
 )
+from runner.pool import STOP_COST_CAP
 from runner.schemas import INDEX_COLUMN
 from runner.sink import PartSink
 from runner.types import Completion, Record, Result, Route
@@ -83,7 +84,6 @@ FINAL_STATUSES = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stoppe
 STOP_CHECK_S = 0.25
 CREATE_ATTEMPTS = 3
 CREATE_BACKOFF_S = 1.0
-COST_CAP_REACHED = "max_cost_usd reached"
 
 
 # -- what the job directory remembers ---------------------------------------------------------------
@@ -460,14 +460,15 @@ class BatchLane:
         """Upload and create one shard's job; False when Bedrock's job quota is full (try later)."""
         if self.cost_cap is not None and s.shard.number not in self._reserved:
             worst = self._worst_cost(s)
-            cap = self.cost_cap
-            if cap.spent + cap.reserved + worst > cap.cap:
-                self._stopped = COST_CAP_REACHED
+            if not self.cost_cap.try_reserve(worst):
+                self._stopped = STOP_COST_CAP
                 log.warning(
-                    "batch.cost_cap", shard=s.shard.number, worst_usd=round(worst, 4), cap_usd=cap.cap
+                    "batch.cost_cap",
+                    shard=s.shard.number,
+                    worst_usd=round(worst, 4),
+                    cap_usd=self.cost_cap.cap,
                 )
                 return False
-            cap.reserved += worst
             self._reserved[s.shard.number] = worst
         if not s.uploaded:
             await anyio.to_thread.run_sync(self._upload, s)
@@ -600,13 +601,9 @@ class BatchLane:
                 )  # fmt: skip
                 self.sink.add(result)
                 ok += 1
-                c = self.counters
-                c.ok += 1
-                c.input_tokens += record.usage.input_tokens
-                c.output_tokens += record.usage.output_tokens
-                c.cost_usd += cost
+                self.counters.add_ok(record.usage, cost)
                 if self.cost_cap is not None:
-                    self.cost_cap.spent += cost
+                    self.cost_cap.spend(cost)
                 if self.sink.due():
                     self.sink.commit(*self.sink.take_part())
         except FileNotFoundError:
@@ -639,7 +636,7 @@ class BatchLane:
         await anyio.to_thread.run_sync(self._collect, s, job)
         reserved = self._reserved.pop(s.shard.number, None)
         if reserved is not None and self.cost_cap is not None:
-            self.cost_cap.reserved -= reserved
+            self.cost_cap.release(reserved)
         self._save(state)
 
     async def _wait(self, seconds: float) -> None:
@@ -663,7 +660,7 @@ class BatchLane:
             for s in state.shards:
                 if s.in_flight:  # submitted by an earlier run: its worst case is still reserved
                     self._reserved[s.shard.number] = self._worst_cost(s)
-                    self.cost_cap.reserved += self._reserved[s.shard.number]
+                    self.cost_cap.hold(self._reserved[s.shard.number])
         attached = sum(1 for s in state.shards if not s.collected)
         if attached:
             log.info("batch.reattached", shards=attached, job_key=state.job_key)

@@ -29,7 +29,7 @@ from runner.bedrock import AioBotoTransport, Transport
 from runner.errors import PreflightError, RouteError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
-from runner.pool import CostCap, Counters, Pool
+from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
 from runner.pricing import PriceTable
 from runner.progress import figures, report_progress
 from runner.request import dumps_body
@@ -42,8 +42,6 @@ from runner.storage import upload_results
 from runner.types import Route
 
 log = structlog.get_logger("runner.job")
-
-INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +229,7 @@ async def run_job_async(
             await anyio.to_thread.run_sync(upload_results, job.results, spec.output.s3_uri)
         after = dataclasses.replace(job.progress(scope=limit), running=False)  # our own lock
         elapsed = time.monotonic() - started
-        if stopped == INTERRUPTED:
+        if stopped == STOP_INTERRUPTED:
             code = EXIT_INTERRUPTED
         elif after.failed or after.pending:
             code = EXIT_ROWS_FAILED
@@ -347,7 +345,7 @@ async def _watch_signals(pool: Pool) -> None:
                     "press Ctrl-C again to stop at once",
                     file=sys.stderr,
                 )
-                pool.stop(INTERRUPTED)
+                pool.stop(STOP_INTERRUPTED)
             else:
                 print("stopping now; rerun the same command to resume", file=sys.stderr)
                 runner_logging.close()
