@@ -24,7 +24,7 @@ import structlog
 
 from runner import catalog
 from runner import logging as runner_logging
-from runner.batch_lane import run_batch_lane
+from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoTransport, Transport
 from runner.errors import PreflightError, RouteError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED

@@ -23,10 +23,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
-from runner.batch import (
+from runner.batch.shards import (
     record_id,
 )
-from runner.batch_lane import BatchState, ShardState
+from runner.batch.state import BatchState, ShardState
+from runner.bedrock import BatchJob
 from runner.emulator import EmulatorConfig, EmulatorThread
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -211,17 +212,17 @@ class FakeControl:
         self.tokens: list[str] = []
         self.finds = 0
 
-    async def create_job(self, shard: ShardState, *, role_arn: str, timeout_hours: int) -> str:
+    async def create_job(self, shard: BatchJob, *, role_arn: str, timeout_hours: int) -> str:
         self.tokens.append(shard.token)
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
         return f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{len(self.tokens):012d}"
 
-    async def get_job(self, shard: ShardState) -> dict[str, Any]:
+    async def get_job(self, shard: BatchJob) -> dict[str, Any]:
         return {"status": "Failed", "message": "scripted"}
 
-    async def find_job(self, shard: ShardState) -> str | None:
+    async def find_job(self, shard: BatchJob) -> str | None:
         self.finds += 1
         if isinstance(self.find, Exception):
             raise self.find
@@ -272,7 +273,7 @@ class TestLaneSubmit:
                 "route": route, "counters": Counters()}  # fmt: skip
 
     async def run_lane(self, parts: dict[str, Any], control: FakeControl) -> Any:
-        from runner.batch_lane import BatchLane
+        from runner.batch.lane import BatchLane
 
         async def quick(seconds: float) -> None:
             import anyio
@@ -293,7 +294,7 @@ class TestLaneSubmit:
 
     async def test_a_refused_create_stops_the_run_and_is_remembered(self, lane_parts: dict[str, Any]) -> None:
         """AccessDenied on create is a BatchJobError; batch.json says a create went out, with no job."""
-        from runner.batch_lane import BATCH_FILE
+        from runner.batch.state import BATCH_FILE
         from runner.errors import AccessDeniedError, BatchJobError
 
         with pytest.raises(BatchJobError, match="role_arn"):
@@ -327,8 +328,8 @@ class TestLaneSubmit:
         self, lane_parts: dict[str, Any]
     ) -> None:
         """A shard never uploaded whose local file vanished is forgotten, and its rows re-sharded."""
-        from runner.batch import Shard, shard_name
-        from runner.batch_lane import BATCH_FILE
+        from runner.batch.shards import Shard, shard_name
+        from runner.batch.state import BATCH_FILE
 
         job = lane_parts["job"]
         ghost = ShardState(

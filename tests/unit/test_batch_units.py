@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner import storage
-from runner.batch import (
+from runner.batch.shards import (
     Manifest,
     client_request_token,
     job_name,
@@ -25,7 +25,7 @@ from runner.batch import (
     record_id,
     record_index,
 )
-from runner.batch_lane import BatchState, ShardState, lane_summary
+from runner.batch.state import BatchState, ShardState, lane_summary
 from runner.emulator import ConfigError, EmulatorConfig
 from runner.schemas import INDEX_COLUMN
 from runner.types import Record

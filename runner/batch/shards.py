@@ -4,7 +4,7 @@ Bedrock batch inference takes JSONL files of ``{"recordId", "modelInput"}`` line
 ``min_records`` and at most ``max_records`` per job, and writes back, in no guaranteed order,
 ``{"recordId", "modelInput", "modelOutput"}`` or ``{..., "error": {"errorCode", "errorMessage"}}``
 lines. This module knows those formats and the planning rules, and nothing about S3, HTTP or time:
-:mod:`runner.batch_lane` does the submitting, polling and collecting around it.
+:mod:`runner.batch.lane` does the submitting, polling and collecting around it.
 
 Planning streams the source's records into shard files in input order, one shard at a time, so memory
 holds one line, never a shard. A shard closes at ``max_records`` or when the next line would pass
