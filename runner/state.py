@@ -27,12 +27,12 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import itertools
 import json
 import os
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -235,8 +235,7 @@ class JobDir:
     def latest(self, columns: list[str]) -> pa.Table:
         """The newest row per input position across all parts, with ``columns`` (plus ``_index``)."""
         cols = list(dict.fromkeys([INDEX_COLUMN, *columns]))
-        newest = NewestRows.scan(self.part_files(), read=read_part)
-        tables = list(newest.tables(cols, read=read_part))
+        tables = NewestRows.tables(self.part_files(), cols, read=read_part)
         if not tables:
             return pa.table({c: pa.array([], pa.int64()) for c in cols})
         return pa.concat_tables(tables, promote_options="permissive")
@@ -263,25 +262,32 @@ class JobDir:
         return latest.filter(ok)
 
     def progress(self, *, scope: int | None = None) -> Progress:
-        """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``)."""
+        """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``).
+
+        Each part is reduced to its positions and a one-byte outcome as it is read, so the count holds
+        five bytes per part row: it runs at the end of every job, where a job's memory peaks.
+        """
         state = self.read_state()
-        ok = failed = retryable_failed = 0
-        columns = [INDEX_COLUMN, "status", "retryable"]
-        for part in NewestRows.scan(self.part_files(), read=read_part).tables(columns, read=read_part):
+        files = self.part_files()
+        newest = NewestRows.scan(files, read=read_part)
+        counts: dict[int, int] = {}
+        for number, path in enumerate(files):
+            part = _read_outcomes(path)
+            mask = newest.mask(number, part.column(INDEX_COLUMN))
+            if mask is not None:
+                part = part.filter(mask)
             if scope is not None:
                 part = part.filter(pc.less(part.column(INDEX_COLUMN), scope))
-            is_ok = pc.equal(part.column("status"), "ok")
-            retryable = pc.and_(pc.invert(is_ok), pc.fill_null(part.column("retryable"), False))
-            ok += _count(is_ok)
-            failed += part.num_rows - _count(is_ok)
-            retryable_failed += _count(retryable)
+            for item in pc.value_counts(part.column("outcome")).to_pylist():
+                counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+        ok, retryable_failed = counts.get(_OK, 0), counts.get(_RETRYABLE, 0)
         rows = int(state.get("input", {}).get("rows", 0))
         if scope is not None:
             rows = min(rows, scope)
         return Progress(
             rows=rows,
             ok=ok,
-            failed=failed,
+            failed=counts.get(_FAILED, 0) + retryable_failed,
             failed_retryable=retryable_failed,
             running=self.is_locked(),
         )
@@ -346,100 +352,124 @@ class JobDir:
         return table.take(pa.array(inverse, pa.int64()))
 
 
-def _count(mask: pa.ChunkedArray | pa.Array) -> int:
-    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+_OK, _FAILED, _RETRYABLE = 1, 2, 3
+"""A row's outcome in :meth:`JobDir.progress`."""
+
+
+def _read_outcomes(path: Path) -> pa.Table:
+    """A part reduced to its positions (int32) and ``outcome`` (int8: ok, failed, failed and retryable)."""
+    part = read_part(path, [INDEX_COLUMN, "status", "retryable"])
+    retryable = pc.fill_null(part.column("retryable"), False)
+    outcome = pc.if_else(
+        pc.equal(part.column("status"), "ok"), _OK, pc.if_else(retryable, _RETRYABLE, _FAILED)
+    )
+    return pa.table(
+        {
+            INDEX_COLUMN: pc.cast(part.column(INDEX_COLUMN), pa.int32()),
+            "outcome": pc.cast(outcome, pa.int8()),
+        }
+    )
 
 
 Reader = Callable[[Path, list[str]], pa.Table]
 """Reads some columns of one result file (``read_part`` for the engine; ``stats`` has its own errors)."""
 
 
+def _arange(n: int) -> pa.Array:
+    """0, 1, ..., n - 1 as int32 (four bytes each, no temporaries)."""
+    return pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(array("i", range(n)))])
+
+
 class NewestRows:
     """Where each key's newest row is, across result files read oldest first: the one reader of "a later
     part wins for the same input position" (and, within a file, the later row).
 
-    Two 4-byte slots per key, (file, row), filled file by file from the key column alone, a later
-    file overwriting: a few bytes per input row, never a table of every part row. The key is the input
-    position (``_index``); a file set without it (a ``results.parquet`` alone) is keyed by row id,
-    numbered densely over all files.
+    The rows of all files are numbered in reading order (``seq``); ``winner[k]`` is the ``seq`` of key
+    ``k``'s newest row (null: no row yet). Built from the key columns alone, in Arrow compute: the
+    inverse permutation of the keys when every key is distinct (the usual case), else a stable sort of
+    the keys picks the last of each run. Four bytes per key and per row, never a table of every part
+    row. The key is the input position (``_index``); a file set without it (a ``results.parquet``
+    alone) is keyed by row id, numbered densely over all files.
     """
 
-    def __init__(self, files: Sequence[Path], key: str, codes: list[pa.Array] | None = None) -> None:
+    def __init__(self, files: Sequence[Path], key: str, keys: Sequence[pa.Array]) -> None:
         self.files = list(files)
         self.key = key
-        self._codes = codes
-        """Dense numbers of a key that is not already one (the row id), per file."""
-        self.part_of = array("i")
-        self.row_of = array("i")
+        sizes = [len(k) for k in keys]
+        self._offsets = [0, *itertools.accumulate(sizes)]
+        self._codes: list[pa.Array] | None = None
+        if key != INDEX_COLUMN and keys:  # number the ids densely over all files
+            flat = pa.chunked_array(keys, keys[0].type).combine_chunks()
+            codes = flat.dictionary_encode().indices
+            self._codes = [codes.slice(self._offsets[n], size) for n, size in enumerate(sizes)]
+            keys = self._codes
+        self.winner = _winners(pa.chunked_array([k.cast(pa.int32()) for k in keys], pa.int32()))
 
     @classmethod
     def scan(cls, files: Sequence[Path], *, read: Reader, key: str = INDEX_COLUMN) -> NewestRows:
         """Read the key column of every file, oldest first, and note where each key's newest row is."""
-        if key == INDEX_COLUMN:
-            newest = cls(files, key)
-            for number, path in enumerate(files):
-                newest._add(number, read(path, [key]).column(key))
-            return newest
-        columns = [read(path, [key]).column(key) for path in files]
-        codes: list[pa.Array] = []
-        if columns:
-            chunks = pa.chunked_array([k for c in columns for k in c.chunks], columns[0].type)
-            indices = chunks.combine_chunks().dictionary_encode().indices.cast(pa.int64())
-            start = 0
-            for column in columns:
-                codes.append(indices.slice(start, len(column)))
-                start += len(column)
-        newest = cls(files, key, codes)
-        for number, positions in enumerate(codes):
-            newest._add(number, positions)
-        return newest
+        if key != INDEX_COLUMN:
+            return cls(files, key, [_flat(read(path, [key]).column(key)) for path in files])
+        # Four bytes a row from the start: each int64 column is let go as soon as it is read.
+        return cls(files, key, [_flat(pc.cast(read(path, [key]).column(key), pa.int32())) for path in files])
 
-    def _add(self, number: int, keys: pa.Array | pa.ChunkedArray) -> None:
-        positions = keys.to_pylist()
-        if positions and (top := max(positions)) >= len(self.part_of):
-            grow = top + 1 - len(self.part_of)
-            self.part_of.extend(repeat(-1, grow))
-            self.row_of.extend(repeat(0, grow))
-        for row, position in enumerate(positions):
-            self.part_of[position] = number
-            self.row_of[position] = row
+    @classmethod
+    def tables(cls, files: Sequence[Path], columns: list[str], *, read: Reader) -> list[pa.Table]:
+        """Each file's newest rows (by ``_index``), with ``columns``, oldest file first: every file is
+        read once, and only ``columns`` (``read`` may also reduce what it read to them)."""
+        wanted = list(dict.fromkeys([*columns, INDEX_COLUMN]))
+        tables = [read(path, wanted) for path in files]
+        newest = cls(files, INDEX_COLUMN, [_flat(t.column(INDEX_COLUMN)) for t in tables])
+        out = []
+        for number, table in enumerate(tables):
+            mask = newest.mask(number, table.column(INDEX_COLUMN))
+            out.append((table if mask is None else table.filter(mask)).select(columns))
+        return out
 
-    def mask(self, number: int, keys: pa.Array | pa.ChunkedArray) -> pa.BooleanArray | None:
-        """Which rows of file ``number`` (whose key column is ``keys``) are the newest of their key;
-        ``None`` when all of them are (the common case)."""
-        codes = self._codes[number] if self._codes is not None else keys
+    def mask(self, number: int, keys: pa.Array | pa.ChunkedArray, start: int = 0) -> pa.BooleanArray | None:
+        """Which of the rows ``start..`` of file ``number`` (whose keys are ``keys``) are the newest of
+        their key; ``None`` when all of them are (the common case)."""
+        codes = self._codes[number].slice(start, len(keys)) if self._codes is not None else _flat(keys)
         if len(codes) == 0:
             return None
-        part_of = pa.Array.from_buffers(pa.int32(), len(self.part_of), [None, pa.py_buffer(self.part_of)])
-        row_of = pa.Array.from_buffers(pa.int32(), len(self.row_of), [None, pa.py_buffer(self.row_of)])
-        mine = pc.equal(pc.take(part_of, codes), pa.scalar(number, pa.int32()))
-        rows = pa.array(range(len(codes)), pa.int32())
-        newest = pc.and_(mine, pc.equal(pc.take(row_of, codes), rows))
+        offset = self._offsets[number] + start
+        mine = pc.subtract(pc.take(self.winner, codes.cast(pa.int32())), offset)
+        newest = pc.equal(mine, _arange(len(codes)))
         if pc.all(newest).as_py():
             return None
-        return newest.combine_chunks() if isinstance(newest, pa.ChunkedArray) else newest
-
-    def tables(self, columns: list[str], *, read: Reader) -> Iterator[pa.Table]:
-        """Each file's newest rows, with ``columns``, oldest file first."""
-        wanted = list(dict.fromkeys([*columns, self.key]))
-        for number, path in enumerate(self.files):
-            table = read(path, wanted)
-            mask = self.mask(number, table.column(self.key))
-            if mask is not None:
-                table = table.filter(mask)
-            yield table.select(columns)
+        return newest
 
     def chunks(self, size: int) -> Iterator[tuple[list[int], list[int]]]:
         """(file, row) of the newest row of each key, in key order, ``size`` at a time."""
-        parts: list[int] = []
-        rows: list[int] = []
-        for position, part in enumerate(self.part_of):
-            if part < 0:
-                continue  # no outcome yet (pending)
-            parts.append(part)
-            rows.append(self.row_of[position])
-            if len(parts) == size:
-                yield parts, rows
-                parts, rows = [], []
-        if parts:
-            yield parts, rows
+        seqs = self.winner.drop_null()
+        bounds = itertools.pairwise(self._offsets)
+        file_of = pa.concat_arrays(
+            [pa.array([], pa.int32())]
+            + [pa.nulls(end - start, pa.int32()).fill_null(n) for n, (start, end) in enumerate(bounds)]
+        )
+        starts = pa.array(self._offsets[:-1], pa.int32())
+        for start in range(0, len(seqs), size):
+            chunk = seqs.slice(start, size)
+            parts = pc.take(file_of, chunk)
+            yield parts.to_pylist(), pc.subtract(chunk, pc.take(starts, parts)).to_pylist()
+
+
+def _flat(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _winners(keys: pa.ChunkedArray) -> pa.Array:
+    """For each key value ``k`` in ``0..max(keys)``, the index of its last occurrence in ``keys`` (null
+    where it never occurs); int32."""
+    n = len(keys)
+    if n == 0:
+        return pa.array([], pa.int32())
+    top = int(pc.max(keys).as_py())
+    winner = _flat(pc.inverse_permutation(keys, max_index=top, output_type=pa.int32()))
+    if winner.null_count == top + 1 - n:
+        return winner  # every key distinct: the inverse permutation is the answer
+    del winner
+    order = pc.sort_indices(keys)  # stable: the rows of one key stay in reading order
+    ordered = _flat(pc.take(keys, order))
+    last = pa.concat_arrays([pc.not_equal(ordered.slice(0, n - 1), ordered.slice(1)), pa.array([True])])
+    return pc.scatter(pc.cast(order.filter(last), pa.int32()), ordered.filter(last), max_index=top)

@@ -321,15 +321,15 @@ def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
     except pa.ArrowException as exc:
         raise StateError(f"{job.job_dir}: result files disagree on the {job.key} column ({exc})") from None
     for number, (path, schema) in enumerate(zip(job.files, job.schemas, strict=True)):
-        mask = newest.mask(number, _read_columns(path, [job.key]).column(job.key))
-        present = [c for c in columns if c in schema.names]
+        present = [c for c in dict.fromkeys([*columns, job.key]) if c in schema.names]
         offset = 0
         try:
             batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=present)
             for batch in batches:
                 table = pa.Table.from_batches([batch])
+                mask = newest.mask(number, table.column(job.key), offset)
                 if mask is not None:
-                    table = table.filter(mask.slice(offset, batch.num_rows))
+                    table = table.filter(mask)
                 offset += batch.num_rows
                 for name in columns:
                     if name not in schema.names:
