@@ -61,9 +61,9 @@ class JobReport:
 
 GC_THRESHOLD = (50_000, 20, 20)
 """Garbage-collector thresholds while :func:`run_job` runs. With the default (700, 10, 10) a job ran
-a young-generation collection every ~25 rows and spent ~11 % of its CPU in the collector (20,000
-rows at zero latency: 1.5 of 14 CPU s); rows allocate short-lived containers that refcounting frees
-anyway. Restored when the job ends."""
+young-generation collections every few rows and spent a tenth of its CPU in the collector (bench/notes.md,
+"Measurements behind the code"); rows allocate short-lived containers that refcounting frees anyway.
+Restored when the job ends."""
 
 
 @contextlib.contextmanager

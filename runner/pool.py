@@ -64,7 +64,7 @@ async def _receive(recv: MemoryObjectReceiveStream[T]) -> T:
     ``receive()`` yields to the event loop even when an item is waiting. A task that drains a busy
     stream that way takes one loop iteration per item, and every iteration polls the sockets with a
     zero timeout for the few answers that arrived meanwhile: at zero latency the pool ran one loop
-    iteration per row instead of one per ~40 answers, which cost ~0.1 ms of CPU per row.
+    iteration per row instead of one per many answers (bench/notes.md, "Measurements behind the code").
     """
     try:
         return recv.receive_nowait()

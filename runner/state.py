@@ -54,8 +54,8 @@ PART_GLOB = "part-*.parquet"
 """Committed parts; the temporary files of :mod:`runner.atomic` start with a dot and never match."""
 STATE_VERSION = 1
 CONSOLIDATE_CHUNK_ROWS = 10_000
-"""Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it (a 200,000-row
-job: 50,000 -> 282 MB, 10,000 -> 226 MB peak RSS), and 10,000 is also the fastest of 5k-50k."""
+"""Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it, and
+10,000 was also the fastest of 5k-50k (bench/notes.md, "Measurements behind the code")."""
 
 
 CONSOLIDATE_CACHE_PARTS = 3
@@ -73,9 +73,8 @@ def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
     """One committed part file (or some of its columns), read in this thread; a damaged part is a
     :class:`StateError` that says what to do.
 
-    Twice as fast as ``pq.read_table`` on small files, which sets up a dataset scan per file: a
-    resume reads the key columns of every part three times (495 parts for a million rows: 0.58 ->
-    0.27 s a pass).
+    Faster than ``pq.read_table`` on small files, which sets up a dataset scan per file; a resume
+    reads the key columns of every part three times (bench/notes.md, "Measurements behind the code").
     """
     try:
         with pq.ParquetFile(path) as parquet:

@@ -19,7 +19,7 @@ One streaming pass: a first look at the key column alone finds the newest row of
 files are read in batches of the columns the figures need (completions stay on disk), each batch is
 reduced with pyarrow compute and ``Table.group_by`` to partial sums, and the partial sums are merged.
 No Python loop runs over rows, and memory is one batch plus a few bytes per row (the key, and the ok
-rows' latencies for the percentiles): a million-row job takes about a second and 0.3 GB.
+rows' latencies for the percentiles; bench/notes.md, "Measurements behind the code").
 
 Cost is what the engine recorded per row (``cost_usd``, priced with the route that served it), under the
 table named in the rows' ``price_table`` column. With ``prices=`` the rows are re-priced from their
