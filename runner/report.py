@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runner.atomic import atomic_write
 from runner.errors import SinkError
 from runner.stats import Collected, JobStats, Tally
 
@@ -130,10 +129,8 @@ def write_html(path: Path, collected: Collected) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_write(path, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
     except OSError as exc:
         raise SinkError(f"{path}: cannot write the report ({exc.strerror})") from None
     return path
