@@ -4,8 +4,8 @@ Every benchmark runs the emulator and the runner in two separate processes (the 
 cores, one each), talks to the emulator only over loopback, and measures the runner from outside
 (``wait4`` rusage: peak RSS, CPU) as well as from inside (``bench._child`` times ``run_job``).
 
-Scale knobs are environment variables read with :func:`env_int` / :func:`env_float`, so a quick run
-is ``BENCH_QUICK=1 python -m bench``; each benchmark documents its own.
+Scale knobs are environment variables read with :func:`env_int`, so a quick run is
+``BENCH_QUICK=1 python -m bench``; each benchmark documents its own.
 """
 
 from __future__ import annotations
@@ -49,13 +49,6 @@ def env_int(name: str, default: int, quick: int | None = None) -> int:
     value = os.environ.get(name)
     if value:
         return int(value.replace("_", ""))
-    return quick if (QUICK and quick is not None) else default
-
-
-def env_float(name: str, default: float, quick: float | None = None) -> float:
-    value = os.environ.get(name)
-    if value:
-        return float(value)
     return quick if (QUICK and quick is not None) else default
 
 

@@ -12,11 +12,10 @@ import os
 import sys
 
 if sys.platform != "win32":  # the Windows wheels have no jemalloc
-    # Arrow's default allocator (mimalloc) keeps the memory it frees; jemalloc gives it back. Reading
-    # the input and rebuilding results.parquet left `bedrock-batch run` ~60 MB larger at its peak
-    # (10,000 rows: 212 -> 162 MB, 50,000: 257 -> 194 MB) at the same CPU. Arrow reads this once, at
-    # its first allocation, so it only takes effect when runner is imported before pyarrow is used
-    # (the CLI); a value already set wins.
+    # Arrow's default allocator (mimalloc) keeps the memory it frees; jemalloc gives it back, which
+    # lowers the peak of `bedrock-batch run` at the same CPU (bench/notes.md, "Measurements behind the
+    # code"). Arrow reads this once, at its first allocation, so it only takes effect when runner is
+    # imported before pyarrow is used (the CLI); a value already set wins.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 from runner.errors import (

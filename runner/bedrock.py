@@ -1,10 +1,15 @@
-"""The only module that talks to Bedrock: InvokeModel through aioboto3, behind a ``Transport`` seam.
+"""The only module that talks to Bedrock, through one seam per system it calls [httpx's transports]::
 
-One aioboto3 client per region for the whole job (each costs ~26 ms of CPU to build, so never one per
-request), botocore's own retries off (tenacity in ``pool`` is the only retry layer, or every failure
-would be retried twice over), a connection pool as large as the job's concurrency, and every botocore
-or aiohttp failure translated into the ``errors`` tree in one place: :func:`map_botocore_errors`.
-The emulator path and the real-AWS path are the same code; only ``endpoint_url`` differs.
+    Transport      InvokeModel (bedrock-runtime)           AioBotoTransport      <- the pool
+    ControlPlane   batch inference jobs (bedrock)          AioBotoControlPlane   <- the batch lane
+                   ListFoundationModels, ListInferenceProfiles: control_client() <- ``models``
+
+One aioboto3 client per region for the whole job (building one is costly, so never one per request),
+botocore's own retries off (tenacity in ``pool`` is the only retry layer, or every failure would be
+retried twice over), a connection pool as large as the job's concurrency, every botocore or aiohttp
+failure translated into the ``errors`` tree in one place (:func:`map_botocore_errors`), and one rule
+for credentials (:func:`placeholder_credentials`). The emulator path and the real-AWS path are the
+same code; only ``endpoint_url`` differs.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import ipaddress
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
@@ -25,6 +30,8 @@ from botocore.config import Config
 
 from runner.errors import (
     AccessDeniedError,
+    BatchError,
+    BatchJobError,
     EndpointUnavailableError,
     InvocationError,
     ModelError,
@@ -131,12 +138,7 @@ def parse_completion(raw: bytes, headers: dict[str, str], latency_ms: float) -> 
     return Completion(
         text=text,
         stop_reason=data.get("stop_reason"),
-        usage=Usage(
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
-            cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
-            cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
-        ),
+        usage=Usage.from_json(usage),
         request_id=headers.get("x-amzn-requestid"),
         latency_ms=latency_ms,
         server_latency_ms=_number(headers.get("x-amzn-bedrock-invocation-latency")),
@@ -172,15 +174,14 @@ class AioBotoTransport:
         timeout_s: float = 600.0,
         session: aioboto3.Session | None = None,
     ) -> AsyncIterator[AioBotoTransport]:
-        session = session or aioboto3.Session()
-        if await session.get_credentials() is None:
-            if not is_loopback(endpoint_url):
-                raise PreflightError(
-                    "no AWS credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
-                    "AWS_PROFILE or an instance role); nothing was sent"
-                )
-            # A local emulator checks signatures' shape, not their secret: sign with placeholders.
-            session = aioboto3.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator")
+        session = await _signing_session(
+            session,
+            endpoint_url,
+            lambda: PreflightError(
+                "no AWS credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
+                "AWS_PROFILE or an instance role); nothing was sent"
+            ),
+        )
         config = client_config(max_in_flight=max_in_flight, timeout_s=timeout_s)
         async with AsyncExitStack() as stack:
             clients: dict[str, Any] = {}
@@ -214,6 +215,117 @@ class AioBotoTransport:
             raise
 
 
+# -- the batch control plane --------------------------------------------------------------------
+
+
+class BatchJob(Protocol):
+    """What the control plane needs to know of one batch job (the lane's ``ShardState`` is one)."""
+
+    model_id: str
+    region: str
+    job_name: str
+    token: str
+    input_uri: str
+    output_uri: str
+    job_arn: str | None
+
+    @property
+    def route(self) -> Route: ...
+
+
+class ControlPlane(Protocol):
+    """The three Bedrock control-plane calls the batch lane makes; errors are ``runner.errors`` classes."""
+
+    async def create_job(self, shard: BatchJob, *, role_arn: str, timeout_hours: int) -> str: ...
+
+    async def get_job(self, shard: BatchJob) -> dict[str, Any]: ...
+
+    async def find_job(self, shard: BatchJob) -> str | None: ...
+
+
+class AioBotoControlPlane:
+    """The ``bedrock`` control-plane client through aioboto3: one client per region, opened on first use.
+
+    Same settings as the runtime transport (:func:`client_config`: botocore's retries off, the lane
+    decides what to retry) and the same error translation (:func:`map_botocore_errors`).
+    """
+
+    def __init__(self, session: aioboto3.Session, stack: AsyncExitStack, endpoint_url: str | None) -> None:
+        self._session = session
+        self._stack = stack
+        self._endpoint_url = endpoint_url
+        self._clients: dict[str, Any] = {}
+        self._config = client_config(max_in_flight=4, timeout_s=60.0)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, *, endpoint_url: str | None = None, session: aioboto3.Session | None = None
+    ) -> AsyncIterator[AioBotoControlPlane]:
+        session = await _signing_session(
+            session,
+            endpoint_url,
+            lambda: BatchJobError(
+                "no AWS credentials found for Bedrock batch inference (AWS_ACCESS_KEY_ID, "
+                "~/.aws/credentials, AWS_PROFILE or an instance role); nothing was submitted"
+            ),
+        )
+        async with AsyncExitStack() as stack:
+            yield cls(session, stack, endpoint_url)
+
+    async def _client(self, region: str) -> Any:
+        client = self._clients.get(region)
+        if client is None:
+            client = await self._stack.enter_async_context(
+                self._session.client(
+                    "bedrock", region_name=region, endpoint_url=self._endpoint_url, config=self._config
+                )
+            )
+            self._clients[region] = client
+        return client
+
+    async def create_job(self, shard: BatchJob, *, role_arn: str, timeout_hours: int) -> str:
+        client = await self._client(shard.region)
+        with map_botocore_errors(shard.route):
+            answer = await client.create_model_invocation_job(
+                jobName=shard.job_name,
+                roleArn=role_arn,
+                clientRequestToken=shard.token,
+                modelId=shard.model_id,
+                inputDataConfig={"s3InputDataConfig": {"s3Uri": shard.input_uri, "s3InputFormat": "JSONL"}},
+                outputDataConfig={"s3OutputDataConfig": {"s3Uri": shard.output_uri}},
+                timeoutDurationInHours=timeout_hours,
+            )
+        return str(answer["jobArn"])
+
+    async def get_job(self, shard: BatchJob) -> dict[str, Any]:
+        assert shard.job_arn is not None
+        client = await self._client(shard.region)
+        with map_botocore_errors(shard.route):
+            answer: dict[str, Any] = await client.get_model_invocation_job(jobIdentifier=shard.job_arn)
+        return answer
+
+    async def find_job(self, shard: BatchJob) -> str | None:
+        """The job a lost create made, found by its name and token (ListModelInvocationJobs)."""
+        client = await self._client(shard.region)
+        token: str | None = None
+        with map_botocore_errors(shard.route):
+            while True:
+                kwargs: dict[str, Any] = {"nameContains": shard.job_name, "maxResults": 100}
+                if token:
+                    kwargs["nextToken"] = token
+                page = await client.list_model_invocation_jobs(**kwargs)
+                for summary in page.get("invocationJobSummaries", []):
+                    if summary.get("clientRequestToken") == shard.token:
+                        return str(summary["jobArn"])
+                token = page.get("nextToken")
+                if not token:
+                    return None
+
+
+# -- credentials and client settings -------------------------------------------------------------
+
+
 def is_loopback(endpoint_url: str | None) -> bool:
     """Whether ``endpoint_url`` points at this machine (the emulator), never at AWS."""
     if not endpoint_url:
@@ -225,6 +337,44 @@ def is_loopback(endpoint_url: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def placeholder_credentials(endpoint_url: str | None) -> tuple[str, str] | None:
+    """What to sign with when no credentials were found, (key id, secret): placeholders for a local
+    endpoint (the emulator checks a signature's shape, not its secret), ``None`` for AWS (the caller
+    stops)."""
+    return ("emulator", "emulator") if is_loopback(endpoint_url) else None
+
+
+async def _signing_session(
+    session: aioboto3.Session | None, endpoint_url: str | None, missing: Callable[[], BatchError]
+) -> aioboto3.Session:
+    """``session`` (or the default chain's) when it finds credentials, else the placeholders' for a
+    local endpoint; ``missing()`` is raised for AWS without credentials."""
+    session = session or aioboto3.Session()
+    if await session.get_credentials() is not None:
+        return session
+    placeholders = placeholder_credentials(endpoint_url)
+    if placeholders is None:
+        raise missing()
+    key_id, secret = placeholders
+    return aioboto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)
+
+
+def control_client(
+    region: str, endpoint_url: str | None, *, connect_timeout_s: float, read_timeout_s: float
+) -> Any:
+    """A plain boto3 ``bedrock`` client for a quick look at the account (``models``): no retries."""
+    import boto3
+
+    session = boto3.Session()
+    if (placeholders := placeholder_credentials(endpoint_url)) and session.get_credentials() is None:
+        key_id, secret = placeholders
+        session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)
+    config = Config(
+        retries={"total_max_attempts": 1}, connect_timeout=connect_timeout_s, read_timeout=read_timeout_s
+    )
+    return session.client("bedrock", region_name=region, endpoint_url=endpoint_url or None, config=config)
 
 
 def client_config(*, max_in_flight: int, timeout_s: float) -> Config:

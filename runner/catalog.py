@@ -148,7 +148,7 @@ def find_model(model_id: str) -> tuple[Model, str | None]:
 
     ``anthropic.claude-...`` gives ``(model, None)``; ``eu.anthropic.claude-...`` gives ``(model, "eu")``.
     Raises :class:`UnknownModelError` for anything else, including a geography the catalogue does not
-    know; whether the model *has* that geography is the caller's question (see :func:`has_geography`).
+    know; whether the model *has* that geography (``model.geographies``) is the caller's question.
     """
     if model_id in _BY_BASE_ID:
         return _BY_BASE_ID[model_id], None
@@ -156,11 +156,6 @@ def find_model(model_id: str) -> tuple[Model, str | None]:
     if prefix in GEOGRAPHIES and rest in _BY_BASE_ID:
         return _BY_BASE_ID[rest], prefix
     raise UnknownModelError(model_id)
-
-
-def has_geography(model: Model, geography: str) -> bool:
-    """Whether Bedrock offers an inference profile of ``model`` in ``geography``."""
-    return geography in model.geographies
 
 
 def region_geography(region: str) -> str | None:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runner.atomic import atomic_write
+
 DEMO_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -82,32 +84,27 @@ def make_demo_dataset(path: str | os.PathLike[str], rows: int = 2000, seed: int 
     rng = random.Random(seed)
     pool, starts = _sentence_pool(rng)
     first_copy = len(starts) // 2
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with pq.ParquetWriter(str(tmp), DEMO_SCHEMA, compression="zstd") as writer:
-            for chunk_start in range(0, rows, ROW_GROUP_ROWS) if rows else [0]:
-                n = min(ROW_GROUP_ROWS, rows - chunk_start)
-                ids, texts, audiences, teams = [], [], [], []
-                for i in range(chunk_start + 1, chunk_start + n + 1):
-                    begin = starts[rng.randrange(first_copy)]
-                    target = begin + rng.randint(MIN_CHARS, MAX_CHARS)
-                    # End at the last sentence end within the target, or, if that is too short,
-                    # at the first sentence end past MIN_CHARS (sentences are shorter than 200).
-                    end = starts[bisect.bisect_right(starts, target + 1) - 1] - 1
-                    if end - begin < MIN_CHARS:
-                        end = starts[bisect.bisect_left(starts, begin + MIN_CHARS + 1)] - 1
-                    ids.append(f"row-{i:06d}")
-                    texts.append(pool[begin:end])
-                    audiences.append(AUDIENCES[rng.random() < 0.3])
-                    teams.append(TEAMS[rng.randrange(len(TEAMS))])
-                table = pa.Table.from_arrays(
-                    [pa.array(ids), pa.array(texts), pa.array(audiences), pa.array(teams)],
-                    schema=DEMO_SCHEMA,
-                )
-                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out) as fh, pq.ParquetWriter(fh, DEMO_SCHEMA, compression="zstd") as writer:
+        for chunk_start in range(0, rows, ROW_GROUP_ROWS) if rows else [0]:
+            n = min(ROW_GROUP_ROWS, rows - chunk_start)
+            ids, texts, audiences, teams = [], [], [], []
+            for i in range(chunk_start + 1, chunk_start + n + 1):
+                begin = starts[rng.randrange(first_copy)]
+                target = begin + rng.randint(MIN_CHARS, MAX_CHARS)
+                # End at the last sentence end within the target, or, if that is too short,
+                # at the first sentence end past MIN_CHARS (sentences are shorter than 200).
+                end = starts[bisect.bisect_right(starts, target + 1) - 1] - 1
+                if end - begin < MIN_CHARS:
+                    end = starts[bisect.bisect_left(starts, begin + MIN_CHARS + 1)] - 1
+                ids.append(f"row-{i:06d}")
+                texts.append(pool[begin:end])
+                audiences.append(AUDIENCES[rng.random() < 0.3])
+                teams.append(TEAMS[rng.randrange(len(TEAMS))])
+            table = pa.Table.from_arrays(
+                [pa.array(ids), pa.array(texts), pa.array(audiences), pa.array(teams)],
+                schema=DEMO_SCHEMA,
+            )
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
     return out
 
 

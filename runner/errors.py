@@ -23,7 +23,6 @@
         │   │   ├── AccessDeniedError      403 AccessDeniedException
         │   │   └── RouteNotFoundError     404 ResourceNotFoundException
         │   └── QuotaExceededError     400 ServiceQuotaExceededException
-        └── RetriesExhaustedError  out of attempts; carries the last cause
 
 A failed row never leaves the task group as an exception: it becomes an ``error`` row whose
 ``error_type`` is the class name. Only job-fatal errors reach the CLI, which prints one line.
@@ -142,18 +141,3 @@ class RouteNotFoundError(RouteError):
 
 class QuotaExceededError(PermanentError):
     """ServiceQuotaExceededException: a hard account limit, not a throttle."""
-
-
-class RetriesExhaustedError(InvocationError):
-    """Out of attempts. ``last`` is the final cause; its type names the row's error."""
-
-    def __init__(self, message: str, *, last: InvocationError, attempts: int) -> None:
-        super().__init__(
-            message, code=last.code, status=last.status, request_id=last.request_id, route=last.route
-        )
-        self.last = last
-        self.attempts = attempts
-
-    @property
-    def error_type(self) -> str:
-        return self.last.error_type

@@ -14,36 +14,35 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
+import pyarrow as pa
 import structlog
 
 from runner import catalog
 from runner import logging as runner_logging
-from runner.batch_lane import run_batch_lane
+from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoTransport, Transport
 from runner.errors import PreflightError, RouteError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
-from runner.pool import CostCap, Counters, Pool
+from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
 from runner.pricing import PriceTable
 from runner.progress import figures, report_progress
 from runner.request import dumps_body
 from runner.routing import Router, plan_routes
 from runner.sink import PartSink, part_schema
-from runner.source import Source
+from runner.source import InputFingerprint, Source
 from runner.spec import JobSpec
 from runner.state import JobDir, Progress
 from runner.storage import upload_results
 from runner.types import Route
 
 log = structlog.get_logger("runner.job")
-
-INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,37 +59,11 @@ class JobReport:
     recovered_rows: int = 0
 
 
-def resolve_spec(
-    spec: JobSpec,
-    *,
-    input: str | None = None,
-    output: str | None = None,
-    endpoint_url: str | None = None,
-    max_in_flight: int | None = None,
-    mode: str | None = None,
-) -> JobSpec:
-    """Apply CLI overrides to a loaded spec (re-validated, so a bad flag is a ``SpecError`` too)."""
-    from runner.spec import spec_from_dict
-
-    raw = spec.to_dict()
-    for dotted, value in (
-        ("job.input", input),
-        ("job.output", output),
-        ("model.endpoint_url", endpoint_url),
-        ("limits.max_in_flight", max_in_flight),
-        ("job.mode", mode),
-    ):
-        if value is not None:
-            section, _, key = dotted.partition(".")
-            raw[section][key] = value
-    return spec_from_dict(raw, source=spec.source)
-
-
 GC_THRESHOLD = (50_000, 20, 20)
 """Garbage-collector thresholds while :func:`run_job` runs. With the default (700, 10, 10) a job ran
-a young-generation collection every ~25 rows and spent ~11 % of its CPU in the collector (20,000
-rows at zero latency: 1.5 of 14 CPU s); rows allocate short-lived containers that refcounting frees
-anyway. Restored when the job ends."""
+young-generation collections every few rows and spent a tenth of its CPU in the collector (bench/notes.md,
+"Measurements behind the code"); rows allocate short-lived containers that refcounting frees anyway.
+Restored when the job ends."""
 
 
 @contextlib.contextmanager
@@ -127,11 +100,13 @@ async def run_job_async(
 
     ``transport`` replaces Bedrock (tests of the pool use an in-process fake); ``preflight`` overrides
     the spec's setting; ``progress`` forces the terminal bar on or off (default: on a TTY).
+
+    Open the job (nothing is sent), run the lanes, finish (``results.parquet`` is rebuilt from the
+    committed parts whatever way the lanes ended).
     """
     started = time.monotonic()
-    region = spec.region
     routes = plan_routes(
-        spec.model.id, region=region, endpoints=spec.model.endpoints, residency=spec.model.residency
+        spec.model.id, region=spec.region, endpoints=spec.model.endpoints, residency=spec.model.residency
     )
     model, _ = catalog.find_model(spec.model.id)
     prices = PriceTable.load(spec.output.prices or None)
@@ -139,132 +114,221 @@ async def run_job_async(
     fingerprint = source.fingerprint()
     job = JobDir(spec.job.output)
     with job.lock():
-        state = job.start_run(
-            spec=spec.to_dict(), fingerprint=fingerprint.to_dict(), force=force, stamp=source.stamp()
-        )
-        runner_logging.configure(
-            level=log_level, events_path=job.events_file, log_prompts=spec.output.log_prompts
-        )
-        structlog.contextvars.bind_contextvars(job=spec.name)
-        if catalog.is_deprecated(model):
-            log.warning("model.deprecated", model=model.name, since=str(model.deprecated))
-        log.info(
-            "job.started",
-            region=region,
-            routes=[r.name for r in routes],
-            rows=fingerprint.rows,
-            output=str(job.root),
-            price_table=prices.name,
-            endpoint_url=spec.model.endpoint_url or None,
-        )
-        schema = part_schema(source.keep_fields())
-        recovered = job.recover(schema)
-        if recovered:
-            log.info("job.recovered", rows=recovered)
-        if "input_changed_at" in state and force:
-            job.remap(source.ids())
-        done = job.done_keys(retry_failed=retry_failed)
-        done_rows = job.done_rows(retry_failed=retry_failed) if state["trusted"] else None
-        counters = Counters()
-        burndown = spec.limits.output_burndown or model.output_burndown
-        admission = Admission(
-            routes,
-            max_in_flight=spec.limits.max_in_flight,
-            tpm=spec.limits.tpm,
-            adaptive=spec.limits.adaptive,
-            output_burndown=burndown,
-        )
-        router = Router(routes)
-        sink = PartSink(
-            job.parts,
-            job.journal,
-            schema=schema,
-            price_table=prices.name,
-            next_number=job.next_part_number(),
-            part_rows=spec.output.part_rows,
-            part_seconds=spec.output.part_seconds,
-        )
-        before = job.progress(scope=limit)
-        cost_cap = None
-        if spec.limits.max_cost_usd:
-            spent = _spent_so_far(job)
-            cost_cap = CostCap(spec.limits.max_cost_usd, prices.cost, spent_usd=spent)
+        run = _open(
+            spec, job, _Inputs(routes, model, prices, source, fingerprint),
+            limit=limit, force=force, retry_failed=retry_failed, log_level=log_level,
+        )  # fmt: skip
         stopped: str | None = None
         try:
-            async with _transport(transport, spec, routes) as bedrock:
-                do_preflight = spec.model.preflight if preflight is None else preflight
-                if do_preflight and before.pending:
-                    await _preflight(bedrock, router, routes)
-                pool = Pool(
-                    transport=bedrock,
-                    router=router,
-                    admission=admission,
-                    sink=sink,
-                    retry=spec.retry,
-                    pricer=prices.cost,
-                    max_in_flight=spec.limits.max_in_flight,
-                    cost_cap=cost_cap,
-                    grace_s=grace_s,
-                    counters=counters,
-                )
-                tty = sys.stderr.isatty() if progress is None else progress
-                async with anyio.create_task_group() as tg:
-                    if handle_signals:
-                        tg.start_soon(_watch_signals, pool)
-                    tg.start_soon(lambda: report_progress(counters, admission, before.pending, tty=tty))
-                    records = source.records(done, done_rows=done_rows)
-                    if spec.job.mode == "batch":  # Bedrock batch inference first, the pool finishes
-                        records = await run_batch_lane(
-                            spec, job=job, source=source, sink=sink, prices=prices, routes=router.active,
-                            counters=counters, pool=pool, done=done, retry_failed=retry_failed,
-                            cost_cap=cost_cap,
-                        )  # fmt: skip
-                    outcome = await pool.run(records)
-                    tg.cancel_scope.cancel()
-                stopped = outcome.stopped
+            stopped = await _run_lanes(
+                run, transport=transport, preflight=preflight, progress=progress,
+                handle_signals=handle_signals, grace_s=grace_s, retry_failed=retry_failed,
+            )  # fmt: skip
         finally:
-            sink.close()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(job.recover, schema)
-                await anyio.to_thread.run_sync(job.consolidate)
-        if spec.output.s3_uri:
-            await anyio.to_thread.run_sync(upload_results, job.results, spec.output.s3_uri)
-        after = dataclasses.replace(job.progress(scope=limit), running=False)  # our own lock
-        elapsed = time.monotonic() - started
-        if stopped == INTERRUPTED:
-            code = EXIT_INTERRUPTED
-        elif after.failed or after.pending:
-            code = EXIT_ROWS_FAILED
-        else:
-            code = EXIT_OK
-        route_states = {r.name: router.state(r) for r in routes}
-        log.info(
-            "job.finished",
-            exit_code=code,
-            stopped=stopped,
-            rows=after.rows,
-            ok=after.ok,
-            failed=after.failed,
-            pending=after.pending,
-            elapsed_s=round(elapsed, 2),
-            routes=route_states,
-            **{
-                k: v
-                for k, v in figures(counters, admission, before.pending).items()
-                if k not in ("routes", "ok", "failed")
-            },
+            await _close(run)
+        return await _finish(run, stopped=stopped, started=started, limit=limit)
+
+
+@dataclass(eq=False)
+class _Run:
+    """The parts of one run of a job, made by :func:`_open` before anything is sent."""
+
+    spec: JobSpec
+    job: JobDir
+    routes: list[Route]
+    source: Source
+    prices: PriceTable
+    schema: pa.Schema
+    recovered: int
+    done: set[int]
+    done_rows: set[int] | None
+    before: Progress
+    counters: Counters
+    admission: Admission
+    router: Router
+    sink: PartSink
+    cost_cap: CostCap | None
+
+
+class _Inputs(NamedTuple):
+    """What a run is checked against before its job directory is touched (a bad one exits 2)."""
+
+    routes: list[Route]
+    model: catalog.Model
+    prices: PriceTable
+    source: Source
+    fingerprint: InputFingerprint
+
+
+def _open(
+    spec: JobSpec,
+    job: JobDir,
+    inputs: _Inputs,
+    *,
+    limit: int | None,
+    force: bool,
+    retry_failed: bool,
+    log_level: str,
+) -> _Run:
+    """Start or resume the job directory (its lock held), recover what a crash left, build the parts."""
+    routes, model, prices, source, fingerprint = inputs
+    state = job.start_run(
+        spec=spec.to_dict(), fingerprint=fingerprint.to_dict(), force=force, stamp=source.stamp()
+    )
+    runner_logging.configure(
+        level=log_level, events_path=job.events_file, log_prompts=spec.output.log_prompts
+    )
+    structlog.contextvars.bind_contextvars(job=spec.name)
+    if catalog.is_deprecated(model):
+        log.warning("model.deprecated", model=model.name, since=str(model.deprecated))
+    log.info(
+        "job.started",
+        region=spec.region,
+        routes=[r.name for r in routes],
+        rows=fingerprint.rows,
+        output=str(job.root),
+        price_table=prices.name,
+        endpoint_url=spec.model.endpoint_url or None,
+    )
+    schema = part_schema(source.keep_fields())
+    recovered = job.recover(schema)
+    if recovered:
+        log.info("job.recovered", rows=recovered)
+    if "input_changed_at" in state and force:
+        job.remap(source.ids())
+    burndown = spec.limits.output_burndown or model.output_burndown
+    admission = Admission(
+        routes,
+        max_in_flight=spec.limits.max_in_flight,
+        tpm=spec.limits.tpm,
+        adaptive=spec.limits.adaptive,
+        output_burndown=burndown,
+    )
+    sink = PartSink(
+        job.parts,
+        job.journal,
+        schema=schema,
+        price_table=prices.name,
+        next_number=job.next_part_number(),
+        part_rows=spec.output.part_rows,
+        part_seconds=spec.output.part_seconds,
+    )
+    cost_cap = None
+    if spec.limits.max_cost_usd:
+        cost_cap = CostCap(spec.limits.max_cost_usd, prices.cost, spent_usd=_spent_so_far(job))
+    return _Run(
+        spec=spec,
+        job=job,
+        routes=routes,
+        source=source,
+        prices=prices,
+        schema=schema,
+        recovered=recovered,
+        done=job.done_keys(retry_failed=retry_failed),
+        done_rows=job.done_rows(retry_failed=retry_failed) if state["trusted"] else None,
+        before=job.progress(scope=limit),
+        counters=Counters(),
+        admission=admission,
+        router=Router(routes),
+        sink=sink,
+        cost_cap=cost_cap,
+    )
+
+
+async def _run_lanes(
+    run: _Run,
+    *,
+    transport: Transport | None,
+    preflight: bool | None,
+    progress: bool | None,
+    handle_signals: bool,
+    grace_s: float,
+    retry_failed: bool,
+) -> str | None:
+    """Preflight, then the batch lane (``mode = "batch"``) and the pool; returns why they stopped early."""
+    spec, counters, admission, before = run.spec, run.counters, run.admission, run.before
+    async with _transport(transport, spec, run.routes) as bedrock:
+        do_preflight = spec.model.preflight if preflight is None else preflight
+        if do_preflight and before.pending:
+            await _preflight(bedrock, run.router, run.routes)
+        pool = Pool(
+            transport=bedrock,
+            router=run.router,
+            admission=admission,
+            sink=run.sink,
+            retry=spec.retry,
+            pricer=run.prices.cost,
+            max_in_flight=spec.limits.max_in_flight,
+            cost_cap=run.cost_cap,
+            grace_s=grace_s,
+            counters=counters,
         )
-        runner_logging.close()
-        structlog.contextvars.unbind_contextvars("job")
+        tty = sys.stderr.isatty() if progress is None else progress
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(_watch_signals, pool)
+            tg.start_soon(lambda: report_progress(counters, admission, before.pending, tty=tty))
+            records = run.source.records(run.done, done_rows=run.done_rows)
+            if spec.job.mode == "batch":  # Bedrock batch inference first, the pool finishes
+                records = await run_batch_lane(
+                    spec, job=run.job, source=run.source, sink=run.sink, prices=run.prices,
+                    routes=run.router.active, counters=counters, pool=pool, done=run.done,
+                    retry_failed=retry_failed, cost_cap=run.cost_cap,
+                )  # fmt: skip
+            outcome = await pool.run(records)
+            tg.cancel_scope.cancel()
+    return outcome.stopped
+
+
+async def _close(run: _Run) -> None:
+    """Whatever way the lanes ended: close the journal, commit what it holds, rebuild the results."""
+    run.sink.close()
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(run.job.recover, run.schema)
+        await anyio.to_thread.run_sync(run.job.consolidate)
+
+
+async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int | None) -> JobReport:
+    """Upload the results if asked, count the outcome, log ``job.finished``, pick the exit code."""
+    spec, job, counters = run.spec, run.job, run.counters
+    if spec.output.s3_uri:
+        await anyio.to_thread.run_sync(upload_results, job.results, spec.output.s3_uri)
+    after = dataclasses.replace(job.progress(scope=limit), running=False)  # our own lock
+    elapsed_s = time.monotonic() - started
+    if stopped == STOP_INTERRUPTED:
+        code = EXIT_INTERRUPTED
+    elif after.failed or after.pending:
+        code = EXIT_ROWS_FAILED
+    else:
+        code = EXIT_OK
+    route_states = {r.name: run.router.state(r) for r in run.routes}
+    log.info(
+        "job.finished",
+        exit_code=code,
+        stopped=stopped,
+        rows=after.rows,
+        ok=after.ok,
+        failed=after.failed,
+        pending=after.pending,
+        elapsed_s=round(elapsed_s, 2),
+        routes=route_states,
+        **{
+            k: v
+            for k, v in figures(counters, run.admission, run.before.pending).items()
+            if k not in ("routes", "ok", "failed")
+        },
+    )
+    runner_logging.close()
+    structlog.contextvars.unbind_contextvars("job")
     return JobReport(
         exit_code=code,
         output=job.root,
         progress=after,
         stopped=stopped,
-        elapsed_s=elapsed,
+        elapsed_s=elapsed_s,
         counters=counters,
         routes=route_states,
-        recovered_rows=recovered,
+        recovered_rows=run.recovered,
     )
 
 
@@ -278,31 +342,19 @@ def _spent_so_far(job: JobDir) -> float:
     return float(pc.sum(latest.column("cost_usd")).as_py() or 0.0)
 
 
-class _transport:
-    """Async context: the given transport, or aioboto3 clients for every region of the routes."""
-
-    def __init__(self, given: Transport | None, spec: JobSpec, routes: list[Route]) -> None:
-        self._given = given
-        self._cm = (
-            None
-            if given is not None
-            else AioBotoTransport.open(
-                [r.region for r in routes],
-                endpoint_url=spec.model.endpoint_url or None,
-                max_in_flight=spec.limits.max_in_flight,
-                timeout_s=spec.retry.timeout_s,
-            )
-        )
-
-    async def __aenter__(self) -> Transport:
-        if self._cm is None:
-            assert self._given is not None
-            return self._given
-        return await self._cm.__aenter__()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._cm is not None:
-            await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def _transport(given: Transport | None, spec: JobSpec, routes: list[Route]) -> AsyncIterator[Transport]:
+    """The given transport, or aioboto3 clients for every region of the routes, open for the run."""
+    if given is not None:
+        yield given
+        return
+    async with AioBotoTransport.open(
+        [r.region for r in routes],
+        endpoint_url=spec.model.endpoint_url or None,
+        max_in_flight=spec.limits.max_in_flight,
+        timeout_s=spec.retry.timeout_s,
+    ) as bedrock:
+        yield bedrock
 
 
 PREFLIGHT_BODY = dumps_body(
@@ -347,7 +399,7 @@ async def _watch_signals(pool: Pool) -> None:
                     "press Ctrl-C again to stop at once",
                     file=sys.stderr,
                 )
-                pool.stop(INTERRUPTED)
+                pool.stop(STOP_INTERRUPTED)
             else:
                 print("stopping now; rerun the same command to resume", file=sys.stderr)
                 runner_logging.close()

@@ -47,6 +47,11 @@ from runner.types import Completion, Record, Result, Route, Usage
 
 log = structlog.get_logger("runner.pool")
 
+STOP_INTERRUPTED = "interrupted"
+"""Why a run stopped early (``Pool.stopped``, ``JobReport.stopped``): Ctrl-C or SIGTERM, exit 130."""
+STOP_COST_CAP = "max_cost_usd reached"
+"""Why a run stopped early: the next call could pass ``[limits] max_cost_usd`` (the rows stay pending)."""
+
 Pricer = Callable[[str, Usage], float]
 
 
@@ -59,7 +64,7 @@ async def _receive(recv: MemoryObjectReceiveStream[T]) -> T:
     ``receive()`` yields to the event loop even when an item is waiting. A task that drains a busy
     stream that way takes one loop iteration per item, and every iteration polls the sockets with a
     zero timeout for the few answers that arrived meanwhile: at zero latency the pool ran one loop
-    iteration per row instead of one per ~40 answers, which cost ~0.1 ms of CPU per row.
+    iteration per row instead of one per many answers (bench/notes.md, "Measurements behind the code").
     """
     try:
         return recv.receive_nowait()
@@ -73,7 +78,6 @@ class Counters:
 
     ok: int = 0
     failed: int = 0
-    skipped: int = 0
     attempts: int = 0
     throttles: int = 0
     input_tokens: int = 0
@@ -82,9 +86,19 @@ class Counters:
     started: float = field(default_factory=time.monotonic)
     first_request_at: float | None = None
 
+    def add_ok(self, usage: Usage, cost_usd: float) -> None:
+        """Count one ok row, its tokens and its cost."""
+        self.ok += 1
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cost_usd += cost_usd
+
 
 class CostCap:
-    """``max_cost_usd``: admit a call only while spent + reserved + its worst case stays under the cap."""
+    """``max_cost_usd``: admit a call only while spent + reserved + its worst case stays under the cap.
+
+    Both lanes use it: the pool reserves a row's worst case per attempt, the batch lane a shard's.
+    """
 
     def __init__(self, cap_usd: float, pricer: Pricer, spent_usd: float = 0.0) -> None:
         self.cap = cap_usd
@@ -92,16 +106,34 @@ class CostCap:
         self.spent = spent_usd
         self.reserved = 0.0
 
+    def try_reserve(self, usd: float) -> bool:
+        """Reserve ``usd`` if spent + reserved + ``usd`` stays under the cap; False (nothing held) if not."""
+        if self.spent + self.reserved + usd > self.cap:
+            return False
+        self.reserved += usd
+        return True
+
+    def hold(self, usd: float) -> None:
+        """Reserve ``usd`` whatever the cap says: money a running batch job may already be spending."""
+        self.reserved += usd
+
+    def release(self, usd: float) -> None:
+        """Give back a reservation."""
+        self.reserved -= usd
+
+    def spend(self, usd: float) -> None:
+        """Count money spent."""
+        self.spent += usd
+
     def reserve(self, route: Route, record: Record) -> float | None:
+        """Reserve the worst case of one attempt at ``record``; ``None`` when the cap refuses it."""
         worst = self.pricer(route.model_id, Usage(record.estimated_input_tokens, record.max_tokens))
-        if self.spent + self.reserved + worst > self.cap:
-            return None
-        self.reserved += worst
-        return worst
+        return worst if self.try_reserve(worst) else None
 
     def settle(self, reserved: float, cost: float) -> None:
-        self.reserved -= reserved
-        self.spent += cost
+        """An attempt ended: release its reservation, count what it cost."""
+        self.release(reserved)
+        self.spend(cost)
 
 
 class StopOnModelErrors(stop_base):
@@ -136,7 +168,6 @@ class PoolOutcome:
     """How a pool run ended: ``stopped`` is the reason admission stopped early, if it did."""
 
     stopped: str | None
-    counters: Counters
 
 
 class Pool:
@@ -212,7 +243,7 @@ class Pool:
             self._workers_done = True
             self._commit_wanted.set()
             timer.cancel()
-        return PoolOutcome(stopped=self._stopped, counters=self.counters)
+        return PoolOutcome(stopped=self._stopped)
 
     async def _grace_timer(self, scope: anyio.CancelScope) -> None:
         """After a stop, give requests in flight ``grace_s`` to finish, then cancel them."""
@@ -252,7 +283,7 @@ class Pool:
                 try:
                     result = await self._process(record)
                 except _CapReached:
-                    self.stop("max_cost_usd reached")
+                    self.stop(STOP_COST_CAP)
                     continue
                 # Journal the result in the same step that produced it (no await in between): a
                 # paid answer sitting in a queue would be lost, and paid for again, at a hard kill.
@@ -280,10 +311,9 @@ class Pool:
         started = time.time()
         if record.body is None:
             self.counters.failed += 1
-            return Result(
-                index=record.index, id=record.id, key=record.key, status="error",
-                error_type=record.error_type, error_message=record.error_message,
-                started_at=started, finished_at=started, keep=record.keep,
+            return Result.failed(
+                record, error_type=record.error_type, error_message=record.error_message,
+                started_at=started, finished_at=started,
             )  # fmt: skip
         row = _RowState()
         try:
@@ -308,28 +338,18 @@ class Pool:
             message = str(exc)
             if retryable:
                 message = f"gave up after {row.attempts} attempts: {message}"
-            route = row.last_route
-            return Result(
-                index=record.index, id=record.id, key=record.key, status="error",
-                model_id=route.model_id if route else None, region=route.region if route else None,
-                attempts=row.attempts, error_type=exc.error_type, error_message=message,
+            return Result.failed(
+                record, error_type=exc.error_type, error_message=message, started_at=started,
+                finished_at=time.time(), route=row.last_route, attempts=row.attempts,
                 request_id=exc.request_id, retryable=retryable,
-                started_at=started, finished_at=time.time(), keep=record.keep,
             )  # fmt: skip
         route = row.served_by
         assert route is not None
         cost = self.pricer(route.model_id, completion.usage)
-        c = self.counters
-        c.ok += 1
-        c.input_tokens += completion.usage.input_tokens
-        c.output_tokens += completion.usage.output_tokens
-        c.cost_usd += cost
-        return Result(
-            index=record.index, id=record.id, key=record.key, status="ok",
-            completion=completion.text, stop_reason=completion.stop_reason, usage=completion.usage,
-            model_id=route.model_id, region=route.region, attempts=row.attempts,
-            latency_ms=completion.latency_ms, request_id=completion.request_id, cost_usd=cost,
-            started_at=started, finished_at=time.time(), keep=record.keep,
+        self.counters.add_ok(completion.usage, cost)
+        return Result.answered(
+            record, completion, route=route, attempts=row.attempts, cost_usd=cost,
+            started_at=started, finished_at=time.time(),
         )  # fmt: skip
 
     async def _attempt(self, record: Record, row: _RowState) -> Completion:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from runner import catalog
 from runner.errors import SpecError
@@ -41,8 +41,16 @@ DEFAULT_REGIONAL_SURCHARGE = 0.10
 DEFAULT_BATCH_DISCOUNT = 0.50
 BUILTIN_FILE = "prices.toml"
 
-Rates = tuple[float, float, float, float]
-"""USD per *token*: input, output, cache write (cache_creation_input_tokens), cache read."""
+
+class Rates(NamedTuple):
+    """USD per *token* of each kind, named as :class:`runner.types.Usage` names the counts (a price
+    list's ``cache_write`` is ``cache_creation_input_tokens``)."""
+
+    input_tokens: float
+    output_tokens: float
+    cache_creation_input_tokens: float
+    cache_read_input_tokens: float
+
 
 _MODEL_KEYS = frozenset({*PRICE_KEYS, "source", "regional_surcharge"})
 
@@ -70,11 +78,11 @@ class Price:
 
     def per_token(self) -> Rates:
         """The four prices per token, the unit ``cost`` multiplies by."""
-        return (
-            self.input / PER_MILLION,
-            self.output / PER_MILLION,
-            self.cache_write / PER_MILLION,
-            self.cache_read / PER_MILLION,
+        return Rates(
+            input_tokens=self.input / PER_MILLION,
+            output_tokens=self.output / PER_MILLION,
+            cache_creation_input_tokens=self.cache_write / PER_MILLION,
+            cache_read_input_tokens=self.cache_read / PER_MILLION,
         )
 
 
@@ -240,7 +248,7 @@ class PriceTable:
         return self.base_price(model_id).scaled(factor)
 
     def rates(self, model_id: str, *, lane: str = "on_demand") -> Rates:
-        """USD per token (input, output, cache write, cache read) of ``model_id`` on ``lane``."""
+        """USD per token of each kind of ``model_id`` on ``lane``."""
         try:
             return self._rates[lane][model_id]
         except KeyError:
@@ -258,10 +266,10 @@ class PriceTable:
             _check_lane(lane)
             raise self._missing(model_id) from None
         return (
-            usage.input_tokens * r[0]
-            + usage.output_tokens * r[1]
-            + usage.cache_creation_input_tokens * r[2]
-            + usage.cache_read_input_tokens * r[3]
+            usage.input_tokens * r.input_tokens
+            + usage.output_tokens * r.output_tokens
+            + usage.cache_creation_input_tokens * r.cache_creation_input_tokens
+            + usage.cache_read_input_tokens * r.cache_read_input_tokens
         )
 
     def _missing(self, model_id: str) -> SpecError:
@@ -269,31 +277,6 @@ class PriceTable:
             f"price table {self.name}: no price for model {model_id!r}; "
             'add a [models."<base model id>"] entry to a price table and pass it with prices = FILE'
         )
-
-
-def estimate_cost(
-    table: PriceTable,
-    model_id: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    cache_creation_input_tokens: int = 0,
-    cache_read_input_tokens: int = 0,
-    lane: str = "on_demand",
-    rows: int = 1,
-) -> float:
-    """USD for ``rows`` requests of the given size: for ``run --estimate`` and the cost cap.
-
-    Pass ``output_tokens=max_tokens`` for an upper bound (what the quota reserves), or an expected
-    figure for a best guess; the per-row token counts are multiplied by ``rows``.
-    """
-    usage = Usage(
-        input_tokens=input_tokens * rows,
-        output_tokens=output_tokens * rows,
-        cache_creation_input_tokens=cache_creation_input_tokens * rows,
-        cache_read_input_tokens=cache_read_input_tokens * rows,
-    )
-    return table.cost(model_id, usage, lane=lane)
 
 
 @functools.cache

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runner.atomic import atomic_write
 from runner.errors import SinkError
 from runner.stats import Collected, JobStats, Tally
 
@@ -77,10 +76,10 @@ def overview_rows(stats: JobStats) -> list[tuple[str, str]]:
         ("ok", fmt_int(stats.ok)),
         ("failed", fmt_int(stats.failed)),
         ("pending", fmt_int(stats.pending)),
-        ("input tokens", fmt_int(t.input)),
-        ("output tokens", fmt_int(t.output)),
-        ("cache read tokens", fmt_int(t.cache_read)),
-        ("cache write tokens", fmt_int(t.cache_creation)),
+        ("input tokens", fmt_int(t.input_tokens)),
+        ("output tokens", fmt_int(t.output_tokens)),
+        ("cache read tokens", fmt_int(t.cache_read_input_tokens)),
+        ("cache write tokens", fmt_int(t.cache_creation_input_tokens)),
         ("cost", fmt_usd(stats.cost_usd)),
         ("price table", price),
         ("latency p50 / p95 / p99", f"{fmt_ms(lat.p50)} / {fmt_ms(lat.p95)} / {fmt_ms(lat.p99)}"),
@@ -113,10 +112,10 @@ def tally_cells(tally: Tally) -> list[str]:
         fmt_int(tally.rows),
         fmt_int(tally.ok),
         fmt_int(tally.failed),
-        fmt_int(t.input),
-        fmt_int(t.output),
-        fmt_int(t.cache_read),
-        fmt_int(t.cache_creation),
+        fmt_int(t.input_tokens),
+        fmt_int(t.output_tokens),
+        fmt_int(t.cache_read_input_tokens),
+        fmt_int(t.cache_creation_input_tokens),
         fmt_usd(tally.cost_usd),
     ]
 
@@ -130,10 +129,8 @@ def write_html(path: Path, collected: Collected) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_write(path, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
     except OSError as exc:
         raise SinkError(f"{path}: cannot write the report ({exc.strerror})") from None
     return path
@@ -237,10 +234,10 @@ def routes_figure(go: Any, make_subplots: Any, stats: JobStats) -> Any:
         return _empty_note(fig, "no routed rows yet")
     names = list(stats.routes)
     kinds = (
-        ("input", "input"),
-        ("output", "output"),
-        ("cache_read", "cache read"),
-        ("cache_creation", "cache write"),
+        ("input_tokens", "input"),
+        ("output_tokens", "output"),
+        ("cache_read_input_tokens", "cache read"),
+        ("cache_creation_input_tokens", "cache write"),
     )
     for key, label in kinds:
         y = [getattr(stats.routes[n].tokens, key) for n in names]

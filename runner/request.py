@@ -89,20 +89,14 @@ def estimate_pdf_tokens(data: bytes) -> int:
     return pages * PDF_TOKENS_PER_PAGE
 
 
-def template_columns(template: str, *, source: str = "<spec>") -> tuple[str, ...]:
-    """The columns a ``[columns] template`` reads, in first-use order, each once.
-
-    A placeholder names a whole column: ``{meta.title}`` is the column ``meta.title``, not an
-    attribute, so column names may hold dots and row values are never introspected. Raises
-    :class:`SpecError` for a template Python cannot parse, a positional ``{}`` or a nested ``{x:{w}}``.
-    """
-    return _compile_template(template, source)[1]
-
-
 def _compile_template(template: str, source: str) -> tuple[str, tuple[str, ...]]:
-    """Rewrite ``template`` with positional fields: ``"{b} and {a} {b}"`` -> ``"{0} and {1} {0}"``.
+    """Rewrite ``template`` with positional fields: ``"{b} and {a} {b}"`` -> ``"{0} and {1} {0}"``,
+    and list the columns it reads, in first-use order, each once.
 
-    ``str.format(*values)`` then renders a row in C, whatever characters the column names hold.
+    ``str.format(*values)`` then renders a row in C, whatever characters the column names hold. A
+    placeholder names a whole column: ``{meta.title}`` is the column ``meta.title``, not an attribute,
+    so column names may hold dots and row values are never introspected. Raises :class:`SpecError`
+    for a template Python cannot parse, a positional ``{}`` or a nested ``{x:{w}}``.
     """
     where = f"{source}: [columns] `template`"
     try:
@@ -239,11 +233,6 @@ class RequestBuilder:
     def context_window(self) -> int:
         """The model's context window for this job (1M with the model's long-context beta flag)."""
         return self._context_window
-
-    @property
-    def prompt_limit(self) -> int:
-        """Largest estimated prompt a row may have: ``max_prompt_tokens`` capped by the window."""
-        return self._prompt_limit
 
     # -- the resume key -------------------------------------------------------------------------
 

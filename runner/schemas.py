@@ -1,102 +1,65 @@
-"""The contracts as files: the output Arrow schema and the job spec JSON Schema.
+"""The output contract: the result columns, their Arrow types, and which ``Result`` field each one holds.
 
-``python -m runner.schemas`` (``make schemas``) writes them into ``schemas/``; a test fails when the
-files and the code disagree, so outside tools can trust the files.
+:data:`RESULT_COLUMNS` is the one table of the row mapping: the part and results schema, the part
+writer, the journal and its recovery are all driven by it (``runner.sink``). ``make schemas`` writes
+the contracts as files (``runner.contracts``, not imported at run time); a test keeps them equal.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+from dataclasses import dataclass
 
 import pyarrow as pa
 
-from runner.spec import json_schema
 
-RESULT_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
-        pa.field("completion", pa.string()),
-        pa.field("stop_reason", pa.string()),
-        pa.field("input_tokens", pa.int64(), nullable=False),
-        pa.field("output_tokens", pa.int64(), nullable=False),
-        pa.field("cache_creation_input_tokens", pa.int64(), nullable=False),
-        pa.field("cache_read_input_tokens", pa.int64(), nullable=False),
-        pa.field("model_id", pa.string()),  # the inference profile that served the row
-        pa.field("region", pa.string()),
-        pa.field("attempts", pa.int32(), nullable=False),
-        pa.field("latency_ms", pa.float64()),
-        pa.field("error_type", pa.string()),
-        pa.field("error_message", pa.string()),
-        pa.field("request_id", pa.string()),  # x-amzn-requestid, for support cases
-        pa.field("cost_usd", pa.float64(), nullable=False),
-        pa.field("price_table", pa.string()),  # which price table priced cost_usd
-        pa.field("lane", pa.string(), nullable=False),  # "on_demand" | "batch"
-        pa.field("started_at", pa.timestamp("ms", tz="UTC")),
-        pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
-        pa.field("retryable", pa.bool_(), nullable=False),  # error rows: would a rerun retry it?
-        pa.field("request_key", pa.int64(), nullable=False),  # resume key: hash of row id + request
-    ]
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One result column: its Arrow field and the ``Result`` attribute it holds (a dotted path for a
+    token count, ``None`` for ``price_table``, which the sink knows, not the row)."""
+
+    field: pa.Field
+    attr: str | None
+
+    @property
+    def name(self) -> str:
+        return str(self.field.name)
+
+
+def _c(name: str, type_: pa.DataType, attr: str | None, *, nullable: bool = True) -> Column:
+    return Column(pa.field(name, type_, nullable=nullable), attr)
+
+
+_TS = pa.timestamp("ms", tz="UTC")
+
+RESULT_COLUMNS: tuple[Column, ...] = (
+    _c("id", pa.string(), "id", nullable=False),
+    _c("status", pa.string(), "status", nullable=False),  # "ok" | "error"
+    _c("completion", pa.string(), "completion"),
+    _c("stop_reason", pa.string(), "stop_reason"),
+    _c("input_tokens", pa.int64(), "usage.input_tokens", nullable=False),
+    _c("output_tokens", pa.int64(), "usage.output_tokens", nullable=False),
+    _c("cache_creation_input_tokens", pa.int64(), "usage.cache_creation_input_tokens", nullable=False),
+    _c("cache_read_input_tokens", pa.int64(), "usage.cache_read_input_tokens", nullable=False),
+    _c("model_id", pa.string(), "model_id"),  # the inference profile that served the row
+    _c("region", pa.string(), "region"),
+    _c("attempts", pa.int32(), "attempts", nullable=False),
+    _c("latency_ms", pa.float64(), "latency_ms"),
+    _c("error_type", pa.string(), "error_type"),
+    _c("error_message", pa.string(), "error_message"),
+    _c("request_id", pa.string(), "request_id"),  # x-amzn-requestid, for support cases
+    _c("cost_usd", pa.float64(), "cost_usd", nullable=False),
+    _c("price_table", pa.string(), None),  # which price table priced cost_usd
+    _c("lane", pa.string(), "lane", nullable=False),  # "on_demand" | "batch"
+    _c("started_at", _TS, "started_at"),  # epoch seconds in the Result; 0 is "never" (null)
+    _c("finished_at", _TS, "finished_at"),
+    _c("retryable", pa.bool_(), "retryable", nullable=False),  # error rows: would a rerun retry it?
+    _c("request_key", pa.int64(), "key", nullable=False),  # resume key: hash of row id + request
 )
 """Columns every results.parquet has, in this order; the spec's kept input columns follow them."""
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+INDEX_COLUMN = "_index"
+"""Input position of the row; part files carry it, ``results.parquet`` is ordered by it."""
 
+INDEX = Column(pa.field(INDEX_COLUMN, pa.int64(), nullable=False), "index")
 
-def result_schema_json() -> dict[str, object]:
-    """The output schema as JSON: column name, Arrow type and nullability."""
-    return {
-        "title": "bedrock-batch results.parquet columns (kept input columns follow)",
-        "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in RESULT_SCHEMA],
-    }
-
-
-def spec_reference() -> str:
-    """``docs/spec.md``: every spec key with its type, default and help, from the same source."""
-    schema = json_schema()
-    lines = [
-        "# Job spec reference",
-        "",
-        "Generated from `runner/spec.py` by `make schemas`; a test keeps it current. The same facts as",
-        "`schemas/job_spec.schema.json`. CLI flags override the keys they name (`run --help`).",
-        "",
-    ]
-    for section, body in schema["properties"].items():
-        required = set(body.get("required", []))
-        lines += [f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        for key, prop in body["properties"].items():
-            kind = prop["type"] if isinstance(prop["type"], str) else " or ".join(prop["type"])
-            if "enum" in prop:
-                kind = " \\| ".join(f"`{v}`" for v in prop["enum"])
-            default = "**required**" if key in required else f"`{json.dumps(prop.get('default'))}`"
-            lines.append(f"| `{key}` | {kind} | {default} | {prop['description']} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-DOCS_DIR = SCHEMAS_DIR.parent / "docs"
-
-
-def rendered() -> dict[str, str]:
-    """File name -> content, exactly as ``schemas/`` should hold it."""
-    return {
-        "job_spec.schema.json": json.dumps(json_schema(), indent=2) + "\n",
-        "results.schema.json": json.dumps(result_schema_json(), indent=2) + "\n",
-    }
-
-
-def main() -> int:
-    SCHEMAS_DIR.mkdir(exist_ok=True)
-    for name, text in rendered().items():
-        (SCHEMAS_DIR / name).write_text(text, encoding="utf-8")
-        print(f"wrote schemas/{name}")
-    DOCS_DIR.mkdir(exist_ok=True)
-    (DOCS_DIR / "spec.md").write_text(spec_reference(), encoding="utf-8")
-    print("wrote docs/spec.md")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+RESULT_SCHEMA = pa.schema([c.field for c in RESULT_COLUMNS])

@@ -14,27 +14,32 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runner.atomic import atomic_write
 from runner.errors import SinkError
-from runner.schemas import RESULT_SCHEMA
+from runner.schemas import INDEX, RESULT_COLUMNS, RESULT_SCHEMA, Column
 from runner.types import Result, Usage
-
-INDEX_COLUMN = "_index"
-"""Input position of the row; part files carry it, ``results.parquet`` is ordered by it."""
 
 _UTC = dt.UTC
 
 
 def part_schema(keep_fields: Sequence[pa.Field]) -> pa.Schema:
     """Schema of part files: the result columns, the input position, then the kept input columns."""
-    return pa.schema([*RESULT_SCHEMA, pa.field(INDEX_COLUMN, pa.int64(), nullable=False), *keep_fields])
+    return pa.schema([*RESULT_SCHEMA, INDEX.field, *keep_fields])
+
+
+def kept_columns(schema: pa.Schema) -> list[str]:
+    """The kept input columns of a part schema: every column the row mapping does not hold."""
+    return [name for name in schema.names if name not in _BY_NAME]
 
 
 def part_name(number: int) -> str:
@@ -43,6 +48,15 @@ def part_name(number: int) -> str:
 
 def journal_name(number: int) -> str:
     return f"journal-{number:05d}.jsonl"
+
+
+_NUMBERED = re.compile(r"(?:part|journal)-(\d+)\.(?:parquet|jsonl)")
+
+
+def file_number(path: Path) -> int | None:
+    """The ``NNNNN`` of ``part-NNNNN.parquet`` or ``journal-NNNNN.jsonl``; ``None`` for any other name."""
+    match = _NUMBERED.fullmatch(path.name)
+    return int(match.group(1)) if match else None
 
 
 # Keep-column values travel through the journal as JSON; these tags bring back what JSON lacks.
@@ -83,93 +97,91 @@ def _from_json(value: Any) -> Any:
 _JOURNAL_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """Made once: ``json.dumps`` with any option builds a new encoder per call (a journal line per row)."""
 
+_BY_NAME: dict[str, Column] = {c.name: c for c in (*RESULT_COLUMNS, INDEX)}
+JOURNAL_LAYOUT: tuple[str, ...] = (
+    "_index", "id", "request_key", "status", "completion", "stop_reason", "input_tokens",
+    "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "model_id", "region",
+    "attempts", "latency_ms", "error_type", "error_message", "request_id", "retryable", "cost_usd",
+    "price_table", "lane", "started_at", "finished_at",
+)  # fmt: skip
+"""The columns of a journal line, in its order, then the kept values: a JSON array per result. Fixed, so
+a journal a crash left behind is read by the next version too."""
+_PRICE_AT = JOURNAL_LAYOUT.index("price_table")
+
+
+def _getter(names: Sequence[str]) -> Callable[[Result], tuple[Any, ...]]:
+    """One C-level call that reads the ``Result`` attributes of ``names``, as a tuple."""
+    attrs = [_BY_NAME[n].attr for n in names]
+    assert None not in attrs
+    get = attrgetter(*attrs)  # type: ignore[arg-type]
+    return get if len(attrs) > 1 else lambda result: (get(result),)
+
+
+_JOURNAL_HEAD = _getter(JOURNAL_LAYOUT[:_PRICE_AT])
+_JOURNAL_TAIL = _getter(JOURNAL_LAYOUT[_PRICE_AT + 1 :])
+
 
 def _encode(result: Result, price_table: str, keep_names: Sequence[str]) -> bytes:
-    u = result.usage
     row = [
-        result.index, result.id, result.key, result.status, result.completion, result.stop_reason,
-        u.input_tokens, u.output_tokens, u.cache_creation_input_tokens, u.cache_read_input_tokens,
-        result.model_id, result.region, result.attempts, result.latency_ms, result.error_type,
-        result.error_message, result.request_id, result.retryable, result.cost_usd, price_table,
-        result.lane, result.started_at, result.finished_at,
+        *_JOURNAL_HEAD(result),
+        price_table,
+        *_JOURNAL_TAIL(result),
         [_to_json(result.keep.get(name)) for name in keep_names],
-    ]  # fmt: skip
+    ]
     return (_JOURNAL_ENCODER.encode(row) + "\n").encode()
 
 
 def _decode(line: bytes, keep_names: Sequence[str]) -> tuple[Result, str]:
-    r = json.loads(line)
-    keep = dict(zip(keep_names, (_from_json(v) for v in r[23]), strict=False))
-    result = Result(
-        index=r[0], id=r[1], key=r[2], status=r[3], completion=r[4], stop_reason=r[5],
-        usage=Usage(r[6], r[7], r[8], r[9]), model_id=r[10], region=r[11], attempts=r[12],
-        latency_ms=r[13], error_type=r[14], error_message=r[15], request_id=r[16], retryable=r[17],
-        cost_usd=r[18], lane=r[20], started_at=r[21], finished_at=r[22], keep=keep,
-    )  # fmt: skip
-    return result, r[19]
+    values = json.loads(line)
+    fields: dict[str, Any] = {}
+    usage: dict[str, Any] = {}
+    for name, value in zip(JOURNAL_LAYOUT, values, strict=False):
+        attr = _BY_NAME[name].attr
+        if attr is None:
+            continue
+        if attr.startswith("usage."):
+            usage[attr.removeprefix("usage.")] = value
+        else:
+            fields[attr] = value
+    keep = dict(zip(keep_names, (_from_json(v) for v in values[len(JOURNAL_LAYOUT)]), strict=False))
+    return Result(**fields, usage=Usage(**usage), keep=keep), values[_PRICE_AT]
 
 
 def _ts(seconds: float) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(seconds, _UTC) if seconds else None
 
 
+_TO_PARQUET: dict[str, Callable[[Any], Any]] = {"started_at": _ts, "finished_at": _ts}
+"""Columns whose ``Result`` value is converted for Parquet: epoch seconds -> a UTC timestamp."""
+
+
 def results_table(results: Sequence[Result], schema: pa.Schema, price_tables: Sequence[str]) -> pa.Table:
     """Build a part table from results (column by column: cheaper than row dicts)."""
-    keep_fields = [f for f in schema if f.name not in RESULT_SCHEMA.names and f.name != INDEX_COLUMN]
-    cols: dict[str, list[Any]] = {
-        "id": [r.id for r in results],
-        "status": [r.status for r in results],
-        "completion": [r.completion for r in results],
-        "stop_reason": [r.stop_reason for r in results],
-        "input_tokens": [r.usage.input_tokens for r in results],
-        "output_tokens": [r.usage.output_tokens for r in results],
-        "cache_creation_input_tokens": [r.usage.cache_creation_input_tokens for r in results],
-        "cache_read_input_tokens": [r.usage.cache_read_input_tokens for r in results],
-        "model_id": [r.model_id for r in results],
-        "region": [r.region for r in results],
-        "attempts": [r.attempts for r in results],
-        "latency_ms": [r.latency_ms for r in results],
-        "error_type": [r.error_type for r in results],
-        "error_message": [r.error_message for r in results],
-        "request_id": [r.request_id for r in results],
-        "cost_usd": [r.cost_usd for r in results],
-        "price_table": list(price_tables),
-        "lane": [r.lane for r in results],
-        "started_at": [_ts(r.started_at) for r in results],
-        "finished_at": [_ts(r.finished_at) for r in results],
-        "retryable": [r.retryable for r in results],
-        "request_key": [r.key for r in results],
-        INDEX_COLUMN: [r.index for r in results],
-    }
-    for f in keep_fields:
-        cols[f.name] = [r.keep.get(f.name) for r in results]
+    cols: dict[str, list[Any]] = {}
+    for f in schema:
+        column = _BY_NAME.get(f.name)
+        if column is None:  # a kept input column
+            cols[f.name] = [r.keep.get(f.name) for r in results]
+        elif column.attr is None:
+            cols[f.name] = list(price_tables)
+        else:
+            get = attrgetter(column.attr)
+            convert = _TO_PARQUET.get(f.name)
+            values = [get(r) for r in results]
+            cols[f.name] = values if convert is None else [convert(v) for v in values]
     try:
         return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema}, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise SinkError(f"cannot build a results part: {exc}") from exc
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet(table: pa.Table, path: Path) -> None:
     """Write a Parquet file so that ``path`` is either absent or complete, whatever is killed when."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:
             pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PartSink:
@@ -194,16 +206,13 @@ class PartSink:
         self.journal_dir = journal_dir
         self.schema = schema
         self.price_table = price_table
-        self.keep_names = [
-            f.name for f in schema if f.name not in RESULT_SCHEMA.names and f.name != INDEX_COLUMN
-        ]
+        self.keep_names = kept_columns(schema)
         self.part_rows = part_rows
         self.part_seconds = part_seconds
         self._number = next_number
         self._rows: list[Result] = []
         self._opened = time.monotonic()
         self._fd = self._open_journal()
-        self.committed_rows = 0
 
     def _open_journal(self) -> int:
         path = self.journal_dir / journal_name(self._number)
@@ -242,9 +251,8 @@ class PartSink:
     def commit(self, number: int, rows: Sequence[Result]) -> None:
         """Write part ``number`` atomically, then drop its journal (blocking: run it in a thread)."""
         table = results_table(rows, self.schema, [self.price_table] * len(rows))
-        write_atomic(table, self.parts_dir / part_name(number))
+        write_parquet(table, self.parts_dir / part_name(number))
         (self.journal_dir / journal_name(number)).unlink(missing_ok=True)
-        self.committed_rows += len(rows)
 
     def close(self) -> None:
         """Close the journal; an empty one is removed so the directory stays tidy."""
@@ -260,10 +268,12 @@ def recover_journals(parts_dir: Path, journal_dir: Path, schema: pa.Schema) -> i
     A journal whose part exists was already committed (the crash fell between rename and unlink).
     A torn last line (killed inside a write of a huge row) is dropped: that request counts as in flight.
     """
-    keep_names = [f.name for f in schema if f.name not in RESULT_SCHEMA.names and f.name != INDEX_COLUMN]
+    keep_names = kept_columns(schema)
     recovered = 0
     for journal in sorted(journal_dir.glob("journal-*.jsonl")):
-        number = int(journal.stem.split("-")[1])
+        number = file_number(journal)
+        if number is None:
+            continue
         part = parts_dir / part_name(number)
         if part.exists():
             journal.unlink()
@@ -278,7 +288,7 @@ def recover_journals(parts_dir: Path, journal_dir: Path, schema: pa.Schema) -> i
             results.append(result)
             tables.append(table)
         if results:
-            write_atomic(results_table(results, schema, tables), part)
+            write_parquet(results_table(results, schema, tables), part)
             recovered += len(results)
         journal.unlink()
     return recovered

@@ -296,8 +296,8 @@ class Source:
 
     def _stream_options(self) -> dict[str, Any]:
         """Read a local file as a stream of pages (1 MiB buffer): by default pyarrow loads a whole
-        row-group column chunk first, ~50 MB for the demo's 50,000-row groups of prompts, and the
-        stream is faster too. Remote files keep pre-buffering, which coalesces their range reads."""
+        row-group column chunk first, and the stream is faster too (bench/notes.md, "Measurements
+        behind the code"). Remote files keep pre-buffering, which coalesces their range reads."""
         if isinstance(self._fs, pafs.LocalFileSystem):
             return {"pre_buffer": False, "buffer_size": 1 << 20}
         return {}

@@ -409,3 +409,27 @@ def _json_type(hint: Any) -> dict[str, Any]:
         )
     names = {int: "integer", float: "number", str: "string", bool: "boolean"}
     return {"type": names[hint]}
+
+
+def resolve_spec(
+    spec: JobSpec,
+    *,
+    input: str | None = None,
+    output: str | None = None,
+    endpoint_url: str | None = None,
+    max_in_flight: int | None = None,
+    mode: str | None = None,
+) -> JobSpec:
+    """Apply CLI overrides to a loaded spec (re-validated, so a bad flag is a ``SpecError`` too)."""
+    raw = spec.to_dict()
+    for dotted, value in (
+        ("job.input", input),
+        ("job.output", output),
+        ("model.endpoint_url", endpoint_url),
+        ("limits.max_in_flight", max_in_flight),
+        ("job.mode", mode),
+    ):
+        if value is not None:
+            section, _, key = dotted.partition(".")
+            raw[section][key] = value
+    return spec_from_dict(raw, source=spec.source)

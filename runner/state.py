@@ -14,6 +14,11 @@
 
 Resume reads only the key columns of the parts (``_index``, ``request_key``, ``status``,
 ``retryable``), never completions, so picking up a million-row job takes a second, not a minute.
+
+A later part wins for the same input position: :class:`NewestRows` is the one reader of that rule,
+used by resume (:meth:`JobDir.latest`), ``status`` (:meth:`JobDir.progress`), the rebuild of
+``results.parquet`` (:meth:`JobDir.consolidate`) and ``stats``. Every file here is written through
+:mod:`runner.atomic`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import itertools
 import json
 import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +40,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from runner import atomic
 from runner.errors import LockedError, SinkError, StateError
-from runner.sink import INDEX_COLUMN, fsync_dir, recover_journals, write_atomic
+from runner.schemas import INDEX_COLUMN
+from runner.sink import file_number, recover_journals, write_parquet
 
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"
+PARTS_DIR = "parts"
+JOURNAL_DIR = "journal"
+STATE_FILE = "state.json"
+PART_GLOB = "part-*.parquet"
+"""Committed parts; the temporary files of :mod:`runner.atomic` start with a dot and never match."""
 STATE_VERSION = 1
 CONSOLIDATE_CHUNK_ROWS = 10_000
-"""Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it (a 200,000-row
-job: 50,000 -> 282 MB, 10,000 -> 226 MB peak RSS), and 10,000 is also the fastest of 5k-50k."""
+"""Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it, and
+10,000 was also the fastest of 5k-50k (bench/notes.md, "Measurements behind the code")."""
 
 
 CONSOLIDATE_CACHE_PARTS = 3
@@ -51,17 +63,18 @@ CONSOLIDATE_CACHE_PARTS = 3
 chunk draws on two or three; the rest covers retried rows that landed in later parts."""
 
 
-_OK, _FAILED, _RETRYABLE = 1, 2, 3
-"""A position's newest outcome in :meth:`JobDir.progress` (0: none yet)."""
+def part_files(parts_dir: Path) -> list[Path]:
+    """The committed part files of a ``parts`` directory, oldest first (by part number)."""
+    numbered = [(n, path) for path in parts_dir.glob(PART_GLOB) if (n := file_number(path)) is not None]
+    return [path for _, path in sorted(numbered)]
 
 
 def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
     """One committed part file (or some of its columns), read in this thread; a damaged part is a
     :class:`StateError` that says what to do.
 
-    Twice as fast as ``pq.read_table`` on small files, which sets up a dataset scan per file: a
-    resume reads the key columns of every part three times (495 parts for a million rows: 0.58 ->
-    0.27 s a pass).
+    Faster than ``pq.read_table`` on small files, which sets up a dataset scan per file; a resume
+    reads the key columns of every part three times (bench/notes.md, "Measurements behind the code").
     """
     try:
         with pq.ParquetFile(path) as parquet:
@@ -78,7 +91,6 @@ class Progress:
     ok: int
     failed: int
     failed_retryable: int
-    resumable: bool
     running: bool
 
     @property
@@ -92,10 +104,10 @@ class JobDir:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.work = self.root / WORK_DIR
-        self.parts = self.work / "parts"
-        self.journal = self.work / "journal"
+        self.parts = self.work / PARTS_DIR
+        self.journal = self.work / JOURNAL_DIR
         self.results = self.root / RESULTS_FILE
-        self.state_file = self.work / "state.json"
+        self.state_file = self.work / STATE_FILE
         self.spec_file = self.work / "spec.json"
         self.events_file = self.work / "events.jsonl"
 
@@ -162,10 +174,7 @@ class JobDir:
         return data
 
     def write_state(self, state: dict[str, Any]) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        os.replace(tmp, self.state_file)
-        fsync_dir(self.work)
+        atomic.write_text(self.state_file, json.dumps(state, indent=2, sort_keys=True))
 
     def start_run(
         self, *, spec: dict[str, Any], fingerprint: dict[str, Any], force: bool, stamp: str = ""
@@ -183,7 +192,7 @@ class JobDir:
                 "input": fingerprint,
                 "runs": [],
             }
-            self.spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
+            atomic.write_text(self.spec_file, json.dumps(spec, indent=2, sort_keys=True))
         else:
             state = self.read_state()
             old = state.get("input", {})
@@ -212,11 +221,11 @@ class JobDir:
     # -- parts --------------------------------------------------------------------------------
 
     def part_files(self) -> list[Path]:
-        return sorted(self.parts.glob("part-*.parquet"))
+        return part_files(self.parts)
 
     def next_part_number(self) -> int:
         files = self.part_files()
-        return int(files[-1].stem.split("-")[1]) + 1 if files else 0
+        return (file_number(files[-1]) or 0) + 1 if files else 0
 
     def recover(self, schema: pa.Schema) -> int:
         """Commit journals a crash left behind; returns the rows recovered."""
@@ -225,30 +234,10 @@ class JobDir:
     def latest(self, columns: list[str]) -> pa.Table:
         """The newest row per input position across all parts, with ``columns`` (plus ``_index``)."""
         cols = list(dict.fromkeys([INDEX_COLUMN, *columns]))
-        tables = [read_part(path, cols) for path in self.part_files()]
+        tables = NewestRows.tables(self.part_files(), cols, read=read_part)
         if not tables:
-            empty = {c: pa.array([], pa.int64()) for c in cols}
-            return pa.table(empty)
-        table = pa.concat_tables(tables, promote_options="permissive")
-        # One int64 sort key, input position ascending then part descending (newest first), and one
-        # take of the rows kept: sorting the table by two columns, then taking and filtering all of
-        # it, held ~85 MB of Arrow memory for a million rows (now ~45 MB).
-        n = len(tables)
-        newest_first = pa.concat_arrays(
-            [pa.repeat(pa.scalar(n - 1 - number, pa.int64()), t.num_rows) for number, t in enumerate(tables)]
-        )
-        key = pc.add(
-            pc.multiply(table.column(INDEX_COLUMN).combine_chunks(), pa.scalar(n, pa.int64())), newest_first
-        )
-        del newest_first
-        order = pc.sort_indices(key)
-        del key
-        idx = pc.take(table.column(INDEX_COLUMN), order).combine_chunks()
-        if len(idx) > 1:
-            first = pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))
-            order = order.filter(pa.concat_arrays([pa.array([True]), first]))
-        del idx
-        return table.take(order)
+            return pa.table({c: pa.array([], pa.int64()) for c in cols})
+        return pa.concat_tables(tables, promote_options="permissive")
 
     def done_keys(self, *, retry_failed: bool) -> set[int]:
         """Resume keys that need no new request: ok rows, and error rows a retry would not fix.
@@ -274,36 +263,31 @@ class JobDir:
     def progress(self, *, scope: int | None = None) -> Progress:
         """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``).
 
-        One byte per input position, overwritten part by part (a later part's row is the newer):
-        :meth:`latest` sorts every part row and held ~50 MB for a million rows, the peak of a whole
-        job when it ran at the end of the run.
+        Each part is reduced to its positions and a one-byte outcome as it is read, so the count holds
+        five bytes per part row: it runs at the end of every job, where a job's memory peaks.
         """
         state = self.read_state()
-        outcome = bytearray()
-        for path in self.part_files():
-            part = read_part(path, [INDEX_COLUMN, "status", "retryable"])
-            retryable = pc.fill_null(part.column("retryable"), False)
-            codes = pc.if_else(
-                pc.equal(part.column("status"), "ok"), _OK, pc.if_else(retryable, _RETRYABLE, _FAILED)
-            )
-            positions = part.column(INDEX_COLUMN).to_pylist()
-            if positions and (top := max(positions)) >= len(outcome):
-                outcome.extend(bytes(top + 1 - len(outcome)))
-            for position, code in zip(positions, codes.to_pylist(), strict=True):
-                outcome[position] = code
-        if scope is not None:
-            del outcome[scope:]
-        ok = outcome.count(_OK)
-        retryable_failed = outcome.count(_RETRYABLE)
+        files = self.part_files()
+        newest = NewestRows.scan(files, read=read_part)
+        counts: dict[int, int] = {}
+        for number, path in enumerate(files):
+            part = _read_outcomes(path)
+            mask = newest.mask(number, part.column(INDEX_COLUMN))
+            if mask is not None:
+                part = part.filter(mask)
+            if scope is not None:
+                part = part.filter(pc.less(part.column(INDEX_COLUMN), scope))
+            for item in pc.value_counts(part.column("outcome")).to_pylist():
+                counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+        ok, retryable_failed = counts.get(_OK, 0), counts.get(_RETRYABLE, 0)
         rows = int(state.get("input", {}).get("rows", 0))
         if scope is not None:
             rows = min(rows, scope)
         return Progress(
             rows=rows,
             ok=ok,
-            failed=outcome.count(_FAILED) + retryable_failed,
+            failed=counts.get(_FAILED, 0) + retryable_failed,
             failed_retryable=retryable_failed,
-            resumable=True,
             running=self.is_locked(),
         )
 
@@ -316,7 +300,7 @@ class JobDir:
             table = table.set_column(
                 table.schema.get_field_index(INDEX_COLUMN), INDEX_COLUMN, pc.cast(pos, pa.int64())
             ).filter(keep)
-            write_atomic(table, path)
+            write_parquet(table, path)
 
     def consolidate(self) -> int:
         """Rebuild ``results.parquet``: the newest row per input position, in input order.
@@ -327,49 +311,19 @@ class JobDir:
         files = self.part_files()
         if not files:
             return 0
-        # Where each input position's newest row is: two 4-byte slots per position, filled part by
-        # part (a later part overwrites). Sorting a table of every part row instead held ~90 MB for
-        # a million rows at the job's end, its memory peak.
-        part_of = array("i")
-        row_of = array("i")
-        for number, path in enumerate(files):
-            positions = read_part(path, [INDEX_COLUMN]).column(INDEX_COLUMN).to_pylist()
-            if positions and (top := max(positions)) >= len(part_of):
-                grow = top + 1 - len(part_of)
-                part_of.extend(repeat(-1, grow))
-                row_of.extend(repeat(0, grow))
-            for row, position in enumerate(positions):
-                part_of[position] = number
-                row_of[position] = row
+        newest = NewestRows.scan(files, read=read_part)
         schema = pq.read_schema(files[-1])
         out_schema = schema.remove(schema.get_field_index(INDEX_COLUMN))
-        tmp = self.results.with_name(f".{RESULTS_FILE}.tmp")
         cache: dict[int, pa.Table] = {}
+        written = 0
         try:
-            with open(tmp, "wb") as fh:
+            with atomic.atomic_write(self.results) as fh:
                 writer = pq.ParquetWriter(fh, out_schema, compression="zstd")
-                parts: list[int] = []
-                rows: list[int] = []
-                written = 0
-                for position, part in enumerate(part_of):
-                    if part < 0:
-                        continue  # no outcome yet (pending)
-                    parts.append(part)
-                    rows.append(row_of[position])
-                    if len(parts) == CONSOLIDATE_CHUNK_ROWS:
-                        writer.write_table(self._gather(parts, rows, files, cache, out_schema))
-                        written += len(parts)
-                        parts, rows = [], []
-                if parts:
+                for parts, rows in newest.chunks(CONSOLIDATE_CHUNK_ROWS):
                     writer.write_table(self._gather(parts, rows, files, cache, out_schema))
                     written += len(parts)
                 writer.close()
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.results)
-            fsync_dir(self.root)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise SinkError(f"cannot write {self.results}: {exc.strerror or exc}") from exc
         return written
 
@@ -395,3 +349,126 @@ class JobDir:
         for i, pos in enumerate(positions):
             inverse[pos] = i
         return table.take(pa.array(inverse, pa.int64()))
+
+
+_OK, _FAILED, _RETRYABLE = 1, 2, 3
+"""A row's outcome in :meth:`JobDir.progress`."""
+
+
+def _read_outcomes(path: Path) -> pa.Table:
+    """A part reduced to its positions (int32) and ``outcome`` (int8: ok, failed, failed and retryable)."""
+    part = read_part(path, [INDEX_COLUMN, "status", "retryable"])
+    retryable = pc.fill_null(part.column("retryable"), False)
+    outcome = pc.if_else(
+        pc.equal(part.column("status"), "ok"), _OK, pc.if_else(retryable, _RETRYABLE, _FAILED)
+    )
+    return pa.table(
+        {
+            INDEX_COLUMN: pc.cast(part.column(INDEX_COLUMN), pa.int32()),
+            "outcome": pc.cast(outcome, pa.int8()),
+        }
+    )
+
+
+Reader = Callable[[Path, list[str]], pa.Table]
+"""Reads some columns of one result file (``read_part`` for the engine; ``stats`` has its own errors)."""
+
+
+def _arange(n: int) -> pa.Array:
+    """0, 1, ..., n - 1 as int32 (four bytes each, no temporaries)."""
+    return pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(array("i", range(n)))])
+
+
+class NewestRows:
+    """Where each key's newest row is, across result files read oldest first: the one reader of "a later
+    part wins for the same input position" (and, within a file, the later row).
+
+    The rows of all files are numbered in reading order (``seq``); ``winner[k]`` is the ``seq`` of key
+    ``k``'s newest row (null: no row yet). Built from the key columns alone, in Arrow compute: the
+    inverse permutation of the keys when every key is distinct (the usual case), else a stable sort of
+    the keys picks the last of each run. Four bytes per key and per row, never a table of every part
+    row. The key is the input position (``_index``); a file set without it (a ``results.parquet``
+    alone) is keyed by row id, numbered densely over all files.
+    """
+
+    def __init__(self, files: Sequence[Path], key: str, keys: Sequence[pa.Array]) -> None:
+        self.files = list(files)
+        self.key = key
+        sizes = [len(k) for k in keys]
+        self._offsets = [0, *itertools.accumulate(sizes)]
+        self._codes: list[pa.Array] | None = None
+        if key != INDEX_COLUMN and keys:  # number the ids densely over all files
+            flat = pa.chunked_array(keys, keys[0].type).combine_chunks()
+            codes = flat.dictionary_encode().indices
+            self._codes = [codes.slice(self._offsets[n], size) for n, size in enumerate(sizes)]
+            keys = self._codes
+        self.winner = _winners(pa.chunked_array([k.cast(pa.int32()) for k in keys], pa.int32()))
+
+    @classmethod
+    def scan(cls, files: Sequence[Path], *, read: Reader, key: str = INDEX_COLUMN) -> NewestRows:
+        """Read the key column of every file, oldest first, and note where each key's newest row is."""
+        if key != INDEX_COLUMN:
+            return cls(files, key, [_flat(read(path, [key]).column(key)) for path in files])
+        # Four bytes a row from the start: each int64 column is let go as soon as it is read.
+        return cls(files, key, [_flat(pc.cast(read(path, [key]).column(key), pa.int32())) for path in files])
+
+    @classmethod
+    def tables(cls, files: Sequence[Path], columns: list[str], *, read: Reader) -> list[pa.Table]:
+        """Each file's newest rows (by ``_index``), with ``columns``, oldest file first: every file is
+        read once, and only ``columns`` (``read`` may also reduce what it read to them)."""
+        wanted = list(dict.fromkeys([*columns, INDEX_COLUMN]))
+        tables = [read(path, wanted) for path in files]
+        newest = cls(files, INDEX_COLUMN, [_flat(t.column(INDEX_COLUMN)) for t in tables])
+        out = []
+        for number, table in enumerate(tables):
+            mask = newest.mask(number, table.column(INDEX_COLUMN))
+            out.append((table if mask is None else table.filter(mask)).select(columns))
+        return out
+
+    def mask(self, number: int, keys: pa.Array | pa.ChunkedArray, start: int = 0) -> pa.BooleanArray | None:
+        """Which of the rows ``start..`` of file ``number`` (whose keys are ``keys``) are the newest of
+        their key; ``None`` when all of them are (the common case)."""
+        codes = self._codes[number].slice(start, len(keys)) if self._codes is not None else _flat(keys)
+        if len(codes) == 0:
+            return None
+        offset = self._offsets[number] + start
+        mine = pc.subtract(pc.take(self.winner, codes.cast(pa.int32())), offset)
+        newest = pc.equal(mine, _arange(len(codes)))
+        if pc.all(newest).as_py():
+            return None
+        return newest
+
+    def chunks(self, size: int) -> Iterator[tuple[list[int], list[int]]]:
+        """(file, row) of the newest row of each key, in key order, ``size`` at a time."""
+        seqs = self.winner.drop_null()
+        bounds = itertools.pairwise(self._offsets)
+        file_of = pa.concat_arrays(
+            [pa.array([], pa.int32())]
+            + [pa.nulls(end - start, pa.int32()).fill_null(n) for n, (start, end) in enumerate(bounds)]
+        )
+        starts = pa.array(self._offsets[:-1], pa.int32())
+        for start in range(0, len(seqs), size):
+            chunk = seqs.slice(start, size)
+            parts = pc.take(file_of, chunk)
+            yield parts.to_pylist(), pc.subtract(chunk, pc.take(starts, parts)).to_pylist()
+
+
+def _flat(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _winners(keys: pa.ChunkedArray) -> pa.Array:
+    """For each key value ``k`` in ``0..max(keys)``, the index of its last occurrence in ``keys`` (null
+    where it never occurs); int32."""
+    n = len(keys)
+    if n == 0:
+        return pa.array([], pa.int32())
+    top = int(pc.max(keys).as_py())
+    winner = _flat(pc.inverse_permutation(keys, max_index=top, output_type=pa.int32()))
+    if winner.null_count == top + 1 - n:
+        return winner  # every key distinct: the inverse permutation is the answer
+    del winner
+    order = pc.sort_indices(keys)  # stable: the rows of one key stay in reading order
+    ordered = _flat(pc.take(keys, order))
+    last = pa.concat_arrays([pc.not_equal(ordered.slice(0, n - 1), ordered.slice(1)), pa.array([True])])
+    return pc.scatter(pc.cast(order.filter(last), pa.int32()), ordered.filter(last), max_index=top)

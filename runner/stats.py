@@ -1,7 +1,8 @@
 """Usage statistics of a job directory: rows, tokens, cost per route, latency, errors, throughput.
 
 Stats read what the runner wrote, never what it holds in memory, so ``stats DIR`` works the same on a
-finished job, a running one and one that was killed. The job directory contract (owned by the engine):
+finished job, a running one and one that was killed. The job directory (its layout is
+:class:`runner.state.JobDir`'s):
 
 - ``_job/parts/part-NNNNN.parquet``: result rows committed atomically while the job runs (RESULT_SCHEMA,
   the input position ``_index``, kept input columns); a row may appear in several parts (a failed row
@@ -10,14 +11,15 @@ finished job, a running one and one that was killed. The job directory contract 
 - ``_job/state.json``: at least ``{"input": {"rows": N}}``, the input size, so pending can be counted.
 
 Parts are the truth, so stats read them and keep, per input position (per id where a file lacks
-``_index``), the row written last; ``results.parquet`` is read only when there are no parts. Rows
-still in the engine's write-ahead journal (at most ``part_seconds`` old) are not counted yet.
+``_index``), the row written last (:class:`runner.state.NewestRows`, the engine's own reader of that
+rule); ``results.parquet`` is read only when there are no parts. Rows still in the engine's
+write-ahead journal (at most ``part_seconds`` old) are not counted yet.
 
 One streaming pass: a first look at the key column alone finds the newest row of each key, then the
 files are read in batches of the columns the figures need (completions stay on disk), each batch is
 reduced with pyarrow compute and ``Table.group_by`` to partial sums, and the partial sums are merged.
 No Python loop runs over rows, and memory is one batch plus a few bytes per row (the key, and the ok
-rows' latencies for the percentiles): a million-row job takes about a second and 0.3 GB.
+rows' latencies for the percentiles; bench/notes.md, "Measurements behind the code").
 
 Cost is what the engine recorded per row (``cost_usd``, priced with the route that served it), under the
 table named in the rows' ``price_table`` column. With ``prices=`` the rows are re-priced from their
@@ -29,7 +31,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,26 +43,14 @@ import pyarrow.parquet as pq
 
 from runner.errors import SpecError, StateError
 from runner.pricing import LANES, PriceTable
-from runner.schemas import RESULT_SCHEMA
-from runner.sink import INDEX_COLUMN
+from runner.schemas import INDEX_COLUMN, RESULT_SCHEMA
+from runner.state import JobDir, NewestRows, part_files
+from runner.types import TOKEN_FIELDS, Usage
 
-RESULTS_FILE = "results.parquet"
-WORK_DIR = "_job"
-PARTS_DIR = f"{WORK_DIR}/parts"
-STATE_FILE = f"{WORK_DIR}/state.json"
-PART_GLOB = "part-*.parquet"  # the engine's temporary files start with a dot: never matched
-_PART_NUMBER = re.compile(r"part-(\d+)")
-
-TOKEN_COLUMNS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-)
 STATS_COLUMNS: tuple[str, ...] = (
     "id",
     "status",
-    *TOKEN_COLUMNS,
+    *TOKEN_FIELDS,
     "model_id",
     "region",
     "attempts",
@@ -91,27 +80,14 @@ _READ_ATTEMPTS = 3
 # -- values ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """Token counts of each kind Bedrock reports."""
-
-    input: int = 0
-    output: int = 0
-    cache_read: int = 0
-    cache_creation: int = 0
-
-    @property
-    def total(self) -> int:
-        """Every token processed, cached or not (the basis of tokens per minute)."""
-        return self.input + self.output + self.cache_read + self.cache_creation
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "input": self.input,
-            "output": self.output,
-            "cache_read": self.cache_read,
-            "cache_creation": self.cache_creation,
-        }
+def tokens_dict(tokens: Usage) -> dict[str, int]:
+    """Token counts as ``stats --json`` shows them per route and group (short keys)."""
+    return {
+        "input": tokens.input_tokens,
+        "output": tokens.output_tokens,
+        "cache_read": tokens.cache_read_input_tokens,
+        "cache_creation": tokens.cache_creation_input_tokens,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +97,7 @@ class Tally:
     rows: int
     ok: int
     failed: int
-    tokens: Tokens
+    tokens: Usage
     cost_usd: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +105,7 @@ class Tally:
             "rows": self.rows,
             "ok": self.ok,
             "failed": self.failed,
-            "tokens": self.tokens.to_dict(),
+            "tokens": tokens_dict(self.tokens),
             "cost_usd": self.cost_usd,
         }
 
@@ -201,7 +177,7 @@ class JobStats:
     ok: int
     failed: int
     pending: int
-    tokens: Tokens
+    tokens: Usage
     cost_usd: float
     price_table: str | None
     """The table that priced ``cost_usd``: from the rows, or the ``prices=`` table when re-priced."""
@@ -233,10 +209,10 @@ class JobStats:
             "ok": self.ok,
             "failed": self.failed,
             "pending": self.pending,
-            "input_tokens": self.tokens.input,
-            "output_tokens": self.tokens.output,
-            "cache_read_input_tokens": self.tokens.cache_read,
-            "cache_creation_input_tokens": self.tokens.cache_creation,
+            "input_tokens": self.tokens.input_tokens,
+            "output_tokens": self.tokens.output_tokens,
+            "cache_read_input_tokens": self.tokens.cache_read_input_tokens,
+            "cache_creation_input_tokens": self.tokens.cache_creation_input_tokens,
             "total_tokens": self.tokens.total,
             "cost_usd": self.cost_usd,
             "price_table": self.price_table,
@@ -296,7 +272,8 @@ class JobFiles:
 
 def is_job_dir(path: Path) -> bool:
     """Whether ``path`` looks like a job directory: results, or the runner's working directory."""
-    return path.is_dir() and ((path / RESULTS_FILE).is_file() or (path / WORK_DIR).is_dir())
+    job = JobDir(path)
+    return path.is_dir() and (job.results.is_file() or job.work.is_dir())
 
 
 def open_job(job_dir: Path) -> JobFiles:
@@ -307,10 +284,13 @@ def open_job(job_dir: Path) -> JobFiles:
     Raises :class:`StateError` when ``job_dir`` is not a job directory or a file is unreadable.
     """
     job_dir = Path(job_dir)
+    layout = JobDir(job_dir)
     if not is_job_dir(job_dir):
-        raise StateError(f"{job_dir}: not a job directory (no {RESULTS_FILE} and no {WORK_DIR}/)")
-    parts = sorted((job_dir / PARTS_DIR).glob(PART_GLOB), key=_part_order)
-    results = job_dir / RESULTS_FILE
+        raise StateError(
+            f"{job_dir}: not a job directory (no {layout.results.name} and no {layout.work.name}/)"
+        )
+    parts = part_files(layout.parts)
+    results = layout.results
     files = tuple(parts) or ((results,) if results.is_file() else ())
     schemas = tuple(_schema(path) for path in files)
     names: dict[str, None] = {}
@@ -321,31 +301,35 @@ def open_job(job_dir: Path) -> JobFiles:
     if parts:
         read_from = f"{len(parts)} part file{'s' if len(parts) != 1 else ''}"
     else:
-        read_from = RESULTS_FILE if files else "nothing yet"
+        read_from = results.name if files else "nothing yet"
     return JobFiles(
         job_dir=job_dir,
         files=files,
         schemas=schemas,
         key=key,
         columns=tuple(n for n in names if n != INDEX_COLUMN),
-        input_rows=_input_rows(job_dir),
+        input_rows=_input_rows(layout.state_file),
         read_from=read_from,
     )
 
 
 def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
     """The job's rows in batches of at most ``BATCH_ROWS``, newest row per key only, with ``columns``
-    (nulls of the contract's type where a file lacks one). Memory: one batch plus one flag per row."""
-    masks = _winner_masks(job)
-    for path, schema, mask in zip(job.files, job.schemas, masks, strict=True):
-        present = [c for c in columns if c in schema.names]
+    (nulls of the contract's type where a file lacks one). Memory: one batch plus a few bytes per row."""
+    try:
+        newest = NewestRows.scan(job.files, read=_read_columns, key=job.key)
+    except pa.ArrowException as exc:
+        raise StateError(f"{job.job_dir}: result files disagree on the {job.key} column ({exc})") from None
+    for number, (path, schema) in enumerate(zip(job.files, job.schemas, strict=True)):
+        present = [c for c in dict.fromkeys([*columns, job.key]) if c in schema.names]
         offset = 0
         try:
             batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=present)
             for batch in batches:
                 table = pa.Table.from_batches([batch])
+                mask = newest.mask(number, table.column(job.key), offset)
                 if mask is not None:
-                    table = table.filter(mask.slice(offset, batch.num_rows))
+                    table = table.filter(mask)
                 offset += batch.num_rows
                 for name in columns:
                     if name not in schema.names:
@@ -357,42 +341,14 @@ def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
             raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _winner_masks(job: JobFiles) -> list[pa.BooleanArray | None]:
-    """Per file, which rows are the newest of their key (None: all of them, the common case).
-
-    Reads the key column only. Files are in part order, so the row read last is the newest.
-    """
-    if not job.files:
-        return []
-    keys = []
-    for path in job.files:
-        try:
-            keys.append(pq.read_table(path, columns=[job.key]).column(job.key))
-        except FileNotFoundError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
-    sizes = [len(k) for k in keys]
+def _read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """Some columns of one result file; a file gone meanwhile (an atomic rename) is ``FileNotFoundError``."""
     try:
-        key = pa.chunked_array([c for k in keys for c in k.chunks], keys[0].type)
-    except pa.ArrowException as exc:
-        raise StateError(f"{job.job_dir}: result files disagree on the {job.key} column ({exc})") from None
-    seq = pa.array(range(len(key)), pa.int64())
-    last = pa.table({"k": key, "s": seq}).group_by("k", use_threads=False).aggregate([("s", "max")])
-    if last.num_rows == len(key):
-        return [None] * len(job.files)
-    newest = pc.is_in(seq, value_set=last["s_max"].combine_chunks())
-    masks: list[pa.BooleanArray | None] = []
-    start = 0
-    for size in sizes:
-        masks.append(newest.slice(start, size))
-        start += size
-    return masks
-
-
-def _part_order(path: Path) -> tuple[int, str]:
-    match = _PART_NUMBER.match(path.name)
-    return (int(match.group(1)) if match else -1, path.name)
+        return pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise StateError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
 def _schema(path: Path) -> pa.Schema:
@@ -409,8 +365,7 @@ def _contract_type(name: str) -> pa.DataType:
     return RESULT_SCHEMA.field(index).type if index >= 0 else pa.null()
 
 
-def _input_rows(job_dir: Path) -> int | None:
-    path = job_dir / STATE_FILE
+def _input_rows(path: Path) -> int | None:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -499,7 +454,7 @@ def prepare(table: pa.Table, *, prices: PriceTable | None = None, by: str | None
     column as ``BY_COLUMN`` (the user's column name may clash with ours)."""
     table = table.combine_chunks()
     status = table["status"].combine_chunks()
-    tokens = {c: pc.fill_null(table[c].combine_chunks(), 0).cast(pa.int64()) for c in TOKEN_COLUMNS}
+    tokens = {c: pc.fill_null(table[c].combine_chunks(), 0).cast(pa.int64()) for c in TOKEN_FIELDS}
     lane = pc.fill_null(table["lane"].combine_chunks(), "on_demand")
     if prices is not None:
         cost = _reprice(table, tokens, lane, prices)
@@ -540,14 +495,13 @@ def _reprice(table: pa.Table, tokens: Mapping[str, pa.Array], lane: pa.Array, pr
         for model_id, _, lane_name in (v.partition("\x00") for v in encoded.dictionary.to_pylist())
     ]
     cost = pa.nulls(len(table), pa.float64()).fill_null(0.0)
-    # TOKEN_COLUMNS is (input, output, cache read, cache creation); Rates is (input, output, write, read).
-    for column, slot in zip(TOKEN_COLUMNS, (0, 1, 3, 2), strict=True):
-        per_row = pc.take(pa.array([r[slot] for r in rates], pa.float64()), encoded.indices)
+    for column in TOKEN_FIELDS:
+        per_row = pc.take(pa.array([getattr(r, column) for r in rates], pa.float64()), encoded.indices)
         cost = pc.add(cost, pc.multiply(tokens[column].cast(pa.float64()), pc.fill_null(per_row, 0.0)))
     return cost
 
 
-_SUMS: tuple[str, ...] = ("ok", "failed", *TOKEN_COLUMNS, "cost")
+_SUMS: tuple[str, ...] = ("ok", "failed", *TOKEN_FIELDS, "cost")
 _AGGREGATES: list[tuple[Any, str]] = [([], "count_all"), *((c, "sum") for c in _SUMS)]
 _EPOCH_FLOOR = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 """Timestamps before this are placeholders (a row never sent), not times."""
@@ -571,12 +525,7 @@ class _Sums:
             rows=self.rows,
             ok=int(v["ok"]),
             failed=int(v["failed"]),
-            tokens=Tokens(
-                input=int(v["input_tokens"]),
-                output=int(v["output_tokens"]),
-                cache_read=int(v["cache_read_input_tokens"]),
-                cache_creation=int(v["cache_creation_input_tokens"]),
-            ),
+            tokens=Usage(**{name: int(v[name]) for name in TOKEN_FIELDS}),
             cost_usd=float(v["cost"]),
         )
 
@@ -625,7 +574,7 @@ class _Accumulator:
         if timed.num_rows == 0:
             return
         tokens = timed["input_tokens"]
-        for c in TOKEN_COLUMNS[1:]:
+        for c in TOKEN_FIELDS[1:]:
             tokens = pc.add(tokens, timed[c])
         finished_ms = timed["finished_at"].cast(pa.int64())
         self.timeline.append(pa.table({"finished_ms": finished_ms, "tokens": tokens}).combine_chunks())

@@ -5,13 +5,20 @@ Frozen and slotted: millions of them pass through a run, and none is changed aft
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-JSON: TypeAlias = dict[str, Any]
-"""A decoded JSON object (request or response body)."""
-
 Status: TypeAlias = Literal["ok", "error"]
+
+TOKEN_FIELDS: tuple[str, ...] = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+"""The four kinds of token, by Bedrock's names: the fields of :class:`Usage`, the result columns, the
+per-token prices of :class:`runner.pricing.Rates` and the sums of ``stats``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,26 @@ class Usage:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
 
+    @classmethod
+    def from_json(cls, usage: Mapping[str, Any]) -> Usage:
+        """A Messages response's ``usage`` object; a missing or null count is 0."""
+        return cls(
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+            cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
+        )
+
+    @property
+    def total(self) -> int:
+        """Every token processed, cached or not (the basis of tokens per minute)."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Completion:
@@ -69,7 +96,8 @@ class Completion:
     stop_reason: str | None
     usage: Usage
     request_id: str | None
-    latency_ms: float
+    latency_ms: float | None
+    """Wall time of the call; ``None`` for an answer of a batch job (no call of its own)."""
     server_latency_ms: float | None = None
     """Bedrock's ``x-amzn-bedrock-invocation-latency``: how long the request spent at the service, so
     ``now - server_latency`` bounds when the service booked it against the quota."""
@@ -77,7 +105,9 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """One output row: the outcome of one record, ok or error. Column names are the DESIGN contract."""
+    """One output row: the outcome of one record, ok or error. Column names are the DESIGN contract
+    (``runner.schemas.RESULT_COLUMNS`` maps the fields to them). Made by :meth:`answered` and
+    :meth:`failed`."""
 
     index: int
     id: str
@@ -99,3 +129,47 @@ class Result:
     finished_at: float = 0.0
     lane: str = "on_demand"
     keep: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def answered(
+        cls,
+        record: Record,
+        completion: Completion,
+        *,
+        route: Route,
+        attempts: int,
+        cost_usd: float,
+        started_at: float,
+        finished_at: float,
+        lane: str = "on_demand",
+    ) -> Result:
+        """The ``ok`` row of ``record``: ``route`` answered it with ``completion``."""
+        return cls(
+            index=record.index, id=record.id, key=record.key, status="ok", completion=completion.text,
+            stop_reason=completion.stop_reason, usage=completion.usage, model_id=route.model_id,
+            region=route.region, attempts=attempts, latency_ms=completion.latency_ms,
+            request_id=completion.request_id, cost_usd=cost_usd, started_at=started_at,
+            finished_at=finished_at, lane=lane, keep=record.keep,
+        )  # fmt: skip
+
+    @classmethod
+    def failed(
+        cls,
+        record: Record,
+        *,
+        error_type: str | None,
+        error_message: str | None,
+        started_at: float,
+        finished_at: float,
+        route: Route | None = None,
+        attempts: int = 0,
+        request_id: str | None = None,
+        retryable: bool = False,
+    ) -> Result:
+        """The ``error`` row of ``record``; ``route`` is the last one tried, if any was."""
+        return cls(
+            index=record.index, id=record.id, key=record.key, status="error",
+            model_id=route.model_id if route else None, region=route.region if route else None,
+            attempts=attempts, error_type=error_type, error_message=error_message, request_id=request_id,
+            retryable=retryable, started_at=started_at, finished_at=finished_at, keep=record.keep,
+        )  # fmt: skip

@@ -2,7 +2,11 @@
 
 The emulator runs once per session on 127.0.0.1 (port 0) in a background thread; ``emu`` hands it to
 a test freshly reset (counters, quotas, cache, scripts and faults back to the start), so tests stay
-independent without paying a server start each.
+independent without paying a server start each. Under pytest-xdist (``make test``) every worker is its
+own session, so each worker has its own emulator on its own free port and no test shares one.
+
+``tests/unit`` holds the tests of pure parts (no emulator, no subprocess: ``make test-fast``);
+``tests/integration`` the ones that drive the engine, the CLI or the emulator over loopback.
 """
 
 from __future__ import annotations

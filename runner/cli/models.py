@@ -79,22 +79,10 @@ def fetch_account_view(region: str, endpoint_url: str | None, *, client: Any = N
     retries are off: this is a look, not a job, and an unreachable endpoint should fail fast.
     """
     if client is None:
-        import boto3
-        from botocore.config import Config
+        from runner.bedrock import control_client
 
-        from runner.bedrock import is_loopback
-
-        config = Config(
-            retries={"total_max_attempts": 1},
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=READ_TIMEOUT_S,
-        )
-        session = boto3.Session()
-        if is_loopback(endpoint_url) and session.get_credentials() is None:
-            # The local emulator checks a signature's shape, not its secret (same rule as the runner).
-            session = boto3.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator")
-        client = session.client(
-            "bedrock", region_name=region, endpoint_url=endpoint_url or None, config=config
+        client = control_client(
+            region, endpoint_url, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S
         )
     listed = client.list_foundation_models(byProvider="anthropic")
     models = {

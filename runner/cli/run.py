@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from runner.batch_lane import lane_status
+from runner.batch.state import lane_status
 from runner.errors import BatchError
 from runner.estimate import estimate_job
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
-from runner.job import JobReport, resolve_spec, run_job
-from runner.spec import load_spec
+from runner.job import JobReport, run_job
+from runner.spec import load_spec, resolve_spec
 from runner.state import JobDir
 
 

@@ -26,7 +26,7 @@ from runner.stats import collect
 # The job-directory writer lives with the stats tests. pytest puts tests/ on sys.path (no __init__.py),
 # so at run time the module is ``test_stats``; mypy, run from the repository root, knows it by path.
 if TYPE_CHECKING:
-    from tests.test_stats import make_rows, write_job
+    from tests.unit.test_stats import make_rows, write_job
 else:
     from test_stats import make_rows, write_job
 

@@ -21,7 +21,7 @@ from runner.types import Record
 
 HAIKU45 = "anthropic.claude-haiku-4-5-20251001-v1:0"
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Page >> endobj\n%%EOF\n"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_spec(input: Path | str, columns: dict[str, Any] | None = None, batch_rows: int = 1024) -> JobSpec:

@@ -8,7 +8,7 @@ import pytest
 
 from runner import catalog
 from runner.errors import SpecError
-from runner.pricing import PriceTable, estimate_cost
+from runner.pricing import PriceTable
 from runner.types import Usage
 
 SONNET_45 = "anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -91,13 +91,6 @@ class TestRules:
         """A lane other than on_demand or batch is a programming error."""
         with pytest.raises(ValueError, match="unknown lane"):
             table.cost(SONNET_45, MILLION, lane="spot")
-
-    def test_estimate_cost(self, table: PriceTable) -> None:
-        """An estimate for n rows is n times one row's cost."""
-        one = estimate_cost(table, f"global.{SONNET_45}", input_tokens=1000, output_tokens=200)
-        assert one == pytest.approx((1000 * 3 + 200 * 15) / 1e6)
-        many = estimate_cost(table, f"global.{SONNET_45}", input_tokens=1000, output_tokens=200, rows=50)
-        assert many == pytest.approx(one * 50)
 
 
 GOOD = """

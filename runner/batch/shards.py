@@ -4,7 +4,7 @@ Bedrock batch inference takes JSONL files of ``{"recordId", "modelInput"}`` line
 ``min_records`` and at most ``max_records`` per job, and writes back, in no guaranteed order,
 ``{"recordId", "modelInput", "modelOutput"}`` or ``{..., "error": {"errorCode", "errorMessage"}}``
 lines. This module knows those formats and the planning rules, and nothing about S3, HTTP or time:
-:mod:`runner.batch_lane` does the submitting, polling and collecting around it.
+:mod:`runner.batch.lane` does the submitting, polling and collecting around it.
 
 Planning streams the source's records into shard files in input order, one shard at a time, so memory
 holds one line, never a shard. A shard closes at ``max_records`` or when the next line would pass
@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runner.sink import INDEX_COLUMN
+from runner.atomic import AtomicFile
+from runner.schemas import INDEX_COLUMN
 from runner.types import Record, Usage
 
 RECORD_ID_DIGITS = 11
@@ -132,9 +132,8 @@ class _OpenShard:
 
     def __init__(self, directory: Path, number: int, schema: pa.Schema) -> None:
         self.number = number
-        self.jsonl = directory / f".{shard_name(number)}.tmp"
-        self.rows = directory / f".{rows_name(number)}.tmp"
-        self.handle: BinaryIO = open(self.jsonl, "wb")  # noqa: SIM115 - closed in close()/discard()
+        self.jsonl = AtomicFile(directory / shard_name(number))
+        self.rows = AtomicFile(directory / rows_name(number))
         self.hash = hashlib.sha256()
         self.schema = schema
         self.writer: pq.ParquetWriter | None = None
@@ -144,7 +143,7 @@ class _OpenShard:
         self.input_tokens = self.max_output_tokens = 0
 
     def add(self, record: Record, line: bytes) -> None:
-        self.handle.write(line)
+        self.jsonl.handle.write(line)
         self.hash.update(line)
         self.count += 1
         self.size += len(line)
@@ -172,20 +171,17 @@ class _OpenShard:
             {f.name: pa.array(cols[f.name], type=f.type) for f in self.schema}, schema=self.schema
         )
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.rows, self.schema, compression="zstd")
+            self.writer = pq.ParquetWriter(self.rows.handle, self.schema, compression="zstd")
         self.writer.write_table(table)
         self.buffer = []
 
-    def close(self, directory: Path) -> Shard:
-        """Finish both files (fsync, rename into place) and describe the shard."""
+    def close(self) -> Shard:
+        """Put both files in place (the rows file first) and describe the shard."""
         self._flush_rows()
         assert self.writer is not None
         self.writer.close()
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        os.replace(self.rows, directory / rows_name(self.number))
-        os.replace(self.jsonl, directory / shard_name(self.number))
+        self.rows.commit()
+        self.jsonl.commit()
         return Shard(
             number=self.number,
             records=self.count,
@@ -198,11 +194,10 @@ class _OpenShard:
         )
 
     def discard(self) -> None:
-        self.handle.close()
         if self.writer is not None:
             self.writer.close()
-        self.jsonl.unlink(missing_ok=True)
-        self.rows.unlink(missing_ok=True)
+        self.jsonl.discard()
+        self.rows.discard()
 
 
 def rows_schema(keep_fields: Iterable[pa.Field]) -> pa.Schema:
@@ -251,7 +246,7 @@ def plan_shards(
                 ):
                     finished, current = current, None
                     if finished.count >= min_records:
-                        yield finished.close(directory)
+                        yield finished.close()
                         number += 1
                     else:
                         finished.discard()
@@ -261,7 +256,7 @@ def plan_shards(
         if current is not None:
             finished, current = current, None
             if finished.count >= min_records:
-                yield finished.close(directory)
+                yield finished.close()
             else:
                 finished.discard()
     finally:
@@ -319,12 +314,7 @@ def parse_output_line(line: bytes) -> OutputRecord:
             index=index,
             text=text,
             stop_reason=output.get("stop_reason"),  # type: ignore[union-attr]
-            usage=Usage(
-                input_tokens=int(usage.get("input_tokens") or 0),
-                output_tokens=int(usage.get("output_tokens") or 0),
-                cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
-                cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
-            ),
+            usage=Usage.from_json(usage),
         )
     except (TypeError, KeyError, AttributeError, ValueError):
         return OutputRecord(

@@ -18,7 +18,6 @@ from runner.request import (
     RequestBuilder,
     dumps_body,
     estimate_pdf_tokens,
-    template_columns,
 )
 from runner.spec import JobSpec, spec_from_dict
 
@@ -177,10 +176,6 @@ class TestTemplate:
         """A column may appear twice, and format specs and conversions apply to its value."""
         body = build({"n": 3, "s": "x"}, {"template": "{n:03d} {s!r} {n}"})
         assert body["messages"][0]["content"] == "003 'x' 3"
-
-    def test_template_columns_in_first_use_order(self) -> None:
-        """template_columns lists each placeholder column once, in order of first use."""
-        assert template_columns("{b} {a} {b} {{c}}") == ("b", "a")
 
     @pytest.mark.parametrize(
         ("template", "message"),

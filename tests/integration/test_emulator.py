@@ -50,7 +50,7 @@ ERROR_STATUS = {
     "ModelNotReadyException": 429,
     "ServiceQuotaExceededException": 400,
 }
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def request_body(text: str = "Hello there", max_tokens: int = 100, **extra: Any) -> str:

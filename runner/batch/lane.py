@@ -3,7 +3,7 @@
 What one run of a ``mode = "batch"`` job does here, in order, before the on-demand pool runs::
 
     load _job/batch.json  (what earlier runs submitted: re-attach, never submit again)
-    plan      rows not done and never sharded -> shard files in _job/batch/   (runner.batch, pure)
+    plan      rows not done and never sharded -> shard files in _job/batch/   (batch.shards, pure)
     record    the new shards in _job/batch.json                       <- before anything leaves
     submit    upload shard -> s3, CreateModelInvocationJob (clientRequestToken from the shard),
               record the jobArn                                       <- right after the answer
@@ -26,23 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence, Set
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence, Set
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
 
-import aioboto3
 import anyio
 import pyarrow.parquet as pq
 import structlog
 
 from runner import storage
-from runner.batch import (
+from runner.batch.shards import (
     MANIFEST_FILE,
     Manifest,
     Shard,
@@ -53,7 +49,8 @@ from runner.batch import (
     plan_shards,
     safe_name,
 )
-from runner.bedrock import client_config, is_loopback, map_botocore_errors
+from runner.batch.state import BATCH_FILE, FINAL_STATUSES, SHARD_DIR, BatchState, ShardState
+from runner.bedrock import AioBotoControlPlane, ControlPlane
 from runner.errors import (
     AccessDeniedError,
     BatchJobError,
@@ -62,8 +59,10 @@ from runner.errors import (
     RetryableError,
     RouteNotFoundError,
 )
-from runner.sink import INDEX_COLUMN, PartSink, fsync_dir
-from runner.types import Record, Result, Route
+from runner.pool import STOP_COST_CAP
+from runner.schemas import INDEX_COLUMN
+from runner.sink import PartSink
+from runner.types import Completion, Record, Result, Route
 
 if TYPE_CHECKING:
     from runner.pool import CostCap, Counters, Pool
@@ -74,242 +73,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("runner.batch_lane")
 
-BATCH_FILE = "batch.json"
-SHARD_DIR = "batch"
-STATE_VERSION = 1
-ACTIVE_STATUSES = frozenset({"Submitted", "Validating", "Scheduled", "InProgress", "Stopping"})
-FINAL_STATUSES = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired", "NotFound"})
-"""Bedrock's end states, plus ``NotFound``: a job Bedrock no longer knows (its rows run on-demand)."""
 STOP_CHECK_S = 0.25
 CREATE_ATTEMPTS = 3
 CREATE_BACKOFF_S = 1.0
-COST_CAP_REACHED = "max_cost_usd reached"
-
-
-# -- what the job directory remembers ---------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class ShardState:
-    """One shard's journey; every field is saved in ``_job/batch.json`` the moment it changes."""
-
-    shard: Shard
-    model_id: str
-    region: str
-    job_name: str
-    token: str
-    input_uri: str
-    output_uri: str
-    uploaded: bool = False
-    create_sent: bool = False
-    """A create went out; without ``job_arn`` we cannot know whether Bedrock made the job."""
-    job_arn: str | None = None
-    status: str | None = None
-    message: str | None = None
-    submitted_at: float | None = None
-    ended_at: float | None = None
-    collected: bool = False
-    ok: int = 0
-    errors: int = 0
-    """Records Bedrock answered with an error (they run on-demand)."""
-    missing: int = 0
-    """Records with no line in the output (job failed, stopped or expired first; they run on-demand)."""
-
-    @property
-    def in_flight(self) -> bool:
-        return self.job_arn is not None and not self.collected
-
-    @property
-    def route(self) -> Route:
-        return Route(model_id=self.model_id, region=self.region, geography=self.model_id.split(".", 1)[0])
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k != "shard"}
-        out["shard"] = self.shard.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShardState:
-        values = dict(data)
-        values["shard"] = Shard.from_dict(values["shard"])
-        return cls(**values)
-
-
-@dataclass(eq=False)
-class BatchState:
-    """``_job/batch.json``: the lane's whole memory, rewritten atomically after every change."""
-
-    job_key: str
-    prefix: str
-    """``{batch.s3_uri}/{name}-{job_key}``: inputs under ``input/``, Bedrock's outputs under ``output/``."""
-    shards: list[ShardState] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, path: Path) -> BatchState | None:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise BatchJobError(
-                f"{path} is unreadable ({exc}); it records the batch jobs this job submitted, "
-                "so restore it rather than delete it (deleting it would submit every shard again)"
-            ) from exc
-        if data.get("version") != STATE_VERSION:
-            raise BatchJobError(
-                f"{path} has version {data.get('version')!r}; this runner reads {STATE_VERSION}"
-            )
-        return cls(
-            job_key=data["job_key"],
-            prefix=data["prefix"],
-            shards=[ShardState.from_dict(s) for s in data["shards"]],
-        )
-
-    def save(self, path: Path) -> None:
-        """Write, fsync, rename, fsync the directory: the file is the old or the new, never torn."""
-        data = {
-            "version": STATE_VERSION,
-            "job_key": self.job_key,
-            "prefix": self.prefix,
-            "shards": [s.to_dict() for s in self.shards],
-        }
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-
-    def next_number(self) -> int:
-        return max((s.shard.number for s in self.shards), default=-1) + 1
-
-
-def read_batch_state(work_dir: Path) -> BatchState | None:
-    """The batch state of a job's ``_job`` directory, or ``None`` when the job never used the lane."""
-    return BatchState.load(work_dir / BATCH_FILE)
-
-
-def lane_summary(work_dir: Path) -> dict[str, Any] | None:
-    """What ``status`` shows of the batch lane: shards by state, records by outcome; ``None`` if unused."""
-    state = read_batch_state(work_dir)
-    if state is None:
-        return None
-    jobs: dict[str, int] = {}
-    for s in state.shards:
-        key = "collected" if s.collected else (s.status or ("submitting" if s.create_sent else "planned"))
-        jobs[key] = jobs.get(key, 0) + 1
-    return {
-        "shards": len(state.shards),
-        "jobs": jobs,
-        "records": sum(s.shard.records for s in state.shards),
-        "in_flight_records": sum(s.shard.records for s in state.shards if not s.collected),
-        "ok": sum(s.ok for s in state.shards),
-        "to_on_demand": sum(s.errors + s.missing for s in state.shards),
-    }
-
-
-def lane_status(job: JobDir) -> dict[str, Any]:
-    """``status``'s view of both lanes: rows with a result per lane, and the batch jobs (or ``None``)."""
-    lanes = {"on_demand": 0, "batch": 0}
-    latest = job.latest(["lane"])
-    if latest.num_rows and "lane" in latest.column_names:
-        for item in latest.column("lane").value_counts().to_pylist():
-            lanes[str(item["values"] or "on_demand")] = int(item["counts"])
-    return {"lanes": lanes, "batch": lane_summary(job.work)}
-
-
-# -- the control plane ------------------------------------------------------------------------------
-
-
-class ControlPlane(Protocol):
-    """The three Bedrock control-plane calls the lane makes; errors are ``runner.errors`` classes."""
-
-    async def create_job(self, shard: ShardState, *, role_arn: str, timeout_hours: int) -> str: ...
-
-    async def get_job(self, shard: ShardState) -> dict[str, Any]: ...
-
-    async def find_job(self, shard: ShardState) -> str | None: ...
-
-
-class AioBotoControlPlane:
-    """The ``bedrock`` control-plane client through aioboto3: one client per region, opened on first use.
-
-    Same settings as the runtime transport (``bedrock.client_config``: botocore's retries off, the
-    lane decides what to retry) and the same error translation (``bedrock.map_botocore_errors``).
-    """
-
-    def __init__(self, session: aioboto3.Session, stack: AsyncExitStack, endpoint_url: str | None) -> None:
-        self._session = session
-        self._stack = stack
-        self._endpoint_url = endpoint_url
-        self._clients: dict[str, Any] = {}
-        self._config = client_config(max_in_flight=4, timeout_s=60.0)
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(
-        cls, *, endpoint_url: str | None = None, session: aioboto3.Session | None = None
-    ) -> AsyncIterator[AioBotoControlPlane]:
-        session = session or aioboto3.Session()
-        if await session.get_credentials() is None:
-            if not is_loopback(endpoint_url):
-                raise BatchJobError(
-                    "no AWS credentials found for Bedrock batch inference (AWS_ACCESS_KEY_ID, "
-                    "~/.aws/credentials, AWS_PROFILE or an instance role); nothing was submitted"
-                )
-            session = aioboto3.Session(aws_access_key_id="emulator", aws_secret_access_key="emulator")
-        async with AsyncExitStack() as stack:
-            yield cls(session, stack, endpoint_url)
-
-    async def _client(self, region: str) -> Any:
-        client = self._clients.get(region)
-        if client is None:
-            client = await self._stack.enter_async_context(
-                self._session.client(
-                    "bedrock", region_name=region, endpoint_url=self._endpoint_url, config=self._config
-                )
-            )
-            self._clients[region] = client
-        return client
-
-    async def create_job(self, shard: ShardState, *, role_arn: str, timeout_hours: int) -> str:
-        client = await self._client(shard.region)
-        with map_botocore_errors(shard.route):
-            answer = await client.create_model_invocation_job(
-                jobName=shard.job_name,
-                roleArn=role_arn,
-                clientRequestToken=shard.token,
-                modelId=shard.model_id,
-                inputDataConfig={"s3InputDataConfig": {"s3Uri": shard.input_uri, "s3InputFormat": "JSONL"}},
-                outputDataConfig={"s3OutputDataConfig": {"s3Uri": shard.output_uri}},
-                timeoutDurationInHours=timeout_hours,
-            )
-        return str(answer["jobArn"])
-
-    async def get_job(self, shard: ShardState) -> dict[str, Any]:
-        assert shard.job_arn is not None
-        client = await self._client(shard.region)
-        with map_botocore_errors(shard.route):
-            answer: dict[str, Any] = await client.get_model_invocation_job(jobIdentifier=shard.job_arn)
-        return answer
-
-    async def find_job(self, shard: ShardState) -> str | None:
-        """The job a lost create made, found by its name and token (ListModelInvocationJobs)."""
-        client = await self._client(shard.region)
-        token: str | None = None
-        with map_botocore_errors(shard.route):
-            while True:
-                kwargs: dict[str, Any] = {"nameContains": shard.job_name, "maxResults": 100}
-                if token:
-                    kwargs["nextToken"] = token
-                page = await client.list_model_invocation_jobs(**kwargs)
-                for summary in page.get("invocationJobSummaries", []):
-                    if summary.get("clientRequestToken") == shard.token:
-                        return str(summary["jobArn"])
-                token = page.get("nextToken")
-                if not token:
-                    return None
 
 
 # -- the lane ---------------------------------------------------------------------------------------
@@ -452,7 +218,7 @@ class BatchLane:
 
     def _worst_cost(self, s: ShardState) -> float:
         rates = self.prices.rates(s.model_id, lane="batch")
-        return s.shard.input_tokens * rates[0] + s.shard.max_output_tokens * rates[1]
+        return s.shard.input_tokens * rates.input_tokens + s.shard.max_output_tokens * rates.output_tokens
 
     def _upload(self, s: ShardState) -> None:
         local = self.shard_dir / s.shard.file
@@ -465,14 +231,15 @@ class BatchLane:
         """Upload and create one shard's job; False when Bedrock's job quota is full (try later)."""
         if self.cost_cap is not None and s.shard.number not in self._reserved:
             worst = self._worst_cost(s)
-            cap = self.cost_cap
-            if cap.spent + cap.reserved + worst > cap.cap:
-                self._stopped = COST_CAP_REACHED
+            if not self.cost_cap.try_reserve(worst):
+                self._stopped = STOP_COST_CAP
                 log.warning(
-                    "batch.cost_cap", shard=s.shard.number, worst_usd=round(worst, 4), cap_usd=cap.cap
+                    "batch.cost_cap",
+                    shard=s.shard.number,
+                    worst_usd=round(worst, 4),
+                    cap_usd=self.cost_cap.cap,
                 )
                 return False
-            cap.reserved += worst
             self._reserved[s.shard.number] = worst
         if not s.uploaded:
             await anyio.to_thread.run_sync(self._upload, s)
@@ -591,34 +358,23 @@ class BatchLane:
                     errors[code] = errors.get(code, 0) + 1
                     continue
                 cost = self.prices.cost(s.model_id, record.usage, lane="batch")
-                self.sink.add(
-                    Result(
-                        index=record.index,
-                        id=columns["id"][i],
-                        key=columns["request_key"][i],
-                        status="ok",
-                        completion=record.text,
-                        stop_reason=record.stop_reason,
-                        usage=record.usage,
-                        model_id=s.model_id,
-                        region=s.region,
-                        attempts=1,
-                        request_id=s.job_arn,
-                        cost_usd=cost,
-                        started_at=started,
-                        finished_at=finished,
-                        lane="batch",
-                        keep={name: columns[name][i] for name in keep_names},
-                    )
-                )
+                row = Record(
+                    index=record.index, id=columns["id"][i], key=columns["request_key"][i], body=None,
+                    max_tokens=0, estimated_input_tokens=0, keep={n: columns[n][i] for n in keep_names},
+                )  # fmt: skip
+                answer = Completion(
+                    text=record.text or "", stop_reason=record.stop_reason, usage=record.usage,
+                    request_id=s.job_arn, latency_ms=None,
+                )  # fmt: skip
+                result = Result.answered(
+                    row, answer, route=s.route, attempts=1, cost_usd=cost, started_at=started,
+                    finished_at=finished, lane="batch",
+                )  # fmt: skip
+                self.sink.add(result)
                 ok += 1
-                c = self.counters
-                c.ok += 1
-                c.input_tokens += record.usage.input_tokens
-                c.output_tokens += record.usage.output_tokens
-                c.cost_usd += cost
+                self.counters.add_ok(record.usage, cost)
                 if self.cost_cap is not None:
-                    self.cost_cap.spent += cost
+                    self.cost_cap.spend(cost)
                 if self.sink.due():
                     self.sink.commit(*self.sink.take_part())
         except FileNotFoundError:
@@ -651,7 +407,7 @@ class BatchLane:
         await anyio.to_thread.run_sync(self._collect, s, job)
         reserved = self._reserved.pop(s.shard.number, None)
         if reserved is not None and self.cost_cap is not None:
-            self.cost_cap.reserved -= reserved
+            self.cost_cap.release(reserved)
         self._save(state)
 
     async def _wait(self, seconds: float) -> None:
@@ -675,7 +431,7 @@ class BatchLane:
             for s in state.shards:
                 if s.in_flight:  # submitted by an earlier run: its worst case is still reserved
                     self._reserved[s.shard.number] = self._worst_cost(s)
-                    self.cost_cap.reserved += self._reserved[s.shard.number]
+                    self.cost_cap.hold(self._reserved[s.shard.number])
         attached = sum(1 for s in state.shards if not s.collected)
         if attached:
             log.info("batch.reattached", shards=attached, job_key=state.job_key)

@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 
 import runner
-from runner import schemas
+from runner import contracts
 
 
 class TestSchemaFiles:
     def test_files_equal_the_code(self) -> None:
         """schemas/*.json are exactly what the code generates (run `make schemas` after a change)."""
-        for name, text in schemas.rendered().items():
-            assert (schemas.SCHEMAS_DIR / name).read_text(encoding="utf-8") == text, (
+        for name, text in contracts.rendered().items():
+            assert (contracts.SCHEMAS_DIR / name).read_text(encoding="utf-8") == text, (
                 f"schemas/{name} is stale"
             )
 
     def test_spec_reference_equals_the_code(self) -> None:
         """docs/spec.md is exactly what the code generates."""
-        assert (schemas.DOCS_DIR / "spec.md").read_text(encoding="utf-8") == schemas.spec_reference()
+        assert (contracts.DOCS_DIR / "spec.md").read_text(encoding="utf-8") == contracts.spec_reference()
 
     def test_results_schema_has_the_design_columns(self) -> None:
         """Every column DESIGN.md promises is in the output schema."""
@@ -29,7 +29,7 @@ class TestSchemaFiles:
         }  # fmt: skip
         names = {
             c["name"]
-            for c in json.loads((schemas.SCHEMAS_DIR / "results.schema.json").read_text())["columns"]
+            for c in json.loads((contracts.SCHEMAS_DIR / "results.schema.json").read_text())["columns"]
         }
         assert promised <= names
 

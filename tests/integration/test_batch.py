@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from runner.batch_lane import BATCH_FILE
+from runner.batch.state import BATCH_FILE
 from runner.cli import main
 from runner.emulator import EmulatorConfig, EmulatorThread
 from runner.errors import SpecError

@@ -1,4 +1,5 @@
-"""The job directory's read side: outcome counts and ``results.parquet`` from committed parts.
+"""The job directory's read side: outcome counts and ``results.parquet`` from committed parts, and
+that every reader of "the newest row per position" agrees.
 
 Parts are written by the real sink (``PartSink.commit``), as a run writes them.
 """
@@ -9,10 +10,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runner.errors import StateError
 from runner.sink import PartSink, part_schema
 from runner.state import JobDir
+from runner.stats import compute_stats
 from runner.types import Result, Usage
 
 
@@ -95,3 +99,59 @@ def test_results_from_more_parts_than_are_kept_open(job: JobDir, monkeypatch: py
     commit(job, *[[ok(i)] for i in (7, 5, 3, 1, 6, 4, 2, 0)])
     assert job.consolidate() == 8
     assert pq.read_table(job.results).column("id").to_pylist() == [f"r{i}" for i in range(8)]
+
+
+Outcome = tuple[int, str, bool]
+"""(input position, status, retryable) of one part row."""
+
+_ROWS = 12
+_outcome = st.tuples(st.integers(0, _ROWS - 1), st.sampled_from(["ok", "error"]), st.booleans())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.lists(_outcome, max_size=8), max_size=5))
+def test_every_reader_of_the_newest_rows_agrees(
+    tmp_path_factory: pytest.TempPathFactory, parts: list[list[Outcome]]
+) -> None:
+    """Resume, status, results.parquet and stats all see the last-written row of each position."""
+    job = JobDir(tmp_path_factory.mktemp("job"))
+    job.create()
+    job.write_state({"input": {"rows": _ROWS}})
+
+    def result(n: int, position: int, status: str, retryable: bool) -> Result:
+        if status == "ok":
+            return Result(index=position, id=f"r{position}", key=position, status="ok", completion=f"p{n}")
+        return Result(index=position, id=f"r{position}", key=position, status="error",
+                      error_message=f"p{n}", retryable=retryable)  # fmt: skip
+
+    expected: dict[int, tuple[str, bool, str]] = {}
+    written: list[list[Result]] = []
+    for n, part in enumerate(parts):
+        rows = [result(n, *row) for row in part]
+        written.append(rows)
+        for position, status, retryable in part:
+            expected[position] = (status, retryable and status == "error", f"p{n}")
+    commit(job, *[rows for rows in written if rows])
+
+    latest = job.latest(["status", "retryable"]).to_pylist()
+    assert sorted((r["_index"], r["status"]) for r in latest) == sorted(
+        (p, e[0]) for p, e in expected.items()
+    )
+    ok = sum(1 for e in expected.values() if e[0] == "ok")
+    done = {p for p, e in expected.items() if e[0] == "ok" or not e[1]}
+    assert job.done_rows(retry_failed=False) == done
+    p = job.progress()
+    assert (p.ok, p.failed, p.failed_retryable) == (
+        ok,
+        len(expected) - ok,
+        sum(e[1] for e in expected.values()),
+    )
+    assert job.consolidate() == len(expected)
+    if expected:
+        results = pq.read_table(job.results).to_pylist()
+        assert [r["id"] for r in results] == [f"r{p}" for p in sorted(expected)]
+        assert [r["completion"] or r["error_message"] for r in results] == [
+            expected[p][2] for p in sorted(expected)
+        ]
+    stats = compute_stats(job.root)
+    assert (stats.ok, stats.failed, stats.pending) == (ok, len(expected) - ok, _ROWS - len(expected))

@@ -45,7 +45,7 @@ class RunJobSpy:
         self.calls.append((spec, kwargs))
         if self.raises is not None:
             raise self.raises
-        progress = Progress(rows=3, ok=3, failed=0, failed_retryable=0, resumable=True, running=False)
+        progress = Progress(rows=3, ok=3, failed=0, failed_retryable=0, running=False)
         return JobReport(
             exit_code=self.exit_code,
             output=Path(spec.job.output),

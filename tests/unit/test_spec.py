@@ -29,7 +29,7 @@ def base(**sections: dict[str, Any]) -> dict[str, Any]:
 class TestValid:
     def test_demo_spec_loads(self) -> None:
         """The shipped demo spec is valid."""
-        spec = load_spec(Path(__file__).parent.parent / "jobs" / "demo.toml")
+        spec = load_spec(Path(__file__).parents[2] / "jobs" / "demo.toml")
         assert spec.name == "demo"
         assert spec.limits.max_in_flight == 128
 
