@@ -33,7 +33,7 @@ from runner.emulator.quota import (
     TokenWindow,
 )
 from runner.emulator.routes import RouteState
-from tests.test_emulator import HAIKU, admin, invoke, request_body, runtime
+from tests.integration.test_emulator import HAIKU, admin, invoke, request_body, runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 HAIKU_EAST = f"{HAIKU}@us-east-1"

@@ -13,7 +13,7 @@ import math
 import pytest
 
 from runner.quota import STARTUP_FIRST_WAVE, RouteQuota
-from tests.quota_sim import run
+from tests.unit.quota_sim import run
 
 ROWS, SETTLED, RATE, LATENCY = 1200, 800, 10_000, 2.4
 
