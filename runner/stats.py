@@ -57,6 +57,7 @@ STATS_COLUMNS: tuple[str, ...] = (
     "latency_ms",
     "error_type",
     "cost_usd",
+    "stop_reason",
     "price_table",
     "lane",
     "started_at",
@@ -132,6 +133,50 @@ class Latency:
         }
 
 
+FIT_QUANTILE = 0.999
+"""Share of answers a suggested ``max_tokens`` keeps whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFit:
+    """How well one route's ``max_tokens`` fitted its answers, in quota terms.
+
+    Bedrock reserves ``max_tokens`` against the tokens-per-minute quota when a request starts; the
+    part of it an answer did not use held quota back for the request's whole duration. A
+    ``max_tokens`` far above the answers is the commonest way a job throttles itself.
+    """
+
+    max_tokens: int | None
+    """The job's ``[request] max_tokens`` (``None``: the job directory does not say)."""
+    answers: int
+    reserved_unused: int
+    """Output tokens reserved and never produced: the sum of ``max_tokens - output_tokens``."""
+    output_p999: int | None
+    """The output length that 99.9 % of answers stayed within."""
+    cut_off: int
+    """Answers that stopped at ``max_tokens`` (``stop_reason = max_tokens``)."""
+
+    @property
+    def suggested_max_tokens(self) -> int | None:
+        """What would have kept 99.9 % of the answers whole: their 99.9th percentile, or (when
+        more than 0.1 % were cut off) more than today's ``max_tokens``, which cannot be told."""
+        if self.output_p999 is None:
+            return None
+        if self.max_tokens is not None and self.cut_off > (1 - FIT_QUANTILE) * self.answers:
+            return None
+        return self.output_p999
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_tokens,
+            "answers": self.answers,
+            "reserved_unused_tokens": self.reserved_unused,
+            "output_tokens_p99_9": self.output_p999,
+            "cut_off_at_max_tokens": self.cut_off,
+            "suggested_max_tokens": self.suggested_max_tokens,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Throughput:
     """Rows and tokens per unit of wall time, from the first start to the last finish."""
@@ -196,6 +241,8 @@ class JobStats:
     """Which files the figures come from (``N part files``, ``results.parquet``)."""
     by: str | None = None
     groups: Mapping[str, Tally] | None = None
+    output_fit: Mapping[str, OutputFit] = field(default_factory=dict)
+    """Per route: the reservation ``max_tokens`` held and the answers did not use."""
 
     @property
     def complete(self) -> bool:
@@ -228,6 +275,7 @@ class JobStats:
             "job_dir": self.job_dir,
             "read_from": self.read_from,
         }
+        out["output_fit"] = {name: fit.to_dict() for name, fit in self.output_fit.items()}
         if self.by is not None:
             out["by"] = self.by
             out["groups"] = {k: v.to_dict() for k, v in (self.groups or {}).items()}
@@ -265,6 +313,8 @@ class JobFiles:
     input_rows: int | None
     """From ``_job/state.json``; None when the directory has no state (results only)."""
     read_from: str
+    max_tokens: int | None = None
+    """The job's ``[request] max_tokens`` from ``_job/spec.json`` (None without it)."""
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -310,6 +360,7 @@ def open_job(job_dir: Path) -> JobFiles:
         columns=tuple(n for n in names if n != INDEX_COLUMN),
         input_rows=_input_rows(layout.state_file),
         read_from=read_from,
+        max_tokens=_max_tokens(layout.spec_file),
     )
 
 
@@ -363,6 +414,15 @@ def _schema(path: Path) -> pa.Schema:
 def _contract_type(name: str) -> pa.DataType:
     index = RESULT_SCHEMA.get_field_index(name)
     return RESULT_SCHEMA.field(index).type if index >= 0 else pa.null()
+
+
+def _max_tokens(path: Path) -> int | None:
+    """``[request] max_tokens`` of the frozen spec, when the job directory has one."""
+    try:
+        value = json.loads(path.read_text())["request"]["max_tokens"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _input_rows(path: Path) -> int | None:
@@ -444,6 +504,7 @@ def _collect_once(job_dir: Path, by: str | None, prices: PriceTable | None) -> C
         read_from=job.read_from,
         by=by,
         groups={name: acc.groups[name].tally() for name in sorted(acc.groups)} if by is not None else None,
+        output_fit=acc.output_fit(job.max_tokens),
     )
     return Collected(stats=stats, latencies=latencies, timeline=timeline)
 
@@ -476,6 +537,7 @@ def prepare(table: pa.Table, *, prices: PriceTable | None = None, by: str | None
         "attempts": pc.fill_null(table["attempts"].combine_chunks(), 0).cast(pa.int64()),
         "latency_ms": table["latency_ms"].combine_chunks().cast(pa.float64()),
         "error_type": table["error_type"].combine_chunks(),
+        "stop_reason": table["stop_reason"].combine_chunks(),
         "started_at": table["started_at"].combine_chunks(),
         "finished_at": table["finished_at"].combine_chunks(),
     }
@@ -548,6 +610,10 @@ class _Accumulator:
     last_finish: dt.datetime | None = None
     timed_rows: int = 0
     timed_tokens: int = 0
+    outputs: dict[str, Counter[int]] = field(default_factory=dict)
+    """Per route: how many ok answers had each output length (exact and mergeable; a few
+    thousand distinct lengths at most, whatever the row count)."""
+    cut_off: Counter[str] = field(default_factory=Counter)
 
     def add(self, table: pa.Table, work: pa.Table, *, by: str | None) -> None:
         if work.num_rows == 0:
@@ -567,6 +633,39 @@ class _Accumulator:
         ok_latency = pc.and_(pc.equal(work["ok"], 1), pc.is_valid(work["latency_ms"]))
         self.latencies.append(work["latency_ms"].filter(ok_latency).combine_chunks())
         self._add_times(work)
+        self._add_outputs(routed)
+
+    def _add_outputs(self, routed: pa.Table) -> None:
+        answered = routed.filter(pc.equal(routed["ok"], 1))
+        if answered.num_rows == 0:
+            return
+        lengths = answered.group_by(["route", "output_tokens"], use_threads=False).aggregate(
+            [([], "count_all")]
+        )
+        for row in lengths.to_pylist():
+            self.outputs.setdefault(row["route"], Counter())[row["output_tokens"]] += row["count_all"]
+        cut = answered.filter(pc.equal(answered["stop_reason"], "max_tokens"))
+        for item in pc.value_counts(cut["route"]).to_pylist():
+            self.cut_off[item["values"]] += item["counts"]
+
+    def output_fit(self, max_tokens: int | None) -> dict[str, OutputFit]:
+        fits = {}
+        for route in sorted(self.outputs):
+            counts = self.outputs[route]
+            answers = sum(counts.values())
+            unused = (
+                sum(max(max_tokens - length, 0) * n for length, n in counts.items())
+                if max_tokens is not None
+                else 0
+            )
+            fits[route] = OutputFit(
+                max_tokens=max_tokens,
+                answers=answers,
+                reserved_unused=unused,
+                output_p999=_quantile(counts, FIT_QUANTILE),
+                cut_off=self.cut_off.get(route, 0),
+            )
+        return fits
 
     def _add_times(self, work: pa.Table) -> None:
         epoch = pa.scalar(_EPOCH_FLOOR, work["finished_at"].type)
@@ -607,6 +706,19 @@ def _merge_groups(into: dict[str, _Sums], work: pa.Table, key: str, label: str) 
         value = row[key]
         name = NULL_KEY if value is None else str(value)
         into.setdefault(name, _Sums()).add(row["count_all"], {c: row[f"{c}_sum"] for c in _SUMS})
+
+
+def _quantile(counts: Mapping[int, int], q: float) -> int | None:
+    """The smallest value that at least ``q`` of the counted values do not exceed."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    need, seen = q * total, 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= need:
+            return value
+    return max(counts)  # pragma: no cover - the loop reaches `need`
 
 
 def _latency(values: pa.Array) -> Latency:

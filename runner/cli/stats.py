@@ -83,6 +83,8 @@ def render(stats: JobStats, console: Console) -> None:
         console.print(_tally_table("Routes", "route", stats.routes))
     if stats.unrouted:
         console.print(f"{fmt_int(stats.unrouted)} rows never reached a route (bad rows).")
+    for line in output_fit_lines(stats):
+        console.print(line)
     if stats.errors:
         errors = Table(title="Errors by type", title_justify="left")
         errors.add_column("error type")
@@ -92,6 +94,24 @@ def render(stats: JobStats, console: Console) -> None:
         console.print(errors)
     if stats.by is not None and stats.groups is not None:
         console.print(_tally_table(f"By {stats.by}", stats.by, stats.groups))
+
+
+def output_fit_lines(stats: JobStats) -> list[str]:
+    """Per route, what ``max_tokens`` reserved and the answers left unused, and what would fit."""
+    lines = []
+    for route, fit in stats.output_fit.items():
+        if fit.max_tokens is None or not fit.answers:
+            continue
+        line = (
+            f"{route}: max_tokens {fmt_int(fit.max_tokens)} reserved {fmt_int(fit.reserved_unused)} "
+            f"quota tokens no answer used"
+        )
+        if fit.suggested_max_tokens is not None:
+            line += f"; max_tokens = {fmt_int(fit.suggested_max_tokens)} would have kept 99.9 % whole"
+        else:
+            line += f"; {fmt_int(fit.cut_off)} answers stopped at max_tokens: it is too low, not too high"
+        lines.append(line + ".")
+    return lines
 
 
 def _tally_table(title: str, key: str, tallies: Mapping[str, Tally]) -> Table:

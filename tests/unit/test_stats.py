@@ -479,3 +479,47 @@ class TestCli:
         result = CliRunner().invoke(stats_command, [str(job), "--prices", str(path)])
         assert result.exit_code == 2
         assert 'models."x".input' in result.stderr
+
+
+class TestOutputFit:
+    def _job(self, tmp_path: Path, outputs: Sequence[int], *, cut: int = 0, max_tokens: int = 1000) -> Path:
+        rng = random.Random(3)
+        rows = []
+        for i, length in enumerate(outputs):
+            row = make_row(i, rng, status="ok")
+            row["model_id"], row["region"], row["lane"] = ROUTES[0]
+            row["output_tokens"] = length
+            row["stop_reason"] = "max_tokens" if i < cut else "end_turn"
+            rows.append(row)
+        job = write_job(tmp_path / "job", rows, input_rows=len(rows))
+        (job / "_job" / "spec.json").write_text(json.dumps({"request": {"max_tokens": max_tokens}}))
+        return job
+
+    def test_reserved_but_unused_quota_per_route(self, tmp_path: Path) -> None:
+        """Each answer leaves max_tokens - output_tokens of its reservation unused; the route sums them."""
+        stats = compute_stats(self._job(tmp_path, [100, 200, 300], max_tokens=1000))
+        (fit,) = stats.output_fit.values()
+        assert (fit.answers, fit.reserved_unused) == (3, 900 + 800 + 700)
+
+    def test_suggests_the_max_tokens_that_keeps_99_9_percent_whole(self, tmp_path: Path) -> None:
+        """Of 2,000 answers, the suggestion is the length 99.9 % of them stay within."""
+        outputs = [100] * 1990 + [150] * 8 + [900, 950]
+        stats = compute_stats(self._job(tmp_path, outputs))
+        (fit,) = stats.output_fit.values()
+        assert fit.suggested_max_tokens == 150
+        assert stats.to_dict()["output_fit"][next(iter(stats.output_fit))]["suggested_max_tokens"] == 150
+
+    def test_answers_cut_at_max_tokens_say_it_is_too_low(self, tmp_path: Path) -> None:
+        """When more than 0.1 % stopped at max_tokens, no lower value is suggested."""
+        stats = compute_stats(self._job(tmp_path, [1000] * 10 + [100] * 90, cut=10, max_tokens=1000))
+        (fit,) = stats.output_fit.values()
+        assert fit.suggested_max_tokens is None
+        assert fit.cut_off == 10
+
+    def test_the_terminal_view_names_the_figures(self, tmp_path: Path) -> None:
+        """`stats` prints, per route, the unused reservation and the max_tokens that would fit."""
+        from runner.cli.stats import output_fit_lines
+
+        (line,) = output_fit_lines(compute_stats(self._job(tmp_path, [100, 200, 300])))
+        assert "max_tokens 1,000 reserved 2,400 quota tokens no answer used" in line
+        assert "max_tokens = 300 would have kept 99.9 % whole" in line
