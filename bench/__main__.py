@@ -85,6 +85,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "memory": _module("memory"),
     "resume": _module("resume"),
     "quota": _module("quota"),
+    "regions": _module("regions"),
     "goodput": _module("goodput"),
     "outage": _module("outage"),
 }

@@ -56,7 +56,10 @@ class Estimate:
 def estimate_job(spec: JobSpec, *, limit: int | None = None, retry_failed: bool = False) -> Estimate:
     """Read the input (and the job directory, if any) and price what a run would send; no calls."""
     routes = plan_routes(
-        spec.model.id, region=spec.region, endpoints=spec.model.endpoints, residency=spec.model.residency
+        spec.model.id,
+        regions=spec.regions,
+        endpoints=spec.model.endpoints,
+        residency=spec.model.residency,
     )
     prices = PriceTable.load(spec.output.prices or None)
     source = Source(spec, limit=limit)

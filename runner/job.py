@@ -106,7 +106,10 @@ async def run_job_async(
     """
     started = time.monotonic()
     routes = plan_routes(
-        spec.model.id, region=spec.region, endpoints=spec.model.endpoints, residency=spec.model.residency
+        spec.model.id,
+        regions=spec.regions,
+        endpoints=spec.model.endpoints,
+        residency=spec.model.residency,
     )
     model, _ = catalog.find_model(spec.model.id)
     prices = PriceTable.load(spec.output.prices or None)
@@ -200,7 +203,7 @@ def _open(
     admission = Admission(
         routes,
         max_in_flight=spec.limits.max_in_flight,
-        tpm=spec.limits.tpm,
+        tpm={route: spec.tpm_for(route.name, route.region) for route in routes},
         adaptive=spec.limits.adaptive,
         output_burndown=burndown,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -76,7 +76,7 @@ class Admission:
         routes: Sequence[Route],
         *,
         max_in_flight: int,
-        tpm: int = 0,
+        tpm: int | Mapping[Route, int] = 0,
         adaptive: bool = True,
         output_burndown: float = 1.0,
         headroom: float = DEFAULT_HEADROOM,
@@ -87,13 +87,18 @@ class Admission:
         self._clock = clock
         self._in_flight = 0
         now = clock()
+        quotas = tpm if isinstance(tpm, Mapping) else dict.fromkeys(routes, tpm)
         self._routes: dict[Route, _RouteState] = {
             r: _RouteState(
-                quota=RouteQuota.create(tpm=tpm, headroom=headroom, now=now) if (adaptive or tpm) else None
+                quota=RouteQuota.create(tpm=quotas.get(r, 0), headroom=headroom, now=now)
+                if (adaptive or quotas.get(r, 0))
+                else None
             )
             for r in routes
         }
         self._waiters: deque[_Waiter] = deque()
+        self._turn = 0
+        """Rotates the start of each tier's search, so a tier's routes share the rows evenly."""
 
     @property
     def in_flight(self) -> int:
@@ -115,20 +120,34 @@ class Admission:
         return 0.0 if quota is None else quota.delay(tokens, now)
 
     def _place(self, routes: Sequence[Route], tokens: float, now: float) -> tuple[Route | None, float]:
-        """The first route of ``routes`` that admits now, else (None, the soonest wait).
+        """The route of ``routes`` that admits now, else (None, the soonest wait).
 
-        A route that admits within :data:`SPILL_AFTER_S` is waited for: the spec's order is also an
+        Consecutive routes of one geography are a tier (one profile called from several source
+        regions, each its own quota): a request takes any route of the first tier that admits it,
+        the search starting at a rotating place so the tier's quotas share the rows. A tier whose
+        routes all admit within :data:`SPILL_AFTER_S` is waited for: the order of tiers is also an
         order of price (``global.`` costs less than a regional profile), so rows move on only when
-        the route before is held back for real, not for a startup wave or a paced gap.
+        a tier is held back for real, not for a startup wave or a paced gap.
         """
         soonest = math.inf
-        for route in routes:
-            wait = self._delay(route, tokens, now)
-            if wait == 0.0:
-                return route, 0.0
-            if wait <= SPILL_AFTER_S:
-                return None, wait
-            soonest = min(soonest, wait)
+        start = 0
+        while start < len(routes):
+            end = start + 1
+            while end < len(routes) and routes[end].geography == routes[start].geography:
+                end += 1
+            tier = routes[start:end]
+            self._turn += 1
+            tier_wait = math.inf
+            for i in range(len(tier)):
+                route = tier[(i + self._turn) % len(tier)]
+                wait = self._delay(route, tokens, now)
+                if wait == 0.0:
+                    return route, 0.0
+                tier_wait = min(tier_wait, wait)
+            if tier_wait <= SPILL_AFTER_S:
+                return None, tier_wait
+            soonest = min(soonest, tier_wait)
+            start = end
         return None, soonest
 
     async def acquire(self, routes: Sequence[Route], tokens: float) -> Permit:

@@ -85,7 +85,7 @@ PROBE_HOLD_S = 20.0
 PROBE_EVERY_S = 5.0
 """...then grows every so often by a step that doubles each time no throttle answered..."""
 PROBE_FIRST_STEP = 0.05
-PROBE_MAX_STEP = 0.5
+PROBE_MAX_STEP = 0.2
 GUARD_PROBE_S = 2.0
 """When the guard first holds requests back, one is sent past it at once; after each refusal the
 next waits this long, doubling..."""
@@ -155,8 +155,8 @@ class Charge:
     probe: bool
     startup: bool
     owed: float = 0.0
-    """What the settlement was expected to add to the reservation, already taken from the level
-    when a throttle showed the quota empty (so the settlement books only the surprise)."""
+    """What the settlement is expected to add to the reservation, taken from the level already
+    (so the settlement books only the surprise)."""
 
 
 @dataclass(eq=False)
@@ -202,6 +202,8 @@ class RouteQuota:
     _cut: tuple[float, float] | None = None
     """(rate before, share of it the quota took) of the last cut, until the next sample says
     whether it was capacity 429s."""
+    _last_sample_rate: float | None = None
+    """The last rate measured between two throttles (quota tokens per second), for logs and tests."""
     _grown_at: float = 0.0
     _probe_at: float = 0.0
     _probe_step: float = PROBE_FIRST_STEP
@@ -254,7 +256,11 @@ class RouteQuota:
             self.window.tpm = self.guard_quota
             if self.window.wait_time(tokens, now) > GUARD_PROBE_MIN_HOLD_S:
                 probe = self._probe_in_flight = True
-        self.level -= tokens
+        # Book what the request is expected to cost in the end, not only its reservation: the
+        # service charges the rest when the answer ends, and an answer read late (a busy client)
+        # must not look like quota still free.
+        owed = max(self._extra, 0.0)
+        self.level -= tokens + owed
         self._floor = max(self._floor, tokens * MIN_REQUESTS_PER_S)
         self._taken.add(tokens, now)
         self._admitted.append(now)
@@ -267,7 +273,7 @@ class RouteQuota:
             if wave != self._wave:
                 self._wave, self._wave_admitted, self._wave_throttled = wave, 0, 0
             self._wave_admitted += 1
-        charge = Charge(tokens, self.window.reserve(tokens, now), probe, startup)
+        charge = Charge(tokens, self.window.reserve(tokens, now), probe, startup, owed)
         self._in_flight.add(charge)
         return charge
 
@@ -445,6 +451,7 @@ class RouteQuota:
         if not paced:
             return
         sample = self._taken.since(start) / (now - start)
+        self._last_sample_rate = sample
         sent = self.rate * (1.0 - self.capacity_share)
         accepted = sample / self.rate
         cut = self._cut

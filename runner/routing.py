@@ -28,23 +28,33 @@ from runner.types import Route
 
 
 def plan_routes(
-    model_id: str, *, region: str, endpoints: Sequence[str] = (), residency: str = ""
+    model_id: str,
+    *,
+    region: str = "",
+    regions: Sequence[str] = (),
+    endpoints: Sequence[str] = (),
+    residency: str = "",
 ) -> list[Route]:
     """The ordered routes for a job, checked against the catalogue before anything runs.
 
+    Each geography of the order (``global`` first by default, then the home geography) is called
+    from every source region that may call it: Bedrock's quotas are per model *per source region*,
+    so three regions are three quotas. A geography none of the regions belongs to is called from its
+    own home region. Routes of one geography form a tier that admission spreads rows over.
     Raises ``SpecError`` naming the model and geography when the model lacks one that was asked for.
     """
     try:
         model, pinned = catalog.find_model(model_id)
     except catalog.UnknownModelError:
         raise SpecError(f"[model] `id` {model_id!r} is not a Claude model on Bedrock") from None
-    home_geo = catalog.region_geography(region)
+    sources = list(dict.fromkeys(regions)) or [region]
+    home_geos = [g for g in dict.fromkeys(catalog.region_geography(r) for r in sources) if g]
     if pinned:
         order = [pinned]
     elif endpoints:
         order = list(endpoints)
     else:
-        order = [g for g in ("global", home_geo) if g and g in model.geographies]
+        order = [g for g in ("global", *home_geos) if g in model.geographies]
         if not order:
             order = sorted(model.geographies - {"global"})
     if residency:
@@ -57,8 +67,9 @@ def plan_routes(
         if geo not in model.geographies:
             have = ", ".join(sorted(model.geographies))
             raise SpecError(f"{model.name} has no {geo!r} inference profile (it has: {have})")
-        route_region = region if geo in ("global", home_geo) else catalog.home_region(geo)
-        routes.append(Route(model_id=model.profile_id(geo), region=route_region, geography=geo))
+        callers = [r for r in sources if geo == "global" or catalog.region_geography(r) == geo]
+        for caller in callers or [catalog.home_region(geo)]:
+            routes.append(Route(model_id=model.profile_id(geo), region=caller, geography=geo))
     return routes
 
 

@@ -46,6 +46,9 @@ class JobSection:
 class ModelSection:
     id: str = _f("", "Base model id (anthropic.claude-...) or an inference profile id.", required=True)
     region: str = _f("", "Home region; else AWS_REGION, else us-east-1.")
+    regions: list[str] = _f(
+        [], "Source regions to call from, each with its own quota (e.g. ['us-east-1', 'us-west-2'])."
+    )
     endpoints: list[str] = _f(
         [], "Route order by geography, e.g. ['global', 'us']. Default: global, then the home geography."
     )
@@ -89,7 +92,11 @@ class RequestSection:
 @dataclass(frozen=True, slots=True)
 class LimitsSection:
     max_in_flight: int = _f(64, "Most requests in flight at once (all routes together).")
-    tpm: int = _f(0, "Tokens-per-minute quota per route to stay under; 0: find it adaptively.")
+    tpm: int | dict[str, int] = _f(
+        0,
+        "Tokens-per-minute quota per route to stay under; 0: find it adaptively. A table gives it per "
+        "region or route: {'us-east-1' = 800_000, 'global@us-west-2' = 400_000} (others: found).",
+    )
     adaptive: bool = _f(True, "Pace each route to its quota, learnt from throttles (false: a fixed pool).")
     max_cost_usd: float = _f(
         0.0, "Stop admitting rows once spent + reserved cost would pass this; 0: no cap."
@@ -149,7 +156,21 @@ class JobSpec:
     @property
     def region(self) -> str:
         """Explicit setting, else ``AWS_REGION``, else us-east-1 (BEDROCK.md)."""
+        if self.model.regions:
+            return self.model.regions[0]
         return self.model.region or os.environ.get("AWS_REGION") or catalog.DEFAULT_REGION
+
+    @property
+    def regions(self) -> list[str]:
+        """The source regions: ``[model] regions``, else the one home region."""
+        return list(dict.fromkeys(self.model.regions)) or [self.region]
+
+    def tpm_for(self, route_name: str, region: str) -> int:
+        """The quota ``[limits] tpm`` gives a route: its own entry, its region's, the number, or 0."""
+        tpm = self.limits.tpm
+        if isinstance(tpm, int):
+            return tpm
+        return tpm.get(route_name, tpm.get(region, 0))
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (what the job directory freezes), without ``source``."""
@@ -240,8 +261,13 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, where, source)
+        arms = [a for a in args if a is not type(None)]
+        for arm in arms[:-1]:
+            try:
+                return _coerce(value, arm, where, source)
+            except SpecError:
+                continue
+        return _coerce(value, arms[-1], where, source)
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -317,7 +343,18 @@ def _check(spec: JobSpec) -> None:
             raise SpecError(f"{src}: [columns] `overrides` key {key!r} is not one of {allowed}")
     lim = spec.limits
     _positive(src, "[limits] `max_in_flight`", lim.max_in_flight)
-    _non_negative(src, "[limits] `tpm`", lim.tpm)
+    for key, tpm in lim.tpm.items() if isinstance(lim.tpm, dict) else [("", lim.tpm)]:
+        _non_negative(src, f"[limits] `tpm`{f' {key!r}' if key else ''}", tpm)
+    if spec.model.region and spec.model.regions and spec.model.region not in spec.model.regions:
+        raise SpecError(
+            f"{src}: [model] `region` {spec.model.region!r} is not one of `regions`; give one or the other"
+        )
+    if spec.model.residency:
+        for region in spec.model.regions:  # the listed ones; a lone home region is routing's call
+            if catalog.region_geography(region) != spec.model.residency:
+                raise SpecError(
+                    f"{src}: [model] region {region!r} is outside `residency` {spec.model.residency!r}"
+                )
     _non_negative(src, "[limits] `max_cost_usd`", lim.max_cost_usd)
     _non_negative(src, "[limits] `output_burndown`", lim.output_burndown)
     _positive(src, "[retry] `max_attempts`", spec.retry.max_attempts)
@@ -395,8 +432,15 @@ def _schema_of(hint: Any, f: dataclasses.Field[Any]) -> dict[str, Any]:
 def _json_type(hint: Any) -> dict[str, Any]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
-        (inner,) = [a for a in args if a is not type(None)]
-        return {"type": [_json_type(inner)["type"], "null"]}
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) > 1:  # e.g. an integer or a table of integers: one schema with both types
+            merged: dict[str, Any] = {"type": []}
+            for arm in arms:
+                part = _json_type(arm)
+                merged["type"].append(part.pop("type"))
+                merged.update(part)
+            return merged
+        return {"type": [_json_type(arms[0])["type"], "null"]}
     if origin is Literal:
         return {"type": "string", "enum": list(args)}
     if origin is list:

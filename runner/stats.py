@@ -275,11 +275,24 @@ class JobStats:
             "job_dir": self.job_dir,
             "read_from": self.read_from,
         }
+        out["regions"] = self.region_shares()
         out["output_fit"] = {name: fit.to_dict() for name, fit in self.output_fit.items()}
         if self.by is not None:
             out["by"] = self.by
             out["groups"] = {k: v.to_dict() for k, v in (self.groups or {}).items()}
         return out
+
+    def region_shares(self) -> dict[str, dict[str, Any]]:
+        """Per source region: the rows its routes served and their share (each region is a quota)."""
+        rows: dict[str, int] = {}
+        for name, tally in self.routes.items():
+            region = name.rpartition("@")[2]
+            rows[region] = rows.get(region, 0) + tally.rows
+        total = sum(rows.values())
+        return {
+            region: {"rows": n, "share": round(n / total, 4) if total else 0.0}
+            for region, n in sorted(rows.items())
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)

@@ -83,6 +83,14 @@ def render(stats: JobStats, console: Console) -> None:
         console.print(_tally_table("Routes", "route", stats.routes))
     if stats.unrouted:
         console.print(f"{fmt_int(stats.unrouted)} rows never reached a route (bad rows).")
+    shares = stats.region_shares()
+    if len(shares) > 1:
+        console.print(
+            "Regions: "
+            + ", ".join(
+                f"{region} {v['share']:.0%} ({fmt_int(v['rows'])} rows)" for region, v in shares.items()
+            )
+        )
     for line in output_fit_lines(stats):
         console.print(line)
     if stats.errors:

@@ -255,3 +255,27 @@ class TestQuota:
         _, informed, _ = self.quota_job(emu, tmp_path, spec_tpm=self.QUOTA)
         assert blind >= 10
         assert blind > 3 * informed
+
+
+class TestSourceRegions:
+    def test_three_regions_share_the_rows_each_on_its_own_quota(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """`regions` calls the global profile from three regions: each region's quota serves rows,
+        none is throttled past its own quota, and stats reports the share each region carried."""
+        from runner.stats import compute_stats
+
+        regions = ["us-east-1", "us-east-2", "us-west-2"]
+        emu.set_faults({"defaults": {"latency_ms": 20}, "routes": [{"profile": "global.*", "tpm": 20_000}]})
+        source = write_prompts(tmp_path / "in.parquet", 90)
+        data = spec_data(
+            source, tmp_path / "out", emu.url, model={"regions": regions, "endpoints": ["global"]}
+        )
+        data["model"].pop("region")
+        report = run_job(make_spec(tmp_path, data), handle_signals=False, progress=False)
+        assert report.exit_code == EXIT_OK
+        served = {r["region"] for r in read_results(tmp_path / "out").to_pylist()}
+        assert served == set(regions)
+        shares = compute_stats(tmp_path / "out").to_dict()["regions"]
+        assert set(shares) == set(regions)
+        assert all(v["rows"] >= 10 for v in shares.values())

@@ -191,3 +191,26 @@ class TestSpill:
         """A route with a known quota reports the rate it paces at, in tokens per minute."""
         adm = Admission([ROUTE], max_in_flight=10, tpm=60_000, headroom=1.0)
         assert adm.figures()[ROUTE.name].quota_tpm == 60_000
+
+
+EAST2 = Route("global.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-2", "global")
+
+
+class TestTiers:
+    async def test_a_tier_spreads_rows_over_its_regions(self) -> None:
+        """Routes of one geography from several regions share the rows, each with its own quota."""
+        adm = Admission([ROUTE, EAST2], max_in_flight=100, adaptive=False)
+        permits = [await adm.acquire([ROUTE, EAST2], 10) for _ in range(10)]
+        counts = {r: sum(p.route == r for p in permits) for r in (ROUTE, EAST2)}
+        assert counts == {ROUTE: 5, EAST2: 5}
+
+    async def test_a_full_region_moves_rows_to_another_at_once(self) -> None:
+        """When one region's quota is spent, its tier-mate takes the row now, not after a spill wait."""
+        clock = Clock()
+        adm = Admission(
+            [ROUTE, EAST2], max_in_flight=10, tpm={ROUTE: 1000, EAST2: 1000}, headroom=1.0, clock=clock
+        )
+        clock.now += 10.0  # past startup
+        first = await adm.acquire([ROUTE, EAST2], 900)
+        second = await adm.acquire([ROUTE, EAST2], 900)
+        assert {first.route, second.route} == {ROUTE, EAST2}

@@ -57,6 +57,25 @@ def _routes() -> list[Route]:
     return [Route(f"global.{SONNET45}", "us-east-1", "global"), Route(f"us.{SONNET45}", "us-east-1", "us")]
 
 
+class TestSourceRegions:
+    def test_each_geography_is_called_from_every_region_that_may(self) -> None:
+        """Three US regions: global from each, then us from each: six routes, six quotas."""
+        regions = ["us-east-1", "us-east-2", "us-west-2"]
+        routes = plan_routes(SONNET45, regions=regions)
+        assert [r.name for r in routes] == [f"global@{r}" for r in regions] + [f"us@{r}" for r in regions]
+
+    def test_a_geography_no_region_belongs_to_is_called_from_its_home(self) -> None:
+        """An eu endpoint asked for by a US-only job is called from eu's home region, once."""
+        routes = plan_routes(SONNET45, regions=["us-east-1", "us-west-2"], endpoints=["eu"])
+        assert [r.name for r in routes] == ["eu@eu-central-1"]
+
+    def test_residency_keeps_every_region_in_its_geography(self) -> None:
+        """With residency, each listed region calls only its geography's profile."""
+        routes = plan_routes(SONNET45, regions=["eu-west-1", "eu-central-1"], residency="eu")
+        assert [r.name for r in routes] == ["eu@eu-west-1", "eu@eu-central-1"]
+        assert all(not r.model_id.startswith("global.") for r in routes)
+
+
 class TestRouter:
     def test_first_attempt_takes_the_first_route(self) -> None:
         """A fresh row goes to the first route in order."""

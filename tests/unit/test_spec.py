@@ -133,3 +133,40 @@ class TestDigest:
         a = spec_from_dict(base())
         b = spec_from_dict(base(model={"id": "anthropic.claude-sonnet-4-5-20250929-v1:0"}))
         assert a.request_digest() != b.request_digest()
+
+
+class TestRegions:
+    def _spec(self, **model: object) -> dict[str, object]:
+        return {
+            "job": {"input": "in.parquet", "output": "out"},
+            "model": {"id": "anthropic.claude-sonnet-4-5-20250929-v1:0", **model},
+            "columns": {"prompt": "p"},
+        }
+
+    def test_regions_list_the_source_regions(self) -> None:
+        """`[model] regions` are the job's source regions; the first is its home region."""
+        spec = spec_from_dict(self._spec(regions=["us-west-2", "us-east-1"]))
+        assert spec.regions == ["us-west-2", "us-east-1"]
+        assert spec.region == "us-west-2"
+
+    def test_a_region_outside_residency_is_refused(self) -> None:
+        """A listed region outside the residency geography is a spec error naming it."""
+        with pytest.raises(SpecError, match="'us-east-1' is outside `residency` 'eu'"):
+            spec_from_dict(self._spec(regions=["eu-west-1", "us-east-1"], residency="eu"))
+
+    def test_tpm_per_region_and_per_route(self) -> None:
+        """A `tpm` table gives a route its own entry, else its region's, else 0 (found adaptively)."""
+        raw = self._spec(regions=["us-east-1", "us-west-2", "us-east-2"])
+        raw["limits"] = {"tpm": {"us-east-1": 800_000, "global@us-west-2": 400_000}}
+        spec = spec_from_dict(raw)
+        assert spec.tpm_for("global@us-east-1", "us-east-1") == 800_000
+        assert spec.tpm_for("global@us-west-2", "us-west-2") == 400_000
+        assert spec.tpm_for("us@us-west-2", "us-west-2") == 0
+        assert spec.tpm_for("global@us-east-2", "us-east-2") == 0
+
+    def test_a_negative_tpm_in_the_table_names_its_key(self) -> None:
+        """A negative entry of the `tpm` table is refused with its key."""
+        raw = self._spec()
+        raw["limits"] = {"tpm": {"us-east-1": -5}}
+        with pytest.raises(SpecError, match="`tpm` 'us-east-1' must not be negative"):
+            spec_from_dict(raw)
