@@ -394,6 +394,37 @@ def run_child(target: str, params: Mapping[str, Any], *, name: str, timeout: flo
         return result
 
 
+def run_jobs(specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0) -> dict[str, dict[str, Any]]:
+    """Run each spec as a ``bench._child job`` process side by side; their results by name.
+
+    Starts are ``stagger_s`` apart: on 2 cores, a dozen interpreters importing aioboto3 at once
+    starve each other's first seconds, which is when a quota controller's start-up happens.
+    A child that fails gives ``{"error": ...}``.
+    """
+    children: dict[str, Child] = {}
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name, spec in specs.items():
+            if children:
+                time.sleep(stagger_s)
+            children[name] = Child(
+                [PYTHON, "-m", "bench._child", "job"],
+                name=name,
+                stdin=json.dumps({"spec": spec, "grace_s": 1.0, "log_level": "warning"}),
+            )
+        for name, child in children.items():
+            child.wait(timeout=1800)
+            try:
+                results[name] = child.result()
+            except RuntimeError as exc:
+                results[name] = {"error": str(exc)}
+    finally:
+        for child in children.values():
+            if child.returncode is None:
+                child.kill()
+    return results
+
+
 @contextlib.contextmanager
 def sampler(
     emulator: EmulatorProcess, interval_s: float = 0.5

@@ -32,15 +32,14 @@ import time
 from typing import Any
 
 from bench._common import (
-    PYTHON,
     SONNET,
-    Child,
     EmulatorProcess,
     dataset,
     env_int,
     fresh_dir,
     job_spec,
     rounded,
+    run_jobs,
 )
 
 TARGET_RATIO = 0.9
@@ -154,41 +153,28 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
             for i in range(0, len(scenarios), ROUND_SCENARIOS)
         ]
         for round_clients, round_scenarios in rounds:
-            children: dict[tuple[str, str], Child] = {}
-            try:
-                for index, (scenario, client, model, region, _) in enumerate(routes):
-                    if client not in round_clients or scenario not in round_scenarios:
-                        continue
-                    if children:
-                        time.sleep(STAGGER_S)  # start-ups (imports, first waves) one at a time
-                    c = CLIENTS[client]
-                    spec = job_spec(
-                        input=data,
-                        output=fresh_dir(f"quota-{index:02d}"),
-                        endpoint_url=emulator.url,
-                        model=model,
-                        region=region,
-                        endpoints=("global",),
-                        max_in_flight=c["max_in_flight"],
-                        tpm=tpm if c["tpm"] else 0,
-                        adaptive=c["adaptive"],
-                        max_tokens=MAX_TOKENS,
-                    )
-                    children[(scenario, client)] = Child(
-                        [PYTHON, "-m", "bench._child", "job"],
-                        name=f"quota-{index:02d}",
-                        stdin=json.dumps({"spec": spec, "grace_s": 1.0, "log_level": "warning"}),
-                    )
-                for key, child in children.items():
-                    child.wait(timeout=1800)
-                    try:
-                        results[key] = child.result()
-                    except RuntimeError as exc:
-                        results[key] = {"error": str(exc)}
-            finally:
-                for child in children.values():
-                    if child.returncode is None:
-                        child.kill()
+            specs: dict[str, dict[str, Any]] = {}
+            keys: dict[str, tuple[str, str]] = {}
+            for index, (scenario, client, model, region, _) in enumerate(routes):
+                if client not in round_clients or scenario not in round_scenarios:
+                    continue
+                c = CLIENTS[client]
+                name = f"quota-{index:02d}"
+                keys[name] = (scenario, client)
+                specs[name] = job_spec(
+                    input=data,
+                    output=fresh_dir(name),
+                    endpoint_url=emulator.url,
+                    model=model,
+                    region=region,
+                    endpoints=("global",),
+                    max_in_flight=c["max_in_flight"],
+                    tpm=tpm if c["tpm"] else 0,
+                    adaptive=c["adaptive"],
+                    max_tokens=MAX_TOKENS,
+                )
+            for name, result in run_jobs(specs, stagger_s=STAGGER_S).items():
+                results[keys[name]] = result
         counters = emulator.counters()
     matrix: dict[str, dict[str, Any]] = {}
     checks = []

@@ -23,15 +23,14 @@ import time
 from typing import Any
 
 from bench._common import (
-    PYTHON,
     SONNET,
-    Child,
     EmulatorProcess,
     dataset,
     env_int,
     fresh_dir,
     job_spec,
     rounded,
+    run_jobs,
 )
 
 TARGET_SPEEDUP_RATIO = 0.37
@@ -68,42 +67,24 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
         },
         "routes": rules,
     }
-    results: dict[str, dict[str, Any]] = {}
     with EmulatorProcess() as emulator:
         emulator.put_faults(faults)
-        children: dict[str, Child] = {}
-        try:
-            for name, regions in JOBS.items():
-                if children:
-                    time.sleep(2.0)  # start-ups one at a time (2 cores)
-                spec = job_spec(
-                    input=data,
-                    output=fresh_dir(f"regions-{name}"),
-                    endpoint_url=emulator.url,
-                    model=SONNET,
-                    region=regions[0][0],
-                    endpoints=("global",),
-                    max_in_flight=128,
-                    tpm=0,
-                    max_tokens=256,
-                )
-                spec["model"]["regions"] = [r for r, _ in regions]
-                spec["limits"]["tpm"] = {r: int(tpm * w) for r, w in regions}
-                children[name] = Child(
-                    [PYTHON, "-m", "bench._child", "job"],
-                    name=f"regions-{name}",
-                    stdin=json.dumps({"spec": spec, "grace_s": 1.0, "log_level": "warning"}),
-                )
-            for name, child in children.items():
-                child.wait(timeout=1800)
-                try:
-                    results[name] = child.result()
-                except RuntimeError as exc:
-                    results[name] = {"error": str(exc)}
-        finally:
-            for child in children.values():
-                if child.returncode is None:
-                    child.kill()
+        specs: dict[str, dict[str, Any]] = {}
+        for name, regions in JOBS.items():
+            spec = job_spec(
+                input=data,
+                output=fresh_dir(f"regions-{name}"),
+                endpoint_url=emulator.url,
+                model=SONNET,
+                region=regions[0][0],
+                endpoints=("global",),
+                max_in_flight=128,
+                max_tokens=256,
+            )
+            spec["model"]["regions"] = [r for r, _ in regions]
+            spec["limits"]["tpm"] = {r: int(tpm * w) for r, w in regions}
+            specs[name] = spec
+        results = run_jobs(specs)
         counters = emulator.counters()
     figures: dict[str, Any] = {}
     for name, regions in JOBS.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runner.pricing import PriceTable
-from runner.routing import plan_routes
+from runner.routing import job_routes
 from runner.source import Source
 from runner.spec import JobSpec
 from runner.state import JobDir
@@ -55,12 +55,7 @@ class Estimate:
 
 def estimate_job(spec: JobSpec, *, limit: int | None = None, retry_failed: bool = False) -> Estimate:
     """Read the input (and the job directory, if any) and price what a run would send; no calls."""
-    routes = plan_routes(
-        spec.model.id,
-        regions=spec.regions,
-        endpoints=spec.model.endpoints,
-        residency=spec.model.residency,
-    )
+    routes = job_routes(spec)
     prices = PriceTable.load(spec.output.prices or None)
     source = Source(spec, limit=limit)
     job = JobDir(spec.job.output)

@@ -34,7 +34,7 @@ from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
 from runner.pricing import PriceTable
 from runner.progress import figures, report_progress
 from runner.request import dumps_body
-from runner.routing import Router, plan_routes
+from runner.routing import Router, job_routes
 from runner.sink import PartSink, part_schema
 from runner.source import InputFingerprint, Source
 from runner.spec import JobSpec
@@ -105,12 +105,7 @@ async def run_job_async(
     committed parts whatever way the lanes ended).
     """
     started = time.monotonic()
-    routes = plan_routes(
-        spec.model.id,
-        regions=spec.regions,
-        endpoints=spec.model.endpoints,
-        residency=spec.model.residency,
-    )
+    routes = job_routes(spec)
     model, _ = catalog.find_model(spec.model.id)
     prices = PriceTable.load(spec.output.prices or None)
     source = Source(spec, limit=limit)

@@ -21,10 +21,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from runner import catalog
 from runner.errors import SpecError
 from runner.types import Route
+
+if TYPE_CHECKING:
+    from runner.spec import JobSpec
+
+
+def job_routes(spec: JobSpec) -> list[Route]:
+    """The routes of a job spec (its model, source regions, endpoints and residency)."""
+    return plan_routes(
+        spec.model.id, regions=spec.regions, endpoints=spec.model.endpoints, residency=spec.model.residency
+    )
 
 
 def plan_routes(
