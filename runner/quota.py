@@ -95,7 +95,8 @@ GUARD_PROBE_MIN_HOLD_S = 2.0
 """A request is sent past the guard only when the guard would hold it longer than this: admitted
 just before the window frees, it would prove nothing."""
 EXTRA_WEIGHT = 0.05
-"""Weight of one settlement in the running mean of settlement minus reservation."""
+"""Weight of one settlement in the running mean of settlement minus reservation (the first ones
+make a plain mean, so the first answers teach it at once)."""
 MIN_REQUESTS_PER_S = 0.5
 """Floor of the rate, in requests (of the largest size seen) per second."""
 SLOT_S = 0.1
@@ -193,6 +194,7 @@ class RouteQuota:
     _in_flight: set[Charge] = field(default_factory=set)
     _extra: float = 0.0
     """Running mean of what a settlement adds to its reservation (output burndown over max_tokens)."""
+    _settled_n: int = 0
     _floor: float = 1.0
     _admitted: deque[float] = field(default_factory=deque)
     """Times of the last admissions (a second's worth at most, for the share of unpaced throttles)."""
@@ -283,7 +285,8 @@ class RouteQuota:
         self._in_flight.discard(charge)
         extra = tokens - charge.reserved
         self.level -= extra - charge.owed
-        self._extra += EXTRA_WEIGHT * (extra - self._extra)
+        self._settled_n += 1
+        self._extra += max(EXTRA_WEIGHT, 1.0 / self._settled_n) * (extra - self._extra)
         self.window.settle(charge.window_charge, tokens, booked_at)
         self.settled.add(tokens, now)
         self._taken.add(extra, now)
