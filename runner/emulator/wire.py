@@ -592,7 +592,13 @@ def render_answer(
     cache_write: int = 0,
     message_id: str,
 ) -> Answer:
-    """The Messages response body: ``output_tokens`` capped by ``max_tokens``, cut at a stop sequence."""
+    """The Messages response body: ``output_tokens`` capped by ``max_tokens``, cut at a stop sequence.
+
+    A forced tool answers one ``tool_use`` block instead, as long as its input's JSON (about 4
+    characters a token), whatever ``output_tokens`` says.
+    """
+    if request.forced_tool is not None:
+        return _tool_answer(request, model, seed, cache_read, cache_write, message_id)
     stop_reason = "end_turn"
     stop_sequence: str | None = None
     if output_tokens >= request.max_tokens:  # the answer filled the budget: it was cut there
@@ -628,17 +634,43 @@ def render_answer(
             stop_reason = "stop_sequence"
         else:
             stop_sequence = None
-    content = blocks
-    if request.forced_tool is not None and stop_reason == "end_turn":
-        tool_id = f"toolu_bdrk_{message_id[-24:]}"
-        words = " ".join(text.split()[:3])
-        tool_input = _tool_input(request.forced_tool, words, request.prompt_key)
-        content.append(
-            {"type": "tool_use", "id": tool_id, "name": request.forced_tool["name"], "input": tool_input}
-        )
-        stop_reason = "tool_use"
-    else:
-        content.append({"type": "text", "text": text})
+    blocks.append({"type": "text", "text": text})
+    return _message(
+        request, model, blocks, stop_reason, stop_sequence, output_tokens, cache_read, cache_write, message_id
+    )
+
+
+def _tool_answer(
+    request: InvokeRequest, model: Model, seed: int, cache_read: int, cache_write: int, message_id: str
+) -> Answer:
+    """The ``tool_use`` answer of a forced tool (``max_tokens`` too small for it: ``max_tokens``)."""
+    assert request.forced_tool is not None
+    words = " ".join(answer_text(request.prompt_key, seed, 3).split())
+    block = {
+        "type": "tool_use",
+        "id": f"toolu_bdrk_{message_id[-24:]}",
+        "name": request.forced_tool["name"],
+        "input": _tool_input(request.forced_tool, words, request.prompt_key),
+    }
+    tokens = (len(_DUMPS(block)) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+    stop_reason = "tool_use" if tokens <= request.max_tokens else "max_tokens"
+    output_tokens = min(tokens, request.max_tokens)
+    return _message(
+        request, model, [block], stop_reason, None, output_tokens, cache_read, cache_write, message_id
+    )
+
+
+def _message(
+    request: InvokeRequest,
+    model: Model,
+    content: list[dict[str, Any]],
+    stop_reason: str,
+    stop_sequence: str | None,
+    output_tokens: int,
+    cache_read: int,
+    cache_write: int,
+    message_id: str,
+) -> Answer:
     input_tokens = request.input_tokens - cache_read - cache_write
     body = {
         "id": message_id,
