@@ -208,3 +208,11 @@ class TestLongContextBeta:
     def test_on_sonnet(self) -> None:
         """Sonnet 4.5 takes it."""
         assert spec({"id": SONNET_45}, anthropic_beta=["context-1m-2025-08-07"]).request.anthropic_beta
+
+
+def test_the_example_catalogue_loads() -> None:
+    """jobs/catalog-example.toml, the file docs/catalog.md tells people to copy, is a valid catalogue."""
+    path = Path(__file__).resolve().parents[2] / "jobs" / "catalog-example.toml"
+    loaded = catalog.load_catalog(path)
+    assert "anthropic.claude-sonnet-5-20260301-v1:0" in {m.base_id for m in loaded.models}
+    assert len(loaded.profiles) == 1
