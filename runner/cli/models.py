@@ -267,8 +267,10 @@ def models_command(
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         raise SystemExit(EXIT_SPEC_INVALID) from None
     region, region_source = resolve_region(regions[0] if regions else None)
-    check = check_account(region, endpoint_url)
-    logging_checks = [check_logging(r, endpoint_url) for r in dict.fromkeys((region, *regions[1:]))]
+    asked = list(dict.fromkeys((region, *regions[1:])))
+    clients = _clients(asked, endpoint_url)
+    check = check_account(region, endpoint_url, client=clients.get(region))
+    logging_checks = [check_logging(r, endpoint_url, client=clients.get(r)) for r in asked]
     entries = catalogue_entries(table, check.view)
     known = {m.base_id for m in catalog.models()}
     unknown = sorted(set(check.view.models) - known) if check.view else []
@@ -313,6 +315,19 @@ def models_command(
         console.print(f"Application profile {p['name'] or p['arn']}: {p['model']} via {via} ({p['arn']})")
     for c in logging_checks:
         console.print(c.line())
+
+
+def _clients(regions: list[str], endpoint_url: str | None) -> dict[str, Any]:
+    """One control-plane client per region, shared by the checks (none without credentials: the
+    checks then say so)."""
+    if not endpoint_url and not has_credentials():
+        return {}
+    from runner.bedrock import control_client
+
+    return {
+        r: control_client(r, endpoint_url, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
+        for r in regions
+    }
 
 
 def render(
