@@ -27,7 +27,7 @@ from runner import catalog
 from runner import logging as runner_logging
 from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoControlPlane, AioBotoTransport, Transport, logging_destinations
-from runner.errors import BatchError, PreflightError, RouteError
+from runner.errors import BatchError, PreflightError, RouteError, SourceError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
 from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
@@ -297,8 +297,18 @@ async def _close(run: _Run) -> None:
     run.sink.close()
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(run.job.recover, run.schema)
-        kept = run.source.kept_values() if run.spec.columns.keep else None
-        await anyio.to_thread.run_sync(lambda: run.job.consolidate(schema=run.schema, kept=kept))
+        await anyio.to_thread.run_sync(_consolidate, run)
+
+
+def _consolidate(run: _Run) -> None:
+    """Rebuild ``results.parquet`` with the kept columns' current values; an input that can no longer
+    be read (moved, S3 down) costs only that: the values the rows ran with are kept, and it says so."""
+    kept = run.source.kept_values() if run.spec.columns.keep else None
+    try:
+        run.job.consolidate(schema=run.schema, kept=kept)
+    except SourceError as exc:
+        log.warning("results.kept_columns_not_refreshed", reason=str(exc))
+        run.job.consolidate(schema=run.schema)
 
 
 async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int | None) -> JobReport:
