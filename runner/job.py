@@ -151,6 +151,7 @@ class _Run:
     router: Router
     sink: PartSink
     cost_cap: CostCap | None
+    emulated: bool = False
 
 
 class _Inputs(NamedTuple):
@@ -242,6 +243,7 @@ def _open(
         router=Router(routes),
         sink=sink,
         cost_cap=cost_cap,
+        emulated=emulated,
     )
 
 
@@ -261,7 +263,7 @@ async def _run_lanes(
         do_preflight = spec.model.preflight if preflight is None else preflight
         if do_preflight and before.pending:
             await _preflight(bedrock, run.router, run.routes)
-            if transport is None:  # Bedrock itself (or the emulator), not an in-process fake
+            if transport is None and not run.emulated:  # Bedrock (or an emulator it stands for)
                 await check_invocation_logging(spec, run.routes)
         pool = Pool(
             transport=bedrock,
