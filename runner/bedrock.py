@@ -2,7 +2,9 @@
 
     Transport      InvokeModel (bedrock-runtime)           AioBotoTransport      <- the pool
     ControlPlane   batch inference jobs (bedrock)          AioBotoControlPlane   <- the batch lane
-                   ListFoundationModels, ListInferenceProfiles: control_client() <- ``models``
+                   GetModelInvocationLoggingConfiguration  AioBotoControlPlane   <- preflight
+                   ListFoundationModels, ListInferenceProfiles,
+                   GetModelInvocationLoggingConfiguration: control_client()      <- ``models``
 
 One aioboto3 client per region for the whole job (building one is costly, so never one per request),
 botocore's own retries off (tenacity in ``pool`` is the only retry layer, or every failure would be
@@ -19,7 +21,7 @@ import ipaddress
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
@@ -28,12 +30,14 @@ import aiohttp
 import botocore.exceptions
 from botocore.config import Config
 
+from runner.answer import NotAMessageError, read_message
 from runner.errors import (
     AccessDeniedError,
     BatchError,
     BatchJobError,
     EndpointUnavailableError,
     InvocationError,
+    MalformedResponseError,
     ModelError,
     ModelTimeoutError,
     ModelValidationError,
@@ -43,7 +47,7 @@ from runner.errors import (
     RouteNotFoundError,
     ThrottledError,
 )
-from runner.types import Completion, Route, Usage
+from runner.types import Completion, Route
 
 _ERRORS: dict[str, type[InvocationError]] = {
     "ThrottlingException": ThrottledError,
@@ -127,21 +131,31 @@ def map_botocore_errors(route: Route, *, timeout_s: float | None = None) -> Iter
 
 
 def parse_completion(raw: bytes, headers: dict[str, str], latency_ms: float) -> Completion:
-    """Reduce an InvokeModel answer to what a result row keeps. A truncated body is a retryable error."""
+    """Reduce an InvokeModel answer to what a result row keeps (:func:`runner.answer.read_message`).
+
+    A body that is not whole JSON was cut off on the way: :class:`EndpointUnavailableError`, retried
+    like an outage. Whole JSON that is not a Messages response: :class:`MalformedResponseError`,
+    retried like a 424 and not held against the route.
+    """
     try:
-        data: dict[str, Any] = json.loads(raw)
-        content = data["content"]
-        usage = data.get("usage") or {}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EndpointUnavailableError("the response body was cut off or is not a Messages response") from exc
-    text = "".join(block.get("text", "") for block in content if block.get("type") == "text")
+        data = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise EndpointUnavailableError("the response body was cut off (not whole JSON)") from exc
+    try:
+        message = read_message(data)
+    except NotAMessageError as exc:
+        raise MalformedResponseError(
+            f"Bedrock answered 200 with a body that is not a Messages response: {exc}"
+        ) from None
     return Completion(
-        text=text,
-        stop_reason=data.get("stop_reason"),
-        usage=Usage.from_json(usage),
+        text=message.text,
+        stop_reason=message.stop_reason,
+        usage=message.usage,
         request_id=headers.get("x-amzn-requestid"),
         latency_ms=latency_ms,
         server_latency_ms=_number(headers.get("x-amzn-bedrock-invocation-latency")),
+        content=message.content,
+        tool_input=message.tool_input,
     )
 
 
@@ -209,7 +223,7 @@ class AioBotoTransport:
         headers: dict[str, str] = response["ResponseMetadata"].get("HTTPHeaders", {})
         try:
             return parse_completion(raw, headers, latency_ms)
-        except EndpointUnavailableError as exc:
+        except (EndpointUnavailableError, MalformedResponseError) as exc:
             exc.route = route.name
             exc.request_id = headers.get("x-amzn-requestid")
             raise
@@ -305,6 +319,15 @@ class AioBotoControlPlane:
             answer: dict[str, Any] = await client.get_model_invocation_job(jobIdentifier=shard.job_arn)
         return answer
 
+    async def invocation_logging(self, region: str) -> dict[str, Any] | None:
+        """GetModelInvocationLoggingConfiguration in ``region``: its ``loggingConfig``, ``None`` when
+        logging is not configured. Errors are ``runner.errors`` classes, as for the other calls."""
+        client = await self._client(region)
+        with map_botocore_errors(Route(model_id="-", region=region, geography="-")):
+            answer: dict[str, Any] = await client.get_model_invocation_logging_configuration()
+        config = answer.get("loggingConfig")
+        return config if isinstance(config, dict) else None
+
     async def find_job(self, shard: BatchJob) -> str | None:
         """The job a lost create made, found by its name and token (ListModelInvocationJobs)."""
         client = await self._client(shard.region)
@@ -375,6 +398,22 @@ def control_client(
         retries={"total_max_attempts": 1}, connect_timeout=connect_timeout_s, read_timeout=read_timeout_s
     )
     return session.client("bedrock", region_name=region, endpoint_url=endpoint_url or None, config=config)
+
+
+def logging_destinations(config: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Where a ``loggingConfig`` (GetModelInvocationLoggingConfiguration) sends invocation logs;
+    empty when logging is off."""
+    if not config:
+        return ()
+    out: list[str] = []
+    cloudwatch = config.get("cloudWatchConfig") or {}
+    if cloudwatch.get("logGroupName"):
+        out.append(f"CloudWatch Logs {cloudwatch['logGroupName']}")
+    s3 = config.get("s3Config") or {}
+    if s3.get("bucketName"):
+        prefix = s3.get("keyPrefix") or ""
+        out.append(f"s3://{s3['bucketName']}/{prefix}".rstrip("/"))
+    return tuple(out)
 
 
 def client_config(*, max_in_flight: int, timeout_s: float) -> Config:

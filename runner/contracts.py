@@ -21,6 +21,11 @@ def result_schema_json() -> dict[str, object]:
     """The output schema as JSON: column name, Arrow type and nullability."""
     return {
         "title": "bedrock-batch results.parquet columns (kept input columns follow)",
+        "notes": [
+            "id: string, or the [columns] id column's integer type when it holds integers",
+            "content, tool_input: JSON text (the answer's content blocks; the first tool_use block's input)",
+            "lane: on_demand | batch, or emulated_on_demand | emulated_batch for a run --emulate dry run",
+        ],
         "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in RESULT_SCHEMA],
     }
 

@@ -16,6 +16,8 @@
         │   ├── ThrottledError         429 ThrottlingException / ModelNotReadyException
         │   ├── ModelTimeoutError      408 ModelTimeoutException, or our own deadline
         │   ├── ModelError             424 ModelErrorException (retried once or twice)
+        │   ├── MalformedResponseError a whole 200 body that is not a Messages response (as a 424,
+        │   │                          and the route's breaker is not told)
         │   └── EndpointUnavailableError  5xx, connection reset, cut-off body
         ├── PermanentError         another attempt would fail the same way
         │   ├── ModelValidationError   400 ValidationException: the row is bad
@@ -113,6 +115,15 @@ class ModelTimeoutError(RetryableError):
 
 class ModelError(RetryableError):
     """The model failed to answer; worth one or two more tries at most."""
+
+
+class MalformedResponseError(RetryableError):
+    """A 200 whose body is whole JSON but not a Messages response (``{}``, no ``content``).
+
+    Not a cut-off body (that is :class:`EndpointUnavailableError`) and not an outage: the endpoint
+    answers, just not with an answer. Retried as few times as a 424 (``model_error_attempts``) and
+    never counted against the route's circuit breaker, so the rows end as error rows within seconds.
+    """
 
 
 class EndpointUnavailableError(RetryableError):

@@ -2,8 +2,10 @@
 
 Input tokens are estimated from the text (the same estimate admission control reserves), output is
 bounded by each row's ``max_tokens``, so the figure is a range: the low end assumes no output at all,
-the high end assumes every row writes its full ``max_tokens``. Rows already done in the job directory
-are not counted, so an estimate of a half-finished job is the cost of finishing it.
+the high end assumes every row writes its full ``max_tokens``. Each row is priced on its own, so a row
+whose prompt goes over the long-context threshold is priced at the long-context rates. Rows already
+done in the job directory are not counted, so an estimate of a half-finished job is the cost of
+finishing it.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ def estimate_job(spec: JobSpec, *, limit: int | None = None, retry_failed: bool 
     source = Source(spec, limit=limit)
     job = JobDir(spec.job.output)
     done = job.done_keys(retry_failed=retry_failed) if job.exists() else set()
+    model_id = routes[0].model_id
+    # Batch mode prices at the batch rate: the leftovers it finishes on-demand are too few to matter.
+    lane = "batch" if spec.job.mode == "batch" else "on_demand"
     sent = bad = input_tokens = output_tokens = 0
+    low = high = 0.0
     for batch in source.records(done):
         for record in batch:
             if record.body is None:
@@ -69,9 +75,13 @@ def estimate_job(spec: JobSpec, *, limit: int | None = None, retry_failed: bool 
             sent += 1
             input_tokens += record.estimated_input_tokens
             output_tokens += record.max_tokens
-    model_id = routes[0].model_id
-    # Batch mode prices at the batch rate: the leftovers it finishes on-demand are too few to matter.
-    lane = "batch" if spec.job.mode == "batch" else "on_demand"
+            # Priced row by row: a row over the long-context threshold costs more per token.
+            low += prices.cost(model_id, Usage(input_tokens=record.estimated_input_tokens), lane=lane)
+            high += prices.cost(
+                model_id,
+                Usage(input_tokens=record.estimated_input_tokens, output_tokens=record.max_tokens),
+                lane=lane,
+            )
     return Estimate(
         rows=source.fingerprint().rows,
         rows_to_send=sent,
@@ -80,10 +90,8 @@ def estimate_job(spec: JobSpec, *, limit: int | None = None, retry_failed: bool 
         max_output_tokens=output_tokens,
         model_id=model_id,
         lane=lane,
-        cost_low_usd=prices.cost(model_id, Usage(input_tokens=input_tokens), lane=lane),
-        cost_high_usd=prices.cost(
-            model_id, Usage(input_tokens=input_tokens, output_tokens=output_tokens), lane=lane
-        ),
+        cost_low_usd=low,
+        cost_high_usd=high,
         price_table=prices.name,
         cap_usd=spec.limits.max_cost_usd,
     )

@@ -26,8 +26,8 @@ import structlog
 from runner import catalog
 from runner import logging as runner_logging
 from runner.batch.lane import run_batch_lane
-from runner.bedrock import AioBotoTransport, Transport
-from runner.errors import PreflightError, RouteError
+from runner.bedrock import AioBotoControlPlane, AioBotoTransport, Transport, logging_destinations
+from runner.errors import BatchError, PreflightError, RouteError, SourceError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
 from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
@@ -95,11 +95,14 @@ async def run_job_async(
     handle_signals: bool = True,
     grace_s: float = 30.0,
     log_level: str = "info",
+    emulated: bool = False,
 ) -> JobReport:
     """Run or resume a job. Raises ``BatchError`` subclasses for what must stop it before any call.
 
     ``transport`` replaces Bedrock (tests of the pool use an in-process fake); ``preflight`` overrides
     the spec's setting; ``progress`` forces the terminal bar on or off (default: on a TTY).
+    ``emulated`` marks a dry run (``run --emulate``): its job directory is refused to real runs and
+    its rows' ``lane`` says so (``emulated_on_demand``).
 
     Open the job (nothing is sent), run the lanes, finish (``results.parquet`` is rebuilt from the
     committed parts whatever way the lanes ended).
@@ -114,7 +117,7 @@ async def run_job_async(
     with job.lock():
         run = _open(
             spec, job, _Inputs(routes, model, prices, source, fingerprint),
-            limit=limit, force=force, retry_failed=retry_failed, log_level=log_level,
+            limit=limit, force=force, retry_failed=retry_failed, log_level=log_level, emulated=emulated,
         )  # fmt: skip
         stopped: str | None = None
         try:
@@ -146,6 +149,7 @@ class _Run:
     router: Router
     sink: PartSink
     cost_cap: CostCap | None
+    emulated: bool = False
 
 
 class _Inputs(NamedTuple):
@@ -167,11 +171,16 @@ def _open(
     force: bool,
     retry_failed: bool,
     log_level: str,
+    emulated: bool = False,
 ) -> _Run:
     """Start or resume the job directory (its lock held), recover what a crash left, build the parts."""
     routes, model, prices, source, fingerprint = inputs
     state = job.start_run(
-        spec=spec.to_dict(), fingerprint=fingerprint.to_dict(), force=force, stamp=source.stamp()
+        spec=spec.to_dict(),
+        fingerprint=fingerprint.to_dict(),
+        force=force,
+        stamp=source.stamp(),
+        emulated=emulated,
     )
     runner_logging.configure(
         level=log_level, events_path=job.events_file, log_prompts=spec.output.log_prompts
@@ -187,8 +196,9 @@ def _open(
         output=str(job.root),
         price_table=prices.name,
         endpoint_url=spec.model.endpoint_url or None,
+        emulated=emulated,
     )
-    schema = part_schema(source.keep_fields())
+    schema = part_schema(source.keep_fields(), source.id_type())
     recovered = job.recover(schema)
     if recovered:
         log.info("job.recovered", rows=recovered)
@@ -210,6 +220,7 @@ def _open(
         next_number=job.next_part_number(),
         part_rows=spec.output.part_rows,
         part_seconds=spec.output.part_seconds,
+        emulated=emulated,
     )
     cost_cap = None
     if spec.limits.max_cost_usd:
@@ -230,6 +241,7 @@ def _open(
         router=Router(routes),
         sink=sink,
         cost_cap=cost_cap,
+        emulated=emulated,
     )
 
 
@@ -249,6 +261,8 @@ async def _run_lanes(
         do_preflight = spec.model.preflight if preflight is None else preflight
         if do_preflight and before.pending:
             await _preflight(bedrock, run.router, run.routes)
+            if transport is None and not run.emulated:  # Bedrock (or an emulator it stands for)
+                await check_invocation_logging(spec, run.routes)
         pool = Pool(
             transport=bedrock,
             router=run.router,
@@ -283,7 +297,18 @@ async def _close(run: _Run) -> None:
     run.sink.close()
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(run.job.recover, run.schema)
-        await anyio.to_thread.run_sync(run.job.consolidate)
+        await anyio.to_thread.run_sync(_consolidate, run)
+
+
+def _consolidate(run: _Run) -> None:
+    """Rebuild ``results.parquet`` with the kept columns' current values; an input that can no longer
+    be read (moved, S3 down) costs only that: the values the rows ran with are kept, and it says so."""
+    kept = run.source.kept_values() if run.spec.columns.keep else None
+    try:
+        run.job.consolidate(schema=run.schema, kept=kept)
+    except SourceError as exc:
+        log.warning("results.kept_columns_not_refreshed", reason=str(exc))
+        run.job.consolidate(schema=run.schema)
 
 
 async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int | None) -> JobReport:
@@ -385,6 +410,41 @@ async def _preflight(bedrock: Transport, router: Router, routes: list[Route]) ->
     if not router.active:
         reasons = "; ".join(f"{r.name}: {why}" for r, why in router.removed().items())
         raise PreflightError(f"no route passed preflight ({reasons})")
+
+
+LOGGING_CHECK_TIMEOUT_S = 15.0
+
+
+async def check_invocation_logging(spec: JobSpec, routes: list[Route]) -> dict[str, bool | None]:
+    """Preflight's look at model invocation logging in each region the routes call from: a warning
+    (``logging.invocation_off``) where it is off, since AWS recommends keeping 30 days of invocation
+    logs. Never stops the job: a region that cannot be asked is logged as unknown. Returns region ->
+    on (True), off (False) or unknown (None)."""
+    found: dict[str, bool | None] = {}
+    regions = list(dict.fromkeys(r.region for r in routes))
+    try:
+        async with AioBotoControlPlane.open(endpoint_url=spec.model.endpoint_url or None) as plane:
+            for region in regions:
+                try:
+                    with anyio.fail_after(LOGGING_CHECK_TIMEOUT_S):
+                        destinations = logging_destinations(await plane.invocation_logging(region))
+                except (BatchError, TimeoutError) as exc:
+                    found[region] = None
+                    log.info("logging.invocation_unknown", region=region, error=type(exc).__name__)
+                    continue
+                found[region] = bool(destinations)
+                if destinations:
+                    log.info("logging.invocation_on", region=region, destinations=list(destinations))
+                else:
+                    log.warning(
+                        "logging.invocation_off",
+                        region=region,
+                        hint="AWS recommends keeping 30 days of invocation logs; README.md, "
+                        "'Invocation logging', says how to turn it on",
+                    )
+    except BatchError as exc:  # no credentials for the control plane
+        log.info("logging.invocation_unknown", regions=regions, error=type(exc).__name__)
+    return found
 
 
 async def _watch_signals(pool: Pool) -> None:

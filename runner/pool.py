@@ -33,6 +33,7 @@ from runner.bedrock import Transport
 from runner.errors import (
     EndpointUnavailableError,
     InvocationError,
+    MalformedResponseError,
     ModelError,
     PermanentError,
     RetryableError,
@@ -137,14 +138,18 @@ class CostCap:
 
 
 class StopOnModelErrors(stop_base):
-    """ModelErrorException (424) rarely heals: give it fewer attempts than throttles or 5xx get."""
+    """ModelErrorException (424) rarely heals, nor does a 200 that is not a Messages response: give
+    them fewer attempts than throttles or 5xx get."""
 
     def __init__(self, attempts: int) -> None:
         self.attempts = attempts
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return isinstance(exc, ModelError) and retry_state.attempt_number >= self.attempts
+        return (
+            isinstance(exc, ModelError | MalformedResponseError)
+            and retry_state.attempt_number >= self.attempts
+        )
 
 
 THROTTLES_PER_ATTEMPT = 8
@@ -414,6 +419,9 @@ class Pool:
                 if throttles >= THROTTLES_PER_ATTEMPT:
                     raise
                 continue
+            except MalformedResponseError:
+                row.last_route = route
+                raise  # the endpoint answered, with no answer in it: not ill health, no breaker
             except RouteError as exc:
                 row.last_route = route
                 self.router.remove(route, str(exc))

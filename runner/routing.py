@@ -58,8 +58,11 @@ def plan_routes(
         model, pinned = catalog.find_model(model_id)
     except catalog.UnknownModelError:
         raise SpecError(f"[model] `id` {model_id!r} is not a Claude model on Bedrock") from None
+    profile = catalog.app_profile(model_id)
+    if profile is not None:
+        return [_app_profile_route(profile, residency)]
     sources = list(dict.fromkeys(regions)) or [region]
-    home_geos = [g for g in dict.fromkeys(catalog.region_geography(r) for r in sources) if g]
+    home_geos = [g for g in dict.fromkeys(catalog.region_geography(r, model) for r in sources) if g]
     if pinned:
         order = [pinned]
     elif endpoints:
@@ -78,10 +81,25 @@ def plan_routes(
         if geo not in model.geographies:
             have = ", ".join(sorted(model.geographies))
             raise SpecError(f"{model.name} has no {geo!r} inference profile (it has: {have})")
-        callers = [r for r in sources if geo == "global" or catalog.region_geography(r) == geo]
+        callers = [r for r in sources if geo == "global" or geo in catalog.region_geographies(r)]
         for caller in callers or [catalog.home_region(geo)]:
             routes.append(Route(model_id=model.profile_id(geo), region=caller, geography=geo))
     return routes
+
+
+def _app_profile_route(profile: catalog.AppProfile, residency: str) -> Route:
+    """The one route of an application inference profile: its ARN, called from the ARN's region.
+
+    Its geography is the system profile it copies, or (wrapping the foundation model) the region's
+    own: that is what residency is checked against, and what the route is called in logs.
+    """
+    geo = profile.geography or catalog.region_geography(profile.region, profile.model) or profile.region
+    if residency and geo != residency:
+        raise SpecError(
+            f"[model] `id` is the application inference profile {profile.name or profile.arn}, which "
+            f"routes through {geo!r}, outside `residency` {residency!r}"
+        )
+    return Route(model_id=profile.arn, region=profile.region, geography=geo)
 
 
 @dataclass(eq=False)

@@ -32,9 +32,11 @@ def _c(name: str, type_: pa.DataType, attr: str | None, *, nullable: bool = True
 _TS = pa.timestamp("ms", tz="UTC")
 
 RESULT_COLUMNS: tuple[Column, ...] = (
-    _c("id", pa.string(), "id", nullable=False),
+    _c("id", pa.string(), "id", nullable=False),  # or the input id column's integer type
     _c("status", pa.string(), "status", nullable=False),  # "ok" | "error"
-    _c("completion", pa.string(), "completion"),
+    _c("completion", pa.string(), "completion"),  # the text blocks of the answer, joined
+    _c("content", pa.string(), "content"),  # every content block of the answer, JSON text, verbatim
+    _c("tool_input", pa.string(), "tool_input"),  # the first tool_use block's input, JSON text
     _c("stop_reason", pa.string(), "stop_reason"),
     _c("input_tokens", pa.int64(), "usage.input_tokens", nullable=False),
     _c("output_tokens", pa.int64(), "usage.output_tokens", nullable=False),

@@ -10,6 +10,7 @@ deleted. On start, :func:`recover_journals` turns any journal left by a crash in
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -27,14 +28,21 @@ import pyarrow.parquet as pq
 from runner.atomic import atomic_write
 from runner.errors import SinkError
 from runner.schemas import INDEX, RESULT_COLUMNS, RESULT_SCHEMA, Column
-from runner.types import Result, Usage
+from runner.types import EMULATED_LANE_PREFIX, Result, Usage
 
 _UTC = dt.UTC
 
 
-def part_schema(keep_fields: Sequence[pa.Field]) -> pa.Schema:
-    """Schema of part files: the result columns, the input position, then the kept input columns."""
-    return pa.schema([*RESULT_SCHEMA, INDEX.field, *keep_fields])
+def part_schema(keep_fields: Sequence[pa.Field], id_type: pa.DataType | None = None) -> pa.Schema:
+    """Schema of part files: the result columns, the input position, then the kept input columns.
+
+    ``id_type`` is the type of the input's id column (:meth:`runner.source.Source.id_type`): an
+    integer id stays an integer, so results join back to the input without a cast.
+    """
+    fields = list(RESULT_SCHEMA)
+    if id_type is not None and id_type != fields[0].type:
+        fields[0] = fields[0].with_type(id_type)
+    return pa.schema([*fields, INDEX.field, *keep_fields])
 
 
 def kept_columns(schema: pa.Schema) -> list[str]:
@@ -104,9 +112,13 @@ JOURNAL_LAYOUT: tuple[str, ...] = (
     "attempts", "latency_ms", "error_type", "error_message", "request_id", "retryable", "cost_usd",
     "price_table", "lane", "started_at", "finished_at",
 )  # fmt: skip
-"""The columns of a journal line, in its order, then the kept values: a JSON array per result. Fixed, so
-a journal a crash left behind is read by the next version too."""
+"""The columns of a journal line, in its order, then the kept values, then :data:`JOURNAL_EXTRA`: a JSON
+array per result. Fixed, so a journal a crash left behind is read by the next version too."""
+JOURNAL_EXTRA: tuple[str, ...] = ("content", "tool_input")
+"""Columns added after the layout was fixed: they follow the kept values, so a line an older version
+wrote (which ends with the kept values) still reads, with these as null."""
 _PRICE_AT = JOURNAL_LAYOUT.index("price_table")
+_KEEP_AT = len(JOURNAL_LAYOUT)
 
 
 def _getter(names: Sequence[str]) -> Callable[[Result], tuple[Any, ...]]:
@@ -119,6 +131,7 @@ def _getter(names: Sequence[str]) -> Callable[[Result], tuple[Any, ...]]:
 
 _JOURNAL_HEAD = _getter(JOURNAL_LAYOUT[:_PRICE_AT])
 _JOURNAL_TAIL = _getter(JOURNAL_LAYOUT[_PRICE_AT + 1 :])
+_JOURNAL_EXTRA = _getter(JOURNAL_EXTRA)
 
 
 def _encode(result: Result, price_table: str, keep_names: Sequence[str]) -> bytes:
@@ -127,6 +140,7 @@ def _encode(result: Result, price_table: str, keep_names: Sequence[str]) -> byte
         price_table,
         *_JOURNAL_TAIL(result),
         [_to_json(result.keep.get(name)) for name in keep_names],
+        *_JOURNAL_EXTRA(result),
     ]
     return (_JOURNAL_ENCODER.encode(row) + "\n").encode()
 
@@ -135,7 +149,9 @@ def _decode(line: bytes, keep_names: Sequence[str]) -> tuple[Result, str]:
     values = json.loads(line)
     fields: dict[str, Any] = {}
     usage: dict[str, Any] = {}
-    for name, value in zip(JOURNAL_LAYOUT, values, strict=False):
+    extra = zip(JOURNAL_EXTRA, values[_KEEP_AT + 1 :], strict=False)
+    named = [*zip(JOURNAL_LAYOUT, values, strict=False), *extra]
+    for name, value in named:
         attr = _BY_NAME[name].attr
         if attr is None:
             continue
@@ -143,7 +159,7 @@ def _decode(line: bytes, keep_names: Sequence[str]) -> tuple[Result, str]:
             usage[attr.removeprefix("usage.")] = value
         else:
             fields[attr] = value
-    keep = dict(zip(keep_names, (_from_json(v) for v in values[len(JOURNAL_LAYOUT)]), strict=False))
+    keep = dict(zip(keep_names, (_from_json(v) for v in values[_KEEP_AT]), strict=False))
     return Result(**fields, usage=Usage(**usage), keep=keep), values[_PRICE_AT]
 
 
@@ -168,6 +184,9 @@ def results_table(results: Sequence[Result], schema: pa.Schema, price_tables: Se
             get = attrgetter(column.attr)
             convert = _TO_PARQUET.get(f.name)
             values = [get(r) for r in results]
+            if f.name == "id" and pa.types.is_integer(f.type):
+                # A journal written before ids kept their type holds their text.
+                values = [int(v) if isinstance(v, str) else v for v in values]
             cols[f.name] = values if convert is None else [convert(v) for v in values]
     try:
         return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema}, schema=schema)
@@ -201,8 +220,10 @@ class PartSink:
         next_number: int,
         part_rows: int,
         part_seconds: float,
+        emulated: bool = False,
     ) -> None:
         self.parts_dir = parts_dir
+        self.lane_prefix = EMULATED_LANE_PREFIX if emulated else ""
         self.journal_dir = journal_dir
         self.schema = schema
         self.price_table = price_table
@@ -222,7 +243,12 @@ class PartSink:
             raise SinkError(f"cannot open the journal {path}: {exc.strerror}") from exc
 
     def add(self, result: Result) -> None:
-        """Journal one result (one write(2): a kill leaves a whole line or none)."""
+        """Journal one result (one write(2): a kill leaves a whole line or none).
+
+        A dry run's rows (``emulated``) are marked in their ``lane`` (``emulated_on_demand``, ...).
+        """
+        if self.lane_prefix:
+            result = dataclasses.replace(result, lane=self.lane_prefix + result.lane)
         try:
             os.write(self._fd, _encode(result, self.price_table, self.keep_names))
         except OSError as exc:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -31,7 +31,7 @@ from runner.errors import RowError, SourceError
 from runner.request import RequestBuilder
 from runner.spec import JobSpec
 from runner.storage import filesystem_for
-from runner.types import Record
+from runner.types import Record, RowId
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,7 @@ class _InputFile:
     name: str  # relative to the input, for the fingerprint
     rows: int
     keep: list[pa.Field]  # the kept columns' fields, in ``[columns] keep`` order
+    id_type: pa.DataType | None  # the id column's value type (None: no id column)
 
 
 def _open_files(uri: str) -> tuple[pafs.FileSystem, list[tuple[str, str, str]]]:
@@ -182,6 +183,7 @@ class Source:
         self._fs, found = _open_files(spec.job.input)
         self._files = [self._check_file(path, display, name) for path, display, name in found]
         self._keep_fields = self._check_keep_types()
+        self._id_type = _id_type([f.id_type for f in self._files])
         total = sum(f.rows for f in self._files)
         self._rows = total
         self._budget = total if limit is None else min(total, limit)
@@ -217,7 +219,9 @@ class Source:
                     f"{display}: column {column!r} ([columns] `{key}`) must hold {wanted}, not {t}"
                 )
         keep = [schema.field(c) for c in self._spec.columns.keep]
-        return _InputFile(path=path, display=display, name=name, rows=rows, keep=keep)
+        id_col = self._spec.columns.id
+        id_type = _value_type(schema.field(id_col).type) if id_col else None
+        return _InputFile(path=path, display=display, name=name, rows=rows, keep=keep, id_type=id_type)
 
     def _check_keep_types(self) -> list[pa.Field]:
         """The kept columns' fields, the same in every file, as their values come out of ``to_pylist``."""
@@ -364,6 +368,26 @@ class Source:
         """Arrow fields of the ``[columns] keep`` columns, for the result schema (dictionaries decoded)."""
         return list(self._keep_fields)
 
+    def id_type(self) -> pa.DataType:
+        """The type of the ``id`` result column: the id column's integer type when it holds integers
+        (the same in every file, else int64), text otherwise (and for row numbers)."""
+        return self._id_type
+
+    def kept_values(self) -> KeptValues:
+        """The ``[columns] keep`` columns of the whole input (whatever ``limit``), read forward once,
+        for the rebuild of ``results.parquet`` (:meth:`runner.state.JobDir.consolidate`)."""
+        return KeptValues(self._kept_batches(), list(self._spec.columns.keep), self._keep_fields)
+
+    def _kept_batches(self) -> Iterator[pa.Table]:
+        names = list(self._spec.columns.keep)
+        if not names:
+            return
+        for file in self._files:
+            for columns in self._read(file, names, file.rows):
+                yield pa.table(
+                    {f.name: c.cast(f.type) for f, c in zip(self._keep_fields, columns, strict=True)}
+                )
+
     def ids(self) -> pa.Array:
         """The job's ids in input order, as ``Record.id`` spells them (row numbers with no id column).
 
@@ -421,8 +445,9 @@ class Source:
                     if done_rows is not None and index in done_rows:
                         index += 1
                         continue
-                    row_id = str(row[id_col]) if id_col else str(index)
-                    key = key_of(row_id, row)
+                    # The key hashes the id's text, whatever its type: resume keys stay the same.
+                    row_id: RowId = row[id_col] if id_col else str(index)
+                    key = key_of(str(row_id), row)
                     if key in done:
                         index += 1
                         continue
@@ -459,6 +484,56 @@ class Source:
                 if out:
                     yield out
             index = base + min(file.rows, budget - base)
+
+
+class KeptValues:
+    """Kept input columns by input position, read forward: memory is one input batch, not the input.
+
+    :meth:`take` must be asked for ascending positions, call after call (the rebuild of
+    ``results.parquet`` goes in input order). A position past the end of the input is null.
+    """
+
+    def __init__(self, batches: Iterator[pa.Table], names: list[str], fields: list[pa.Field]) -> None:
+        self.names = names
+        self._fields = fields
+        self._batches = batches
+        self._start = 0
+        self._batch: pa.Table | None = None
+
+    def _advance(self) -> bool:
+        if self._batch is not None:
+            self._start += self._batch.num_rows
+        self._batch = next(self._batches, None)
+        return self._batch is not None
+
+    def take(self, positions: Sequence[int]) -> pa.Table:
+        pieces: list[pa.Table] = []
+        i = 0
+        while i < len(positions):
+            while self._batch is None or positions[i] >= self._start + self._batch.num_rows:
+                if not self._advance():
+                    rest = len(positions) - i
+                    pieces.append(pa.table({f.name: pa.nulls(rest, f.type) for f in self._fields}))
+                    return pa.concat_tables(pieces)
+            end = self._start + self._batch.num_rows
+            j = i
+            while j < len(positions) and positions[j] < end:
+                j += 1
+            offsets = pa.array([p - self._start for p in positions[i:j]], pa.int64())
+            pieces.append(self._batch.take(offsets))
+            i = j
+        if not pieces:
+            return pa.table({f.name: pa.array([], f.type) for f in self._fields})
+        return pa.concat_tables(pieces)
+
+
+def _id_type(types: list[pa.DataType | None]) -> pa.DataType:
+    """The ``id`` column's type for the id columns of the input's files (see :meth:`Source.id_type`)."""
+    found = [t for t in types if t is not None and not pa.types.is_null(t)]
+    if not found or not all(pa.types.is_integer(t) for t in found):
+        return pa.string()
+    first = found[0]
+    return first if all(t == first for t in found) else pa.int64()
 
 
 def _runs(

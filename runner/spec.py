@@ -52,9 +52,16 @@ class ModelSection:
     endpoints: list[str] = _f(
         [], "Route order by geography, e.g. ['global', 'us']. Default: global, then the home geography."
     )
-    residency: str = _f("", "Keep every call inside this geography (us, eu, jp, apac); never call global.")
+    residency: str = _f(
+        "", "Keep every call inside this geography (us, eu, jp, apac, au); never call global."
+    )
     endpoint_url: str = _f("", "Send every Bedrock call here instead of AWS (the emulator).")
     preflight: bool = _f(True, "One minimal request per route before the job, to catch AccessDenied early.")
+    catalog: str = _f(
+        "",
+        "User catalogue (TOML) merged over the built-in one: models, geographies, regions, prices, "
+        "application profile ARNs (docs/catalog.md); else $BEDROCK_BATCH_CATALOG.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +239,8 @@ def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> JobSpec:
             raise SpecError(f"{source}: [{name}] must be a table")
         sections[name] = _section(cls, value, name, source)
     spec = JobSpec(**sections, source=source)
+    if spec.model.catalog or os.environ.get(catalog.CATALOG_ENV):
+        catalog.activate(spec.model.catalog or None)  # the models and geographies _check knows
     _check(spec)
     return spec
 
@@ -300,18 +309,21 @@ def _check(spec: JobSpec) -> None:
     try:
         model, pinned = catalog.find_model(spec.model.id)
     except catalog.UnknownModelError:
-        known = ", ".join(m.base_id for m in catalog.MODELS[:3])
+        known = ", ".join(m.base_id for m in catalog.models()[:3])
         raise SpecError(
             f"{src}: [model] `id` {spec.model.id!r} is not a Claude model on Bedrock "
-            f"(e.g. {known}; `bedrock-batch models` lists them)"
+            f"(e.g. {known}; `bedrock-batch models` lists them; a newer model or an application "
+            "profile ARN goes in a catalogue file, [model] catalog)"
         ) from None
+    geographies = catalog.geographies()
     for geo in spec.model.endpoints:
-        if geo not in catalog.GEOGRAPHIES:
-            raise SpecError(f"{src}: [model] `endpoints` has {geo!r}; use {', '.join(catalog.GEOGRAPHIES)}")
+        if geo not in geographies:
+            raise SpecError(f"{src}: [model] `endpoints` has {geo!r}; use {', '.join(geographies)}")
     if spec.model.residency:
-        if spec.model.residency not in catalog.GEOGRAPHIES or spec.model.residency == "global":
+        if spec.model.residency not in geographies or spec.model.residency == "global":
+            choices = ", ".join(g for g in geographies if g != "global")
             raise SpecError(
-                f"{src}: [model] `residency` must be one of us, eu, jp, apac, not {spec.model.residency!r}"
+                f"{src}: [model] `residency` must be one of {choices}, not {spec.model.residency!r}"
             )
         if pinned and pinned != spec.model.residency:
             raise SpecError(
@@ -331,6 +343,19 @@ def _check(spec: JobSpec) -> None:
             f"{src}: [request] `max_tokens` must be between 1 and {model.max_output_tokens} "
             f"for {model.name}, not {req.max_tokens}"
         )
+    extra_betas = req.extra.get("anthropic_beta")
+    betas = [*req.anthropic_beta, *(extra_betas if isinstance(extra_betas, list) else [])]
+    for beta in betas:
+        if isinstance(beta, str) and beta.startswith("context-1m") and beta != model.long_context_beta:
+            has = (
+                f"its long-context flag is {model.long_context_beta!r}"
+                if model.long_context_beta
+                else f"its window is {model.context_window:,} tokens"
+            )
+            raise SpecError(
+                f"{src}: [request] `anthropic_beta` {beta!r} asks for a 1M-token context window, which "
+                f"{model.name} does not have ({has}); Bedrock would refuse every row"
+            )
     if model.exclusive_sampling and req.temperature is not None and req.top_p is not None:
         raise SpecError(f"{src}: [request] {model.name} accepts `temperature` or `top_p`, not both")
     for key in ("anthropic_version", "messages", "max_tokens", "system"):

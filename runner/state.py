@@ -8,6 +8,7 @@
         lock                   flock'ed by the running runner; the kernel drops it when the process dies
         spec.json              the spec as first run (frozen; later runs are recorded in state.json)
         state.json             input fingerprint, runs, part counter
+        results.json           which parts results.parquet was last rebuilt from
         parts/part-NNNNN.parquet     committed results; a later part wins for the same input position
         journal/journal-NNNNN.jsonl  results not yet in a part (write-ahead; recovered on start)
         events.jsonl           structlog events of every run
@@ -27,6 +28,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import hashlib
 import itertools
 import json
 import os
@@ -34,7 +36,7 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,6 +52,8 @@ RESULTS_FILE = "results.parquet"
 PARTS_DIR = "parts"
 JOURNAL_DIR = "journal"
 STATE_FILE = "state.json"
+RESULTS_STAMP = "results.json"
+"""Which parts ``results.parquet`` was last rebuilt from (see :meth:`JobDir.results_current`)."""
 PART_GLOB = "part-*.parquet"
 """Committed parts; the temporary files of :mod:`runner.atomic` start with a dot and never match."""
 STATE_VERSION = 1
@@ -110,9 +114,17 @@ class JobDir:
         self.state_file = self.work / STATE_FILE
         self.spec_file = self.work / "spec.json"
         self.events_file = self.work / "events.jsonl"
+        self.results_stamp = self.work / RESULTS_STAMP
 
     def exists(self) -> bool:
         return self.state_file.exists()
+
+    def is_emulated(self) -> bool:
+        """Whether the job's rows are a dry run's (``run --emulate``), not Bedrock's."""
+        try:
+            return bool(self.read_state().get("emulated", False))
+        except StateError:
+            return False
 
     def create(self) -> None:
         try:
@@ -177,12 +189,20 @@ class JobDir:
         atomic.write_text(self.state_file, json.dumps(state, indent=2, sort_keys=True))
 
     def start_run(
-        self, *, spec: dict[str, Any], fingerprint: dict[str, Any], force: bool, stamp: str = ""
+        self,
+        *,
+        spec: dict[str, Any],
+        fingerprint: dict[str, Any],
+        force: bool,
+        stamp: str = "",
+        emulated: bool = False,
     ) -> dict[str, Any]:
         """Create the job or check that this run may resume it; returns the state to keep updating.
 
         An input whose ids changed since the job began is refused unless ``force``: the rows already
-        done would no longer line up with the input.
+        done would no longer line up with the input. A dry run (``emulated``, ``run --emulate``) and a
+        real run never share a directory: the emulator's invented answers would pass for paid ones,
+        and the real run would skip their rows.
         """
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         if not self.exists():
@@ -191,10 +211,22 @@ class JobDir:
                 "created_at": now,
                 "input": fingerprint,
                 "runs": [],
+                "emulated": emulated,
             }
             atomic.write_text(self.spec_file, json.dumps(spec, indent=2, sort_keys=True))
         else:
             state = self.read_state()
+            was_emulated = bool(state.get("emulated", False))
+            if was_emulated and not emulated:
+                raise StateError(
+                    f"{self.root} holds a dry run's answers (run --emulate), which a real run must not "
+                    "mix with its own: give the real run another --output, or delete this directory"
+                )
+            if emulated and not was_emulated:
+                raise StateError(
+                    f"{self.root} is a real job's directory; run --emulate never writes into one: "
+                    "leave out --output (a dry run uses <output>-emulated) or name another directory"
+                )
             old = state.get("input", {})
             if old.get("ids_digest") != fingerprint.get("ids_digest") or old.get("rows") != fingerprint.get(
                 "rows"
@@ -295,24 +327,29 @@ class JobDir:
         """After ``--force`` on a changed input: move part rows to their ids' new positions, drop the gone."""
         for path in self.part_files():
             table = pq.read_table(path)
-            pos = pc.index_in(table.column("id"), value_set=ids)
+            pos = pc.index_in(table.column("id").cast(pa.string()), value_set=ids.cast(pa.string()))
             keep = pc.is_valid(pos)
             table = table.set_column(
                 table.schema.get_field_index(INDEX_COLUMN), INDEX_COLUMN, pc.cast(pos, pa.int64())
             ).filter(keep)
             write_parquet(table, path)
 
-    def consolidate(self) -> int:
+    def consolidate(self, *, schema: pa.Schema | None = None, kept: KeptValues | None = None) -> int:
         """Rebuild ``results.parquet``: the newest row per input position, in input order.
 
-        Streams in chunks of :data:`CONSOLIDATE_CHUNK_ROWS`, so memory stays flat on a huge job; returns
-        the number of rows written.
+        ``schema`` is the part schema of this run (default: the newest part's); older parts are made
+        to fit it (a column they lack is null, an id is cast to its type). ``kept`` gives the kept
+        input columns' current values: a row that did not run again still shows today's ``team``, not
+        the one it had when it ran. Streams in chunks of :data:`CONSOLIDATE_CHUNK_ROWS`, so memory
+        stays flat on a huge job; returns the number of rows written. Then records which parts the
+        file was built from (:meth:`results_current`).
         """
         files = self.part_files()
         if not files:
             return 0
         newest = NewestRows.scan(files, read=read_part)
-        schema = pq.read_schema(files[-1])
+        if schema is None:
+            schema = pq.read_schema(files[-1])
         out_schema = schema.remove(schema.get_field_index(INDEX_COLUMN))
         cache: dict[int, pa.Table] = {}
         written = 0
@@ -320,18 +357,43 @@ class JobDir:
             with atomic.atomic_write(self.results) as fh:
                 writer = pq.ParquetWriter(fh, out_schema, compression="zstd")
                 for parts, rows in newest.chunks(CONSOLIDATE_CHUNK_ROWS):
-                    writer.write_table(self._gather(parts, rows, files, cache, out_schema))
+                    table = self._gather(parts, rows, files, cache, schema)
+                    if kept is not None:
+                        table = _with_kept(table, kept)
+                    writer.write_table(table.drop_columns([INDEX_COLUMN]))
                     written += len(parts)
                 writer.close()
         except OSError as exc:
             raise SinkError(f"cannot write {self.results}: {exc.strerror or exc}") from exc
+        atomic.write_text(self.results_stamp, json.dumps({"parts": self._parts_digest(), "rows": written}))
         return written
+
+    def _parts_digest(self) -> str:
+        """Names, sizes and modification times of the committed parts: changes whenever a part does."""
+        h = hashlib.blake2b(digest_size=16)
+        for path in self.part_files():
+            info = path.stat()
+            h.update(f"{path.name}\x1f{info.st_size}\x1f{info.st_mtime_ns}\x1e".encode())
+        return h.hexdigest()
+
+    def results_current(self) -> bool:
+        """Whether ``results.parquet`` was rebuilt from exactly the parts there are now (nothing
+        committed, remapped or removed since): then it holds the same rows as the parts, with the
+        kept columns' current values, and ``stats`` reads it instead of the parts."""
+        try:
+            stamp = json.loads(self.results_stamp.read_text())
+        except (OSError, ValueError):
+            return False
+        return (
+            isinstance(stamp, dict) and self.results.is_file() and stamp.get("parts") == self._parts_digest()
+        )
 
     @staticmethod
     def _gather(
         parts: list[int], rows: list[int], files: list[Path], cache: dict[int, pa.Table], schema: pa.Schema
     ) -> pa.Table:
-        """Rows of one output chunk (``parts[i]``, ``rows[i]``), fetched from their parts, in that order."""
+        """Rows of one output chunk (``parts[i]``, ``rows[i]``), fetched from their parts, in that order,
+        with the input position."""
         pieces: list[pa.Table] = []
         positions: list[int] = []
         by_part: dict[int, list[tuple[int, int]]] = {}
@@ -341,7 +403,7 @@ class JobDir:
             if p not in cache:
                 if len(cache) >= CONSOLIDATE_CACHE_PARTS:
                     cache.pop(next(iter(cache)))
-                cache[p] = read_part(files[p]).drop_columns([INDEX_COLUMN]).cast(schema)
+                cache[p] = _conform(read_part(files[p]), schema)
             pieces.append(cache[p].take(pa.array([r for _, r in items], pa.int32())))
             positions.extend(pos for pos, _ in items)
         table = pa.concat_tables(pieces)
@@ -349,6 +411,42 @@ class JobDir:
         for i, pos in enumerate(positions):
             inverse[pos] = i
         return table.take(pa.array(inverse, pa.int64()))
+
+
+class KeptValues(Protocol):
+    """The kept input columns' current values by input position (``Source.kept_values``)."""
+
+    names: list[str]
+
+    def take(self, positions: Sequence[int]) -> pa.Table:
+        """The kept columns of the rows at ``positions`` (ascending, and ascending from one call to
+        the next), in that order."""
+        ...
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: each cast to its type, a missing one all null (a
+    part an older version wrote, a kept column added since)."""
+    have = set(table.column_names)
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in have else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _with_kept(table: pa.Table, kept: KeptValues) -> pa.Table:
+    """``table`` (with ``_index``) whose kept columns hold the values ``kept`` has for its positions."""
+    if not kept.names:
+        return table
+    current = kept.take(table.column(INDEX_COLUMN).to_pylist())
+    for name in kept.names:
+        at = table.schema.get_field_index(name)
+        column = current.column(name)
+        if at >= 0:
+            column = column.cast(table.schema.field(at).type)
+            table = table.set_column(at, name, column)
+    return table
 
 
 _OK, _FAILED, _RETRYABLE = 1, 2, 3

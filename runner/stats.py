@@ -12,7 +12,8 @@ finished job, a running one and one that was killed. The job directory (its layo
 
 Parts are the truth, so stats read them and keep, per input position (per id where a file lacks
 ``_index``), the row written last (:class:`runner.state.NewestRows`, the engine's own reader of that
-rule); ``results.parquet`` is read only when there are no parts. Rows still in the engine's
+rule); ``results.parquet`` is read when there are no parts, or when it was rebuilt from exactly the
+parts there are (then its kept columns hold the input's current values). Rows still in the engine's
 write-ahead journal (at most ``part_seconds`` old) are not counted yet.
 
 One streaming pass: a first look at the key column alone finds the newest row of each key, then the
@@ -328,6 +329,8 @@ class JobFiles:
     read_from: str
     max_tokens: int | None = None
     """The job's ``[request] max_tokens`` from ``_job/spec.json`` (None without it)."""
+    unique: bool = False
+    """Every key appears once (``results.parquet`` rebuilt from the current parts): no newest-row pass."""
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -343,7 +346,10 @@ def open_job(job_dir: Path) -> JobFiles:
     """List a job's result files: the parts when there are any, else ``results.parquet``.
 
     Parts are the truth while a job runs and after it ends (the engine rebuilds results.parquet
-    from them); results.parquet alone is a finished job whose working files were removed.
+    from them); results.parquet alone is a finished job whose working files were removed. When
+    ``results.parquet`` was rebuilt from exactly the parts there are (:meth:`JobDir.results_current`)
+    it is read instead: the same rows, one per input row, with the kept columns' current values
+    (a ``team`` changed in the input since a row ran is grouped under its new value).
     Raises :class:`StateError` when ``job_dir`` is not a job directory or a file is unreadable.
     """
     job_dir = Path(job_dir)
@@ -354,6 +360,9 @@ def open_job(job_dir: Path) -> JobFiles:
         )
     parts = part_files(layout.parts)
     results = layout.results
+    current = bool(parts) and layout.results_current()
+    if current:  # the same rows as the parts, with the kept columns' current values
+        parts = []
     files = tuple(parts) or ((results,) if results.is_file() else ())
     schemas = tuple(_schema(path) for path in files)
     names: dict[str, None] = {}
@@ -365,6 +374,7 @@ def open_job(job_dir: Path) -> JobFiles:
         read_from = f"{len(parts)} part file{'s' if len(parts) != 1 else ''}"
     else:
         read_from = results.name if files else "nothing yet"
+
     return JobFiles(
         job_dir=job_dir,
         files=files,
@@ -374,16 +384,21 @@ def open_job(job_dir: Path) -> JobFiles:
         input_rows=_input_rows(layout.state_file),
         read_from=read_from,
         max_tokens=_max_tokens(layout.spec_file),
+        unique=current,
     )
 
 
 def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
     """The job's rows in batches of at most ``BATCH_ROWS``, newest row per key only, with ``columns``
     (nulls of the contract's type where a file lacks one). Memory: one batch plus a few bytes per row."""
-    try:
-        newest = NewestRows.scan(job.files, read=_read_columns, key=job.key)
-    except pa.ArrowException as exc:
-        raise StateError(f"{job.job_dir}: result files disagree on the {job.key} column ({exc})") from None
+    newest: NewestRows | None = None
+    if not job.unique:
+        try:
+            newest = NewestRows.scan(job.files, read=_read_columns, key=job.key)
+        except pa.ArrowException as exc:
+            raise StateError(
+                f"{job.job_dir}: result files disagree on the {job.key} column ({exc})"
+            ) from None
     for number, (path, schema) in enumerate(zip(job.files, job.schemas, strict=True)):
         present = [c for c in dict.fromkeys([*columns, job.key]) if c in schema.names]
         offset = 0
@@ -391,7 +406,7 @@ def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
             batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=present)
             for batch in batches:
                 table = pa.Table.from_batches([batch])
-                mask = newest.mask(number, table.column(job.key), offset)
+                mask = None if newest is None else newest.mask(number, table.column(job.key), offset)
                 if mask is not None:
                     table = table.filter(mask)
                 offset += batch.num_rows
@@ -560,18 +575,29 @@ def prepare(table: pa.Table, *, prices: PriceTable | None = None, by: str | None
 
 
 def _reprice(table: pa.Table, tokens: Mapping[str, pa.Array], lane: pa.Array, prices: PriceTable) -> pa.Array:
-    """Cost per row from its tokens with ``prices``: one rate look-up per distinct (model, lane)."""
+    """Cost per row from its tokens with ``prices``: one rate look-up per distinct (model, lane), the
+    long-context rates for rows whose input went over the table's threshold."""
     key = pc.binary_join_element_wise(
         table["model_id"].combine_chunks(), lane, "\x00", null_handling="emit_null"
     )
     encoded = key.dictionary_encode()
-    rates = [
-        prices.rates(model_id, lane=lane_name)
-        for model_id, _, lane_name in (v.partition("\x00") for v in encoded.dictionary.to_pylist())
+    pairs = [
+        (m, lane_name) for m, _, lane_name in (v.partition("\x00") for v in encoded.dictionary.to_pylist())
     ]
+    rates = [prices.rates(model_id, lane=lane_name) for model_id, lane_name in pairs]
+    long_rates = [
+        prices.long_rates(model_id, lane=lane_name) or r
+        for (model_id, lane_name), r in zip(pairs, rates, strict=True)
+    ]
+    prompt = tokens["input_tokens"]
+    for column in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+        prompt = pc.add(prompt, tokens[column])
+    long = pc.greater(prompt, prices.long_context_threshold)
     cost = pa.nulls(len(table), pa.float64()).fill_null(0.0)
     for column in TOKEN_FIELDS:
-        per_row = pc.take(pa.array([getattr(r, column) for r in rates], pa.float64()), encoded.indices)
+        standard = pc.take(pa.array([getattr(r, column) for r in rates], pa.float64()), encoded.indices)
+        over = pc.take(pa.array([getattr(r, column) for r in long_rates], pa.float64()), encoded.indices)
+        per_row = pc.if_else(long, over, standard)
         cost = pc.add(cost, pc.multiply(tokens[column].cast(pa.float64()), pc.fill_null(per_row, 0.0)))
     return cost
 

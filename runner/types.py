@@ -11,6 +11,14 @@ from typing import Any, Literal, TypeAlias
 
 Status: TypeAlias = Literal["ok", "error"]
 
+EMULATED_LANE_PREFIX = "emulated_"
+"""Prefix of the ``lane`` of a dry run's rows (``run --emulate``): ``emulated_on_demand``,
+``emulated_batch``. Priced as the lane after it, never mistaken for a paid row."""
+
+RowId: TypeAlias = str | int
+"""A row's id as the input holds it: text, or an integer when the id column holds integers (the
+``id`` result column keeps that type, so a join back to the input needs no cast)."""
+
 TOKEN_FIELDS: tuple[str, ...] = (
     "input_tokens",
     "output_tokens",
@@ -48,7 +56,7 @@ class Record:
     """
 
     index: int
-    id: str
+    id: RowId
     key: int
     body: bytes | None
     max_tokens: int
@@ -101,6 +109,11 @@ class Completion:
     server_latency_ms: float | None = None
     """Bedrock's ``x-amzn-bedrock-invocation-latency``: how long the request spent at the service, so
     ``now - server_latency`` bounds when the service booked it against the quota."""
+    content: str | None = None
+    """The answer's ``content`` blocks as JSON text, every block and field as Bedrock sent them
+    (text, ``tool_use``, ``thinking``, ...): ``text`` keeps only the text blocks."""
+    tool_input: str | None = None
+    """The ``input`` of the first ``tool_use`` block as JSON text; ``None`` when there is none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +123,12 @@ class Result:
     :meth:`failed`."""
 
     index: int
-    id: str
+    id: RowId
     key: int
     status: Status
     completion: str | None = None
+    content: str | None = None
+    tool_input: str | None = None
     stop_reason: str | None = None
     usage: Usage = Usage()
     model_id: str | None = None
@@ -146,6 +161,7 @@ class Result:
         """The ``ok`` row of ``record``: ``route`` answered it with ``completion``."""
         return cls(
             index=record.index, id=record.id, key=record.key, status="ok", completion=completion.text,
+            content=completion.content, tool_input=completion.tool_input,
             stop_reason=completion.stop_reason, usage=completion.usage, model_id=route.model_id,
             region=route.region, attempts=attempts, latency_ms=completion.latency_ms,
             request_id=completion.request_id, cost_usd=cost_usd, started_at=started_at,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from runner import catalog
 from runner.emulator import EmulatorConfig, EmulatorThread
 
 
@@ -23,13 +24,21 @@ from runner.emulator import EmulatorConfig, EmulatorThread
 def fixture_clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads real credentials or config, and none can reach the instance metadata service."""
     for name in list(os.environ):
-        if name.startswith("AWS_"):
+        if name.startswith("AWS_") or name == catalog.CATALOG_ENV:
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture(autouse=True)
+def fixture_builtin_catalog() -> Iterator[None]:
+    """Every test starts and ends with the built-in catalogue (a test may activate a user catalogue)."""
+    catalog.reset()
+    yield
+    catalog.reset()
 
 
 @pytest.fixture(name="anyio_backend")

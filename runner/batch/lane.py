@@ -188,6 +188,7 @@ class BatchLane:
             max_records=b.max_records,
             max_bytes=b.max_shard_bytes,
             keep_fields=self.source.keep_fields(),
+            id_type=self.source.id_type(),
         )
         planned: list[ShardState] = []
         try:
@@ -332,6 +333,9 @@ class BatchLane:
         """
         base = self._output_base(s, job)
         rows = pq.read_table(self.shard_dir / s.shard.rows_file)
+        ids = rows.column("id")
+        if ids.type != self.source.id_type():  # a rows file written before ids kept their type
+            rows = rows.set_column(rows.schema.get_field_index("id"), "id", ids.cast(self.source.id_type()))
         keep_names = [n for n in rows.column_names if n not in (INDEX_COLUMN, "id", "request_key")]
         columns = {name: rows.column(name).to_pylist() for name in rows.column_names}
         meta: dict[int, int] = {index: i for i, index in enumerate(columns[INDEX_COLUMN])}
@@ -364,7 +368,8 @@ class BatchLane:
                 )  # fmt: skip
                 answer = Completion(
                     text=record.text or "", stop_reason=record.stop_reason, usage=record.usage,
-                    request_id=s.job_arn, latency_ms=None,
+                    request_id=s.job_arn, latency_ms=None, content=record.content,
+                    tool_input=record.tool_input,
                 )  # fmt: skip
                 result = Result.answered(
                     row, answer, route=s.route, attempts=1, cost_usd=cost, started_at=started,

@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runner.answer import NotAMessageError, read_message
 from runner.atomic import AtomicFile
 from runner.schemas import INDEX_COLUMN
 from runner.types import Record, Usage
@@ -200,12 +201,13 @@ class _OpenShard:
         self.rows.discard()
 
 
-def rows_schema(keep_fields: Iterable[pa.Field]) -> pa.Schema:
-    """Schema of a shard's rows file: input position, id, resume key, then the kept columns."""
+def rows_schema(keep_fields: Iterable[pa.Field], id_type: pa.DataType | None = None) -> pa.Schema:
+    """Schema of a shard's rows file: input position, id (of the input's id type), resume key, then
+    the kept columns."""
     return pa.schema(
         [
             pa.field(INDEX_COLUMN, pa.int64(), nullable=False),
-            pa.field("id", pa.string(), nullable=False),
+            pa.field("id", id_type or pa.string(), nullable=False),
             pa.field("request_key", pa.int64(), nullable=False),
             *keep_fields,
         ]
@@ -221,6 +223,7 @@ def plan_shards(
     max_records: int,
     max_bytes: int,
     keep_fields: Iterable[pa.Field] = (),
+    id_type: pa.DataType | None = None,
 ) -> Generator[Shard, None, None]:
     """Write the records into shard files in ``directory``, yielding each shard as it is finished.
 
@@ -230,7 +233,7 @@ def plan_shards(
     that holds one open shard: stopping early leaves only temporary files, which the next plan
     overwrites.
     """
-    schema = rows_schema(keep_fields)
+    schema = rows_schema(keep_fields, id_type)
     number = first_number
     current: _OpenShard | None = None
     try:
@@ -275,6 +278,8 @@ class OutputRecord:
     text: str | None = None
     stop_reason: str | None = None
     usage: Usage = Usage()
+    content: str | None = None
+    tool_input: str | None = None
     error_code: str | None = None
     error_message: str | None = None
 
@@ -305,21 +310,22 @@ def parse_output_line(line: bytes) -> OutputRecord:
             error_code=str(code) if code is not None else "BatchRecordError",
             error_message=str(error.get("errorMessage") or ""),
         )
-    output = data.get("modelOutput")
     try:
-        content = output["content"]  # type: ignore[index]
-        usage = output.get("usage") or {}  # type: ignore[union-attr]
-        text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+        message = read_message(data.get("modelOutput"))
+    except NotAMessageError as exc:
         return OutputRecord(
             index=index,
-            text=text,
-            stop_reason=output.get("stop_reason"),  # type: ignore[union-attr]
-            usage=Usage.from_json(usage),
+            error_code="MalformedOutput",
+            error_message=f"modelOutput is not a Messages response: {exc}",
         )
-    except (TypeError, KeyError, AttributeError, ValueError):
-        return OutputRecord(
-            index=index, error_code="MalformedOutput", error_message="modelOutput is not a Messages response"
-        )
+    return OutputRecord(
+        index=index,
+        text=message.text,
+        stop_reason=message.stop_reason,
+        usage=message.usage,
+        content=message.content,
+        tool_input=message.tool_input,
+    )
 
 
 @dataclass(frozen=True, slots=True)

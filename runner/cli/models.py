@@ -1,11 +1,13 @@
 """``bedrock-batch models``: the catalogue, its prices, and what the account actually sees.
 
-The catalogue (``runner.catalog``) is what the runner believes; an account may lack a model (not
-enabled, region without it) or see one the catalogue does not know yet. With credentials (or an
-``--endpoint-url``, the emulator) the command asks the control plane, ListFoundationModels and
-ListInferenceProfiles, and marks each catalogue entry visible or missing. Any failure of that check
-(no credentials, AccessDenied, endpoint unreachable) is one note under the catalogue, never a
-traceback: the catalogue is still worth printing. Credentials are only resolved, never printed.
+The catalogue (``runner.catalog``, with a user catalogue merged over it) is what the runner believes;
+an account may lack a model (not enabled, region without it) or see one the catalogue does not know
+yet. With credentials (or an ``--endpoint-url``, the emulator) the command asks the control plane,
+ListFoundationModels and ListInferenceProfiles, and marks each catalogue entry visible or missing; and
+GetModelInvocationLoggingConfiguration, per region, to say whether invocation logging is on (AWS
+recommends keeping 30 days of invocation logs). Any failure of those checks (no credentials,
+AccessDenied, endpoint unreachable) is one note, never a traceback: the catalogue is still worth
+printing. Credentials are only resolved, never printed.
 """
 
 from __future__ import annotations
@@ -120,23 +122,72 @@ def check_account(region: str, endpoint_url: str | None, *, client: Any = None) 
         return AccountCheck(None, f"could not reach {where}: {' '.join(str(exc).split())}")
 
 
+@dataclass(frozen=True, slots=True)
+class LoggingCheck:
+    """Whether Bedrock model invocation logging is on in one region (``enabled`` None: unknown)."""
+
+    region: str
+    enabled: bool | None
+    destinations: tuple[str, ...] = ()
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "destinations": list(self.destinations), "note": self.note}
+
+    def line(self) -> str:
+        if self.enabled is None:
+            return f"Invocation logging in {self.region}: unknown ({self.note})"
+        if self.enabled:
+            return f"Invocation logging in {self.region}: on ({', '.join(self.destinations)})"
+        return (
+            f"Invocation logging in {self.region}: OFF. AWS recommends keeping 30 days of invocation "
+            "logs to understand usage and investigate abuse; README.md, 'Invocation logging', says how."
+        )
+
+
+def check_logging(region: str, endpoint_url: str | None, *, client: Any = None) -> LoggingCheck:
+    """GetModelInvocationLoggingConfiguration in ``region``, as a :class:`LoggingCheck` (never raises)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from runner.bedrock import logging_destinations
+
+    if client is None and not endpoint_url and not has_credentials():
+        return LoggingCheck(region, None, note="no AWS credentials found")
+    try:
+        if client is None:
+            from runner.bedrock import control_client
+
+            client = control_client(
+                region, endpoint_url, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S
+            )
+        answer = client.get_model_invocation_logging_configuration()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        message = " ".join(str(error.get("Message", "")).split())
+        return LoggingCheck(region, None, note=f"{error.get('Code') or 'error'}: {message}".rstrip(": "))
+    except BotoCoreError as exc:
+        return LoggingCheck(region, None, note=" ".join(str(exc).split()))
+    destinations = logging_destinations(answer.get("loggingConfig"))
+    return LoggingCheck(region, bool(destinations), destinations)
+
+
 def profile_mark(view: AccountView | None, profile_id: str, geography: str) -> Mark | None:
     """How a catalogue profile fares in the account view (None: no view)."""
     if view is None:
         return None
     if profile_id in view.profiles:
         return "visible"
-    expected = geography == "global" or catalog.region_geography(view.region) == geography
+    expected = geography == "global" or geography in catalog.region_geographies(view.region)
     return "missing" if expected else "n/a"
 
 
 def catalogue_entries(prices: PriceTable, view: AccountView | None) -> list[dict[str, Any]]:
     """One JSON-ready entry per catalogue model: ids, limits, prices and, with a view, visibility."""
     entries = []
-    for model in catalog.MODELS:
+    for model in catalog.models():
         price = prices.base_price(model.base_id) if model.base_id in prices else None
         profiles = {}
-        for geography in catalog.GEOGRAPHIES:
+        for geography in catalog.geographies():
             if geography in model.geographies:
                 profile_id = model.profile_id(geography)
                 profiles[geography] = {
@@ -177,7 +228,14 @@ def catalogue_entries(prices: PriceTable, view: AccountView | None) -> list[dict
 
 
 @click.command("models")
-@click.option("--region", metavar="R", help="Region to ask (else AWS_REGION, else us-east-1).")
+@click.option(
+    "--region",
+    "regions",
+    metavar="R",
+    multiple=True,
+    help="Region to ask (else AWS_REGION, else us-east-1); repeat it to check invocation logging in "
+    "several regions (the first is the one whose models and profiles are listed).",
+)
 @click.option("--endpoint-url", metavar="URL", help="Ask this endpoint instead of AWS (the emulator).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
 @click.option(
@@ -186,29 +244,61 @@ def catalogue_entries(prices: PriceTable, view: AccountView | None) -> list[dict
     type=click.Path(path_type=Path, dir_okay=False),
     help="Show prices from this price table instead of the built-in one.",
 )
-def models_command(region: str | None, endpoint_url: str | None, as_json: bool, prices: Path | None) -> None:
-    """The Claude models on Bedrock: ids, profiles, limits, prices, and what the account sees."""
+@click.option(
+    "--catalog",
+    "catalog_file",
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="User catalogue (TOML, docs/catalog.md) merged over the built-in one [$BEDROCK_BATCH_CATALOG].",
+)
+def models_command(
+    regions: tuple[str, ...],
+    endpoint_url: str | None,
+    as_json: bool,
+    prices: Path | None,
+    catalog_file: Path | None,
+) -> None:
+    """The Claude models on Bedrock: ids, profiles, limits, prices, what the account sees, and whether
+    model invocation logging is on in each region."""
     try:
+        active = catalog.activate(catalog_file)
         table = PriceTable.load(prices)
     except BatchError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         raise SystemExit(EXIT_SPEC_INVALID) from None
-    region, region_source = resolve_region(region)
-    check = check_account(region, endpoint_url)
+    region, region_source = resolve_region(regions[0] if regions else None)
+    asked = list(dict.fromkeys((region, *regions[1:])))
+    clients = _clients(asked, endpoint_url)
+    check = check_account(region, endpoint_url, client=clients.get(region))
+    logging_checks = [check_logging(r, endpoint_url, client=clients.get(r)) for r in asked]
     entries = catalogue_entries(table, check.view)
-    unknown = sorted(set(check.view.models) - {m.base_id for m in catalog.MODELS}) if check.view else []
+    known = {m.base_id for m in catalog.models()}
+    unknown = sorted(set(check.view.models) - known) if check.view else []
+    app_profiles = [
+        {
+            "arn": p.arn,
+            "name": p.name,
+            "model": p.model.base_id,
+            "geography": p.geography,
+            "region": p.region,
+        }
+        for p in active.profiles.values()
+    ]
     if as_json:
         out = {
             "region": region,
             "region_source": region_source,
             "price_table": table.name,
+            "catalog": active.origin,
             "account": {
                 "checked": check.view is not None,
                 "endpoint_url": endpoint_url,
                 "note": check.note,
                 "not_in_catalogue": unknown,
             },
+            "invocation_logging": {c.region: c.to_dict() for c in logging_checks},
             "models": entries,
+            "application_profiles": app_profiles,
         }
         click.echo(json.dumps(out, indent=2))
         return
@@ -218,6 +308,26 @@ def models_command(region: str | None, endpoint_url: str | None, as_json: bool, 
     render(console, entries, table, region=region, region_source=region_source, check=check)
     if unknown:
         console.print(f"The account also lists models the catalogue does not know: {', '.join(unknown)}")
+    if active.origin != catalog.BUILTIN.origin:
+        console.print(f"Catalogue: built-in + {active.origin}")
+    for p in app_profiles:
+        via = p["geography"] or f"in-region {p['region']}"
+        console.print(f"Application profile {p['name'] or p['arn']}: {p['model']} via {via} ({p['arn']})")
+    for c in logging_checks:
+        console.print(c.line())
+
+
+def _clients(regions: list[str], endpoint_url: str | None) -> dict[str, Any]:
+    """One control-plane client per region, shared by the checks (none without credentials: the
+    checks then say so)."""
+    if not endpoint_url and not has_credentials():
+        return {}
+    from runner.bedrock import control_client
+
+    return {
+        r: control_client(r, endpoint_url, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
+        for r in regions
+    }
 
 
 def render(

@@ -70,7 +70,11 @@ def interrupts_exit_130() -> Iterator[None]:
     "--batch", is_flag=True, help="Bedrock batch inference first (mode = 'batch', half price); docs/batch.md."
 )
 @click.option("--estimate", is_flag=True, help="Print expected tokens and cost from the input; call nothing.")
-@click.option("--emulate", is_flag=True, help="Dry run against a built-in emulator instead of AWS (no cost).")
+@click.option(
+    "--emulate",
+    is_flag=True,
+    help="Dry run against a built-in emulator instead of AWS (no cost), into <output>-emulated.",
+)
 @click.option(
     "--grace", "grace_s", type=float, default=30.0, help="Seconds in-flight requests get after Ctrl-C."
 )
@@ -112,7 +116,9 @@ def run_command(
             for line in estimate_job(spec, limit=limit, retry_failed=retry_failed).lines():
                 click.echo(line)
             sys.exit(EXIT_OK)
-        with _maybe_emulator(emulate, batch=spec.job.mode == "batch") as url:
+        if emulate and output is None:
+            spec = resolve_spec(spec, output=emulated_output(spec.job.output))
+        with _maybe_emulator(emulate, batch=spec.job.mode == "batch", output=spec.job.output) as url:
             if url:
                 spec = resolve_spec(spec, endpoint_url=url)
             report = run_job(
@@ -124,13 +130,23 @@ def run_command(
                 progress=progress,
                 grace_s=grace_s,
                 log_level=log_level,
+                emulated=emulate,
             )
     _print_summary(report)
     sys.exit(report.exit_code)
 
 
+EMULATED_SUFFIX = "-emulated"
+
+
+def emulated_output(output: str) -> str:
+    """Where ``run --emulate`` writes when no ``--output`` is given: beside the real job directory,
+    never in it (``out/reviews`` -> ``out/reviews-emulated``)."""
+    return output.rstrip("/") + EMULATED_SUFFIX
+
+
 @contextlib.contextmanager
-def _maybe_emulator(enabled: bool, *, batch: bool = False) -> Iterator[str | None]:
+def _maybe_emulator(enabled: bool, *, batch: bool = False, output: str = "") -> Iterator[str | None]:
     if not enabled:
         yield None
         return
@@ -145,7 +161,9 @@ def _maybe_emulator(enabled: bool, *, batch: bool = False) -> Iterator[str | Non
         )
     settings = {"s3_endpoint_url": s3 or "", "submitted_s": 0.5, "duration_s": 2.0}
     with EmulatorThread(EmulatorConfig.from_dict({"batch": settings})) as emulator:
-        click.echo(f"dry run: emulator at {emulator.url} (no AWS calls, no cost)", err=True)
+        click.echo(
+            f"dry run: emulator at {emulator.url}, results in {output} (no AWS calls, no cost)", err=True
+        )
         yield str(emulator.url)
 
 
@@ -190,12 +208,14 @@ def status_command(job_dir: Path, as_json: bool) -> None:
         "running": p.running,
         "resumable": not p.running and (p.pending > 0 or p.failed_retryable > 0),
         "complete": p.pending == 0 and p.failed == 0,
+        "emulated": job.is_emulated(),
         **lanes,
     }
     if as_json:
         click.echo(json.dumps(info))
     else:
-        click.echo(f"{job_dir}: {p.rows:,} rows")
+        emulated = " (a dry run: emulated answers, run --emulate)" if info["emulated"] else ""
+        click.echo(f"{job_dir}: {p.rows:,} rows{emulated}")
         click.echo(f"  done     {p.ok:,}")
         click.echo(f"  failed   {p.failed:,} ({p.failed_retryable:,} retryable)")
         click.echo(f"  pending  {p.pending:,}")

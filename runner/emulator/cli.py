@@ -21,8 +21,10 @@ from typing import Any
 import click
 import structlog
 
+from runner import catalog
 from runner.emulator.config import QUOTA_SHAPES, ConfigError, EmulatorConfig
 from runner.emulator.server import Emulator
+from runner.errors import SpecError
 
 READY_PREFIX = "bedrock-batch emulator listening on "
 
@@ -173,6 +175,12 @@ def _quota_start(value: str) -> Any:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the URL to this file once listening.",
 )
+@click.option(
+    "--catalog",
+    "catalog_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="User catalogue (TOML, docs/catalog.md) merged over the built-in one [$BEDROCK_BATCH_CATALOG].",
+)
 def emulator_command(
     host: str,
     port: int,
@@ -195,12 +203,17 @@ def emulator_command(
     s3_endpoint_url: str | None,
     batch_duration_s: float | None,
     ready_file: Path | None,
+    catalog_file: Path | None,
 ) -> None:
     """Serve a local Amazon Bedrock (runtime, control plane, faults) until stopped.
 
     Point any boto3 / aioboto3 client at the printed URL with endpoint_url. Faults and counters can
     be changed and read while it runs under /_emulator/ (see docs/emulator.md).
     """
+    try:
+        catalog.activate(catalog_file)
+    except SpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--catalog") from exc
     try:
         config = EmulatorConfig.from_toml(faults_file) if faults_file else EmulatorConfig()
         defaults: dict[str, Any] = {

@@ -408,7 +408,7 @@ class EmulatorConfig:
 
 # --- scripted outcomes -----------------------------------------------------------------------------
 
-ScriptKind: TypeAlias = Literal["ok", "error", "cut_off", "slow"]
+ScriptKind: TypeAlias = Literal["ok", "error", "cut_off", "slow", "body"]
 _SIMPLE_KINDS: dict[str, ScriptKind] = {"ok": "ok", "cut_off": "cut_off", "slow": "slow"}
 
 
@@ -418,7 +418,9 @@ class ScriptedOutcome:
 
     ``ok`` answers normally (body still validated, random faults and the quota skipped), optionally
     after ``latency_ms`` and with exactly ``output_tokens``; ``error`` answers the named exception;
-    ``cut_off`` sends half the body; ``slow`` answers after ``slow_ms`` (or the route's ``slow_ms``).
+    ``cut_off`` sends half the body; ``slow`` answers after ``slow_ms`` (or the route's ``slow_ms``);
+    ``body`` answers 200 with ``body`` (any JSON) instead of a Messages response (``"not_messages"``
+    is ``{"body": {}}``).
     """
 
     kind: ScriptKind
@@ -427,6 +429,7 @@ class ScriptedOutcome:
     latency_ms: float | None = None
     output_tokens: int | None = None
     slow_ms: float | None = None
+    body: Any = None
 
     @classmethod
     def parse(cls, item: Any, where: str = "outcome") -> ScriptedOutcome:
@@ -434,15 +437,21 @@ class ScriptedOutcome:
         if isinstance(item, str):
             if item in _SIMPLE_KINDS:
                 return cls(_SIMPLE_KINDS[item])
+            if item == "not_messages":
+                return cls("body", body={})
             if item in ERRORS:
                 return cls("error", error=item)
-            raise ConfigError(f"{where}: {item!r} is not 'ok', 'cut_off', 'slow' or a Bedrock error name")
+            raise ConfigError(
+                f"{where}: {item!r} is not 'ok', 'cut_off', 'slow', 'not_messages' or a Bedrock error name"
+            )
         if not isinstance(item, Mapping):
             raise ConfigError(f"{where}: must be a string or an object")
-        allowed = {"error", "message", "latency_ms", "output_tokens", "cut_off", "slow_ms"}
+        allowed = {"error", "message", "latency_ms", "output_tokens", "cut_off", "slow_ms", "body"}
         unknown = set(item) - allowed
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        if "body" in item:
+            return cls("body", body=item["body"])
         if "error" in item:
             name = item["error"]
             if name not in ERRORS:

@@ -2,9 +2,10 @@
 
 ``ListFoundationModels``, ``GetFoundationModel``, ``ListInferenceProfiles`` and ``GetInferenceProfile``
 with the shapes of ``botocore/data/bedrock/2023-04-20/service-2.json``. What a region lists follows the
-catalogue: every model, and the inference profiles a region may call (``global.`` from any region, a
-geographic profile only from a region of its geography), so ``models --region`` sees what the runtime
-accepts. Pure functions of (region, query).
+(active) catalogue: every model, the inference profiles a region may call (``global.`` from any region, a
+geographic profile only from a region of its geography), and the catalogue's application inference
+profiles of that region, so ``models --region`` sees what the runtime accepts. Pure functions of
+(region, query).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from runner.catalog import GEOGRAPHY_REGIONS, MODELS, Model, UnknownModelError, find_model, is_deprecated
+from runner import catalog
+from runner.catalog import AppProfile, Model, UnknownModelError, find_model, is_deprecated
 from runner.emulator.errors import BedrockError, validation
 
 ACCOUNT_ID = "123456789012"
@@ -50,7 +52,7 @@ def list_foundation_models(region: str, query: Mapping[str, str]) -> dict[str, A
         return {"modelSummaries": []}
     if query.get("byInferenceType", "ON_DEMAND") != "ON_DEMAND" or "byCustomizationType" in query:
         return {"modelSummaries": []}
-    return {"modelSummaries": [model_summary(region, m) for m in MODELS]}
+    return {"modelSummaries": [model_summary(region, m) for m in catalog.models()]}
 
 
 def get_foundation_model(region: str, model_id: str) -> dict[str, Any]:
@@ -65,14 +67,31 @@ def get_foundation_model(region: str, model_id: str) -> dict[str, Any]:
 
 
 def _profile_regions(geography: str) -> tuple[str, ...]:
+    regions = catalog.geography_regions()
     if geography == "global":
-        return tuple(r for regions in GEOGRAPHY_REGIONS.values() for r in regions)
-    return GEOGRAPHY_REGIONS[geography]
+        return tuple(dict.fromkeys(r for listed in regions.values() for r in listed))
+    return regions[geography]
 
 
 def callable_from(geography: str, region: str) -> bool:
     """Whether ``region`` may call ``geography``'s inference profiles."""
-    return geography == "global" or region in GEOGRAPHY_REGIONS.get(geography, ())
+    return geography == "global" or region in catalog.geography_regions().get(geography, ())
+
+
+def app_profile_summary(profile: AppProfile) -> dict[str, Any]:
+    """An application inference profile of the catalogue, as ``ListInferenceProfiles`` shows it."""
+    regions = (profile.region,) if profile.geography is None else _profile_regions(profile.geography)
+    return {
+        "inferenceProfileName": profile.name or profile.arn.rsplit("/", 1)[-1],
+        "description": f"Application inference profile for {profile.model.name}.",
+        "createdAt": _CREATED,
+        "updatedAt": _CREATED,
+        "inferenceProfileArn": profile.arn,
+        "models": [{"modelArn": foundation_model_arn(r, profile.model)} for r in regions],
+        "inferenceProfileId": profile.arn.rsplit("/", 1)[-1],
+        "status": "ACTIVE",
+        "type": "APPLICATION",
+    }
 
 
 def profile_summary(region: str, model: Model, geography: str) -> dict[str, Any]:
@@ -99,11 +118,11 @@ def list_inference_profiles(region: str, query: Mapping[str, str]) -> dict[str, 
             f"1 validation error detected: Value '{kind}' at 'typeEquals' failed to satisfy constraint"
         )
     summaries = (
-        []
+        [app_profile_summary(p) for p in catalog.current().profiles.values() if p.region == region]
         if kind == "APPLICATION"
         else [
             profile_summary(region, m, g)
-            for m in MODELS
+            for m in catalog.models()
             for g in sorted(m.geographies)
             if callable_from(g, region)
         ]
@@ -123,6 +142,9 @@ def list_inference_profiles(region: str, query: Mapping[str, str]) -> dict[str, 
 
 def get_inference_profile(region: str, profile_id: str) -> dict[str, Any]:
     """``GET /inference-profiles/{inferenceProfileIdentifier}``."""
+    for app in catalog.current().profiles.values():
+        if profile_id in (app.arn, app.arn.rsplit("/", 1)[-1]) and app.region == region:
+            return app_profile_summary(app)
     ident = profile_id.rsplit("/", 1)[-1]
     try:
         model, geography = find_model(ident)

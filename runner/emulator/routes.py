@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from runner.catalog import Model, UnknownModelError, find_model
+from runner.catalog import Model, UnknownModelError, app_profile, find_model
 from runner.emulator.config import FaultSettings, Outage
 from runner.emulator.control import ACCOUNT_ID, callable_from
 from runner.emulator.errors import BedrockError
@@ -35,6 +35,11 @@ def route_error(profile: str, region: str) -> tuple[Model | None, BedrockError |
         model, geography = find_model(profile)
     except UnknownModelError:
         return None, not_found(f"The model or inference profile {profile} was not found.")
+    app = app_profile(profile)
+    if app is not None:  # an application inference profile lives in one region
+        if app.region != region:
+            return model, not_found(f"The inference profile {profile} was not found in region {region}.")
+        return model, None
     if geography is None:
         return model, None
     if geography not in model.geographies:

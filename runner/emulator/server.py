@@ -7,7 +7,8 @@ nothing here is thread-safe, :class:`~runner.emulator.thread.EmulatorThread` mar
 
 What one InvokeModel goes through, in order (so a scenario reads predictably):
 
-1. a scripted outcome queued for the route (``POST /_emulator/script``) replaces every random fault;
+1. a scripted outcome queued for the route (``POST /_emulator/script``) replaces every random fault
+   (a scripted ``body`` answers 200 with that JSON once the request body has passed validation);
 2. the route itself: unknown model id, missing geography, ``access_denied``, an outage window;
 3. the body: content type, JSON, Bedrock's validation (:mod:`runner.emulator.wire`);
 4. seeded draws: ``throttle_rate`` (429 "Too many requests": a capacity throttle), ``error_rate`` (5xx);
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import socket
 import time
@@ -36,6 +38,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from runner.catalog import app_profile
 from runner.emulator import admin, control
 from runner.emulator.batch import BatchJobs
 from runner.emulator.cache import NO_CACHE, PromptCache
@@ -218,6 +221,7 @@ class Emulator:
             old.close()  # reset: jobs still running are cancelled, as on a fresh start
         self._batch = BatchJobs(lambda: self._config)
         self._job_creates = 0
+        self._invocation_logging: dict[str, dict[str, Any]] = {}
         self._cache = PromptCache(ttl_s=self._config.cache_ttl_s, min_tokens=self._config.cache_min_tokens)
         self._reset_clock()
 
@@ -364,8 +368,8 @@ class Emulator:
     async def _invoke(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         started = time.monotonic()
         profile = unquote(path[7:-7])
-        if profile.startswith("arn:"):
-            profile = profile.rsplit("/", 1)[-1]
+        if profile.startswith("arn:") and app_profile(profile) is None:
+            profile = profile.rsplit("/", 1)[-1]  # a system profile's or a model's ARN: its id
         route = self._route(profile, region_of(request.headers.get("Authorization")), started)
         scripted = self._pop_script(profile, route.region) if self._scripts else None
         self._in_flight += 1
@@ -415,6 +419,13 @@ class Emulator:
         self._seen[body_digest] = seen + 1
         config = self._config
         invoke = parse_invoke(raw, model)
+        if scripted is not None and scripted.kind == "body":
+            # A whole 200 that is not a Messages response (a broken proxy, a stand-in): not billed.
+            route.count("not_messages")
+            return web.Response(
+                body=json.dumps(scripted.body).encode(),
+                headers={"Content-Type": _JSON, "x-amzn-requestid": self._request_id()},
+            )
 
         draws = None
         if scripted is None and (settings.random_faults or not settings.latency.is_zero):
@@ -551,6 +562,8 @@ class Emulator:
             return self.json_response(control.list_inference_profiles(region, query))
         if method == "GET" and path.startswith("/inference-profiles/"):
             return self.json_response(control.get_inference_profile(region, unquote(path[20:])))
+        if path == "/logging/modelinvocations":
+            return await self._logging(request, region)
         if path == "/model-invocation-job" and method == "POST":
             self._job_creates += 1  # every call, retries included: what a paid-twice test counts
             return self.json_response(self._batch.create(region, await admin.read_json(request)))
@@ -563,6 +576,30 @@ class Emulator:
             if method == "POST" and ident.endswith("/stop"):
                 return self.json_response(self._batch.stop(ident[:-5]))
         raise BedrockError("UnknownOperationException", f"No operation matches {method} {path}.")
+
+    async def _logging(self, request: web.BaseRequest, region: str) -> web.Response:
+        """Get/Put/DeleteModelInvocationLoggingConfiguration: one setting per region, off at start."""
+        if request.method == "GET":
+            config = self._invocation_logging.get(region)
+            return self.json_response({} if config is None else {"loggingConfig": config})
+        if request.method == "PUT":
+            data = await admin.read_json(request)
+            config = data.get("loggingConfig") if isinstance(data, dict) else None
+            if not isinstance(config, dict):
+                raise validation(
+                    "1 validation error detected: Value null at 'loggingConfig' failed to satisfy "
+                    "constraint: Member must not be null"
+                )
+            if not (config.get("s3Config") or config.get("cloudWatchConfig")):
+                raise validation("At least one of s3Config or cloudWatchConfig must be provided.")
+            self._invocation_logging[region] = config
+            return self.json_response({})
+        if request.method == "DELETE":
+            self._invocation_logging.pop(region, None)
+            return self.json_response({})
+        raise BedrockError(
+            "UnknownOperationException", f"No operation matches {request.method} /logging/modelinvocations."
+        )
 
     def json_response(self, data: Any, status: int = 200) -> web.Response:
         return web.json_response(data, status=status, headers={"x-amzn-requestid": self._request_id()})

@@ -101,6 +101,9 @@ class InvokeRequest:
     cache_points: tuple[CachePoint, ...] = ()
     forced_tool: dict[str, Any] | None = None
     """The tool definition ``tool_choice`` forces, if any: the answer is then a ``tool_use`` block."""
+    thinking_budget: int | None = None
+    """``thinking.budget_tokens`` when extended thinking is enabled: the answer then starts with a
+    ``thinking`` block."""
 
 
 # --- validation and counting -------------------------------------------------------------------
@@ -331,11 +334,14 @@ def parse_invoke(raw: bytes, model: Model) -> InvokeRequest:
             window = LONG_CONTEXT_WINDOW
 
     thinking = body.get("thinking")
+    thinking_budget = None
     if thinking is not None:
-        _check_thinking(thinking, max_tokens, temperature)
+        thinking_budget = _check_thinking(thinking, max_tokens, temperature)
 
     walk = _Walk(hashing=b"cache_control" in raw)
     forced_tool = _count_tools(body, walk)
+    if forced_tool is not None and thinking_budget is not None:
+        raise validation("Thinking may not be enabled when tool_choice forces tool use.")
     system = body.get("system")
     walk.mark(b"\x00system")
     if isinstance(system, str):
@@ -364,14 +370,16 @@ def parse_invoke(raw: bytes, model: Model) -> InvokeRequest:
         stop_sequences=stop_sequences,
         cache_points=walk.cache_points() if walk.hasher is not None else (),
         forced_tool=forced_tool,
+        thinking_budget=thinking_budget,
     )
 
 
-def _check_thinking(thinking: Any, max_tokens: int, temperature: float | None) -> None:
+def _check_thinking(thinking: Any, max_tokens: int, temperature: float | None) -> int | None:
+    """The thinking budget when thinking is enabled, ``None`` when it is disabled."""
     if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
         raise validation("thinking.type: Input should be 'enabled' or 'disabled'")
     if thinking["type"] == "disabled":
-        return
+        return None
     budget = thinking.get("budget_tokens")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
         raise validation("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
@@ -379,6 +387,7 @@ def _check_thinking(thinking: Any, max_tokens: int, temperature: float | None) -
         raise validation("`max_tokens` must be greater than `thinking.budget_tokens`")
     if temperature is not None and temperature != 1.0:
         raise validation("`temperature` may only be set to 1 when thinking is enabled")
+    return budget
 
 
 def _count_tools(body: dict[str, Any], walk: _Walk) -> dict[str, Any] | None:
@@ -518,17 +527,59 @@ class Answer:
     stop_reason: str
 
 
-def _tool_input(tool: dict[str, Any], text: str) -> dict[str, Any]:
-    """A value of the right JSON type for each top-level property of the tool's schema."""
-    schema = tool.get("input_schema")
-    props = schema.get("properties") if isinstance(schema, dict) else None
-    if not isinstance(props, dict):
-        return {}
-    defaults: dict[Any, Any] = {"integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}
-    return {
-        name: defaults.get(spec.get("type") if isinstance(spec, dict) else None, text)
-        for name, spec in props.items()
-    }
+_MAX_SCHEMA_DEPTH = 8
+
+
+def _schema_value(schema: Any, text: str, pick: int, depth: int = 0) -> Any:
+    """A value that matches ``schema``'s types: its ``const``, one of its ``enum`` (``pick`` chooses,
+    so answers vary with the prompt), or a value of its ``type``; objects and arrays recursively."""
+    if not isinstance(schema, dict) or depth > _MAX_SCHEMA_DEPTH:
+        return text
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[pick % len(enum)]
+    kind = schema.get("type")
+    if isinstance(kind, list):  # ["string", "null"]: the first type that is not null
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        for key in ("anyOf", "oneOf"):
+            options = schema.get(key)
+            if isinstance(options, list) and options:
+                return _schema_value(options[0], text, pick, depth + 1)
+        kind = "object" if isinstance(schema.get("properties"), dict) else "string"
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return {}
+        return {name: _schema_value(spec, text, pick, depth + 1) for name, spec in props.items()}
+    if kind == "array":
+        items = schema.get("items")
+        return [_schema_value(items, text, pick, depth + 1)] if isinstance(items, dict) else []
+    if kind == "integer":
+        low = schema.get("minimum")
+        return int(low) if isinstance(low, int | float) and not isinstance(low, bool) else 0
+    if kind == "number":
+        low = schema.get("minimum")
+        return float(low) if isinstance(low, int | float) and not isinstance(low, bool) else 0.5
+    if kind == "boolean":
+        return pick % 2 == 1
+    if kind == "null":
+        return None
+    return text
+
+
+def _tool_input(tool: dict[str, Any], text: str, pick: int = 0) -> dict[str, Any]:
+    """An ``input`` that matches the tool's ``input_schema``: every property, of its type."""
+    value = _schema_value(tool.get("input_schema"), text, pick)
+    return value if isinstance(value, dict) else {}
+
+
+def _signature(prompt_key: int, seed: int) -> str:
+    """A stand-in for a thinking block's ``signature`` (opaque base64 on the real service)."""
+    digest = hashlib.sha256(f"{prompt_key}|{seed}|thinking".encode()).digest()
+    return base64.b64encode(digest * 2).decode("ascii")
 
 
 def render_answer(
@@ -541,14 +592,35 @@ def render_answer(
     cache_write: int = 0,
     message_id: str,
 ) -> Answer:
-    """The Messages response body: ``output_tokens`` capped by ``max_tokens``, cut at a stop sequence."""
+    """The Messages response body: ``output_tokens`` capped by ``max_tokens``, cut at a stop sequence.
+
+    A forced tool answers one ``tool_use`` block instead, as long as its input's JSON (about 4
+    characters a token), whatever ``output_tokens`` says.
+    """
+    if request.forced_tool is not None:
+        return _tool_answer(request, model, seed, cache_read, cache_write, message_id)
     stop_reason = "end_turn"
     stop_sequence: str | None = None
     if output_tokens >= request.max_tokens:  # the answer filled the budget: it was cut there
         output_tokens = request.max_tokens
         stop_reason = "max_tokens"
     output_tokens = max(1, output_tokens)
-    text = answer_text(request.prompt_key, seed, output_tokens)
+    blocks: list[dict[str, Any]] = []
+    answer_tokens = output_tokens
+    if request.thinking_budget is not None:
+        # Extended thinking: part of the output is the thinking block (within its budget), the
+        # rest the answer; usage counts both, as on the real service.
+        thinking_tokens = min(request.thinking_budget, output_tokens // 2)
+        if thinking_tokens:
+            answer_tokens = max(1, output_tokens - thinking_tokens)
+            blocks.append(
+                {
+                    "type": "thinking",
+                    "thinking": answer_text(request.prompt_key ^ 0x5A5A5A5A, seed, thinking_tokens),
+                    "signature": _signature(request.prompt_key, seed),
+                }
+            )
+    text = answer_text(request.prompt_key, seed, answer_tokens)
     if request.stop_sequences:
         cut = -1
         for seq in request.stop_sequences:
@@ -557,20 +629,48 @@ def render_answer(
                 cut, stop_sequence = at, seq
         if cut != -1:
             text = text[:cut]
-            output_tokens = min(output_tokens, max(1, (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN))
+            kept = max(1, (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
+            output_tokens = min(output_tokens, kept + output_tokens - answer_tokens)
             stop_reason = "stop_sequence"
         else:
             stop_sequence = None
-    content: list[dict[str, Any]]
-    if request.forced_tool is not None and stop_reason == "end_turn":
-        tool_id = f"toolu_bdrk_{message_id[-24:]}"
-        tool_input = _tool_input(request.forced_tool, text)
-        content = [
-            {"type": "tool_use", "id": tool_id, "name": request.forced_tool["name"], "input": tool_input}
-        ]
-        stop_reason = "tool_use"
-    else:
-        content = [{"type": "text", "text": text}]
+    blocks.append({"type": "text", "text": text})
+    return _message(
+        request, model, blocks, stop_reason, stop_sequence, output_tokens, cache_read, cache_write, message_id
+    )
+
+
+def _tool_answer(
+    request: InvokeRequest, model: Model, seed: int, cache_read: int, cache_write: int, message_id: str
+) -> Answer:
+    """The ``tool_use`` answer of a forced tool (``max_tokens`` too small for it: ``max_tokens``)."""
+    assert request.forced_tool is not None
+    words = " ".join(answer_text(request.prompt_key, seed, 3).split())
+    block = {
+        "type": "tool_use",
+        "id": f"toolu_bdrk_{message_id[-24:]}",
+        "name": request.forced_tool["name"],
+        "input": _tool_input(request.forced_tool, words, request.prompt_key),
+    }
+    tokens = (len(_DUMPS(block)) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+    stop_reason = "tool_use" if tokens <= request.max_tokens else "max_tokens"
+    output_tokens = min(tokens, request.max_tokens)
+    return _message(
+        request, model, [block], stop_reason, None, output_tokens, cache_read, cache_write, message_id
+    )
+
+
+def _message(
+    request: InvokeRequest,
+    model: Model,
+    content: list[dict[str, Any]],
+    stop_reason: str,
+    stop_sequence: str | None,
+    output_tokens: int,
+    cache_read: int,
+    cache_write: int,
+    message_id: str,
+) -> Answer:
     input_tokens = request.input_tokens - cache_read - cache_write
     body = {
         "id": message_id,

@@ -44,6 +44,7 @@ from tests.helpers import (
     wait_until,
     write_prompts,
     write_spec,
+    write_table,
 )
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/bedrock-batch-inference"
@@ -190,6 +191,43 @@ class TestBatchJob:
         )
         assert batch.select(list(same)).to_pylist() == on_demand.select(list(same)).to_pylist()
         assert set(on_demand.column("lane").to_pylist()) == {"on_demand"}
+
+    def test_tool_use_is_kept_in_both_lanes(self, bemu: EmulatorThread, bucket: str, tmp_path: Path) -> None:
+        """A forced tool's answer: the batch lane keeps content and tool_input exactly as on-demand does,
+        and an integer id keeps its type in both."""
+        tool = {
+            "name": "record",
+            "input_schema": {
+                "type": "object",
+                "properties": {"label": {"type": "string", "enum": ["a", "b"]}},
+            },
+        }
+        ids = pa.array(range(100, 130), pa.int64())
+        source = write_table(
+            tmp_path / "in.parquet",
+            {"rid": ids, "prompt": [f"Row {i}" for i in range(30)], "team": ["x"] * 30},
+        )
+        data = batch_data(source, tmp_path / "out", bemu.url, bucket)
+        data["columns"]["id"] = "rid"
+        data["request"] = {"max_tokens": 64, "extra": {"tools": [tool], "tool_choice": {"type": "any"}}}
+        spec = make_spec(tmp_path, data)
+        run_job(spec, handle_signals=False, progress=False)
+        raw = spec.to_dict()
+        raw["job"].update(mode="on_demand", output=str(tmp_path / "od"))
+        run_job(spec_from_dict(raw, source=spec.source), handle_signals=False, progress=False)
+        batch, on_demand = read_results(tmp_path / "out"), read_results(tmp_path / "od")
+        assert set(batch.column("lane").to_pylist()) == {"batch"}
+        same = ["id", "tool_input", "stop_reason"]
+        assert batch.select(same).to_pylist() == on_demand.select(same).to_pylist()
+
+        def blocks(table: pa.Table) -> list[Any]:  # the tool_use ids are each answer's own
+            return [[{**b, "id": None} for b in json.loads(c)] for c in table.column("content").to_pylist()]
+
+        assert blocks(batch) == blocks(on_demand)
+        assert batch.schema.field("id").type == pa.int64()
+        for row in batch.to_pylist():
+            assert json.loads(row["tool_input"])["label"] in ("a", "b")
+            assert json.loads(row["content"])[0]["type"] == "tool_use"
 
     def test_remainder_below_min_records_runs_on_demand(
         self, bemu: EmulatorThread, bucket: str, tmp_path: Path
@@ -439,7 +477,8 @@ class TestEmulate:
         data["job"]["mode"] = "on_demand"  # --batch switches it
         spec_path = write_spec(tmp_path / "job.toml", data)
         assert main(["run", str(spec_path), "--emulate", "--batch", "--no-progress"]) == EXIT_OK
-        assert lanes(tmp_path / "out") == {"batch": 12}
+        assert lanes(tmp_path / "out-emulated") == {"emulated_batch": 12}
+        assert not (tmp_path / "out").exists()
 
     def test_emulate_batch_without_s3_is_refused(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from runner import catalog
 from runner.cli.models import check_account, models_command, profile_mark
 from runner.emulator import EmulatorThread
+from runner.job import run_job
+from tests.helpers import make_spec, spec_data, write_prompts
 
 SONNET_45 = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 
@@ -159,3 +161,74 @@ def _profile(profile_id: str) -> dict[str, Any]:
         "status": "ACTIVE",
         "type": "SYSTEM_DEFINED",
     }
+
+
+def bedrock_client(emu: EmulatorThread, region: str) -> Any:
+    return boto3.client("bedrock", region_name=region, endpoint_url=emu.url)
+
+
+LOGGING_CONFIG = {
+    "cloudWatchConfig": {
+        "logGroupName": "/bedrock/invocations",
+        "roleArn": "arn:aws:iam::123456789012:role/bedrock-logging",
+    },
+    "textDataDeliveryEnabled": True,
+}
+
+
+class TestInvocationLogging:
+    def test_off_then_on_per_region(self, emu: EmulatorThread) -> None:
+        """`models` reports per region whether invocation logging is on, from
+        GetModelInvocationLoggingConfiguration."""
+        args = ("--endpoint-url", emu.url, "--region", "us-east-1", "--region", "eu-west-1")
+        before = run_json(*args)["invocation_logging"]
+        assert before == {
+            "us-east-1": {"enabled": False, "destinations": [], "note": None},
+            "eu-west-1": {"enabled": False, "destinations": [], "note": None},
+        }
+        bedrock_client(emu, "eu-west-1").put_model_invocation_logging_configuration(
+            loggingConfig=LOGGING_CONFIG
+        )
+        after = run_json(*args)["invocation_logging"]
+        assert after["us-east-1"]["enabled"] is False
+        assert after["eu-west-1"] == {
+            "enabled": True,
+            "destinations": ["CloudWatch Logs /bedrock/invocations"],
+            "note": None,
+        }
+
+    def test_the_table_says_how_to_turn_it_on(self, emu: EmulatorThread) -> None:
+        """The terminal view has one line per region, pointing at the README when logging is off."""
+        result = CliRunner().invoke(models_command, ["--endpoint-url", emu.url])
+        assert result.exit_code == 0, result.output
+        assert "Invocation logging in us-east-1: OFF" in result.stdout
+        assert "README.md" in result.stdout
+
+    def test_no_credentials_is_unknown(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without credentials the check is unknown, not a failure."""
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        logging = run_json()["invocation_logging"]
+        assert logging[catalog.DEFAULT_REGION]["enabled"] is None
+
+    def test_preflight_warns_when_it_is_off(self, emu: EmulatorThread, tmp_path: Any) -> None:
+        """Preflight logs a warning per region where invocation logging is off, and the job goes on."""
+        source = write_prompts(tmp_path / "in.parquet", 3)
+        data = spec_data(source, tmp_path / "out", emu.url, model={"preflight": True})
+        assert run_job(make_spec(tmp_path, data), handle_signals=False, progress=False).exit_code == 0
+        events = [
+            json.loads(line) for line in (tmp_path / "out" / "_job" / "events.jsonl").read_text().splitlines()
+        ]
+        off = [e for e in events if e["event"] == "logging.invocation_off"]
+        assert [(e["region"], e["level"]) for e in off] == [("us-east-1", "warning")]
+        bedrock_client(emu, "us-east-1").put_model_invocation_logging_configuration(
+            loggingConfig=LOGGING_CONFIG
+        )
+        data["job"]["output"] = str(tmp_path / "out2")
+        run_job(make_spec(tmp_path, data, "job2.toml"), handle_signals=False, progress=False)
+        events = [
+            json.loads(line)
+            for line in (tmp_path / "out2" / "_job" / "events.jsonl").read_text().splitlines()
+        ]
+        assert any(e["event"] == "logging.invocation_on" for e in events)
+        assert not any(e["event"] == "logging.invocation_off" for e in events)

@@ -93,6 +93,7 @@ class TestArguments:
             "progress": None,
             "grace_s": 30.0,
             "log_level": "info",
+            "emulated": False,
         }
 
     def test_overrides_land_in_the_spec(self, spy: RunJobSpy, spec_file: Path, tmp_path: Path) -> None:
@@ -131,6 +132,7 @@ class TestArguments:
             "progress": True,
             "grace_s": 1.5,
             "log_level": "debug",
+            "emulated": False,
         }
 
     def test_preflight_flag(self, spy: RunJobSpy, spec_file: Path) -> None:
@@ -329,6 +331,60 @@ class TestEmulate:
         spec_path.write_text(to_toml(data), encoding="utf-8")
         assert main(["run", str(spec_path), "--emulate"]) == EXIT_OK
         assert "dry run: emulator at http://127.0.0.1:" in capsys.readouterr().err
-        results = read_results(tmp_path / "out")
+        results = read_results(tmp_path / "out-emulated")
         assert results.column("id").to_pylist() == ids_for(25)
         assert set(results.column("status").to_pylist()) == {"ok"}
+        assert set(results.column("lane").to_pylist()) == {"emulated_on_demand"}
+
+    def dry_run_spec(self, tmp_path: Path) -> Path:
+        source = write_prompts(tmp_path / "in.parquet", 10)
+        data = spec_data(source, tmp_path / "out", "")
+        data["model"].pop("endpoint_url")
+        return write_spec(tmp_path / "job.toml", data)
+
+    def test_a_dry_run_never_shares_the_real_directory(
+        self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A dry run writes beside the job directory; the real run then sends every row, none of the
+        invented answers are kept."""
+        spec_path = self.dry_run_spec(tmp_path)
+        assert main(["run", str(spec_path), "--emulate"]) == EXIT_OK
+        assert "results in " + str(tmp_path / "out-emulated") in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+        assert main(["run", str(spec_path), "--endpoint-url", emu.url]) == EXIT_OK
+        assert emu.counters()["billed_requests"] == 10
+        assert set(read_results(tmp_path / "out").column("lane").to_pylist()) == {"on_demand"}
+
+    def test_a_real_run_refuses_a_dry_runs_directory(
+        self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Pointed at a dry run's directory, a real run stops with exit 2 before any call."""
+        spec_path = self.dry_run_spec(tmp_path)
+        assert main(["run", str(spec_path), "--emulate"]) == EXIT_OK
+        capsys.readouterr()
+        code = main(
+            ["run", str(spec_path), "--endpoint-url", emu.url, "--output", str(tmp_path / "out-emulated")]
+        )
+        assert code == EXIT_SPEC_INVALID
+        assert "dry run" in capsys.readouterr().err
+        assert emu.counters()["total_requests"] == 0
+
+    def test_a_dry_run_refuses_a_real_directory(
+        self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--emulate --output pointing at a real job's directory is refused with exit 2."""
+        spec_path = self.dry_run_spec(tmp_path)
+        assert main(["run", str(spec_path), "--endpoint-url", emu.url]) == EXIT_OK
+        capsys.readouterr()
+        assert (
+            main(["run", str(spec_path), "--emulate", "--output", str(tmp_path / "out")]) == EXIT_SPEC_INVALID
+        )
+        assert "real job" in capsys.readouterr().err
+        assert set(read_results(tmp_path / "out").column("lane").to_pylist()) == {"on_demand"}
+
+    def test_status_names_a_dry_run(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """status --json says the directory holds a dry run."""
+        assert main(["run", str(self.dry_run_spec(tmp_path)), "--emulate"]) == EXIT_OK
+        capsys.readouterr()
+        assert main(["status", str(tmp_path / "out-emulated"), "--json"]) == EXIT_OK
+        assert '"emulated": true' in capsys.readouterr().out

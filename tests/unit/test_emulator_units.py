@@ -238,6 +238,8 @@ class TestConfig:
             ({"cut_off": True}, ScriptedOutcome("cut_off")),
             ("slow", ScriptedOutcome("slow")),
             ({"slow_ms": 10}, ScriptedOutcome("slow", slow_ms=10.0)),
+            ("not_messages", ScriptedOutcome("body", body={})),
+            ({"body": {"content": "x"}}, ScriptedOutcome("body", body={"content": "x"})),
         ],
     )
     def test_script_outcomes(self, item: Any, expected: ScriptedOutcome) -> None:
@@ -425,6 +427,66 @@ class TestAnswer:
         assert data["content"][0]["name"] == "record"
         assert data["content"][0]["input"]["n"] == 0
         assert isinstance(data["content"][0]["input"]["label"], str)
+
+    def test_forced_tool_input_matches_its_schema(self) -> None:
+        """Nested objects, arrays, enums, booleans and numbers all get values of their schema's types."""
+        schema = {
+            "type": "object",
+            "properties": {
+                "label": {"type": "string", "enum": ["positive", "negative", "mixed"]},
+                "score": {"type": "number", "minimum": 0.25},
+                "flags": {"type": "array", "items": {"type": "integer"}},
+                "detail": {
+                    "type": "object",
+                    "properties": {"ok": {"type": "boolean"}, "note": {"type": ["string", "null"]}},
+                },
+                "kind": {"const": "review"},
+            },
+        }
+        tool = {"name": "classify", "input_schema": schema}
+        request = self.request(tools=[tool], tool_choice={"type": "any"})
+        data = json.loads(render_answer(request, SONNET_45, seed=1, output_tokens=5, message_id="m").body)
+        (block,) = data["content"]
+        value = block["input"]
+        assert value["label"] in ("positive", "negative", "mixed")
+        assert value["score"] == 0.25
+        assert value["flags"] == [0]
+        assert isinstance(value["detail"]["ok"], bool)
+        assert isinstance(value["detail"]["note"], str)
+        assert value["kind"] == "review"
+
+    def test_thinking_enabled_answers_a_thinking_block(self) -> None:
+        """With thinking enabled the answer starts with a thinking block (with a signature), then the
+        text; usage counts both."""
+        request = self.request(max_tokens=4000, thinking={"type": "enabled", "budget_tokens": 1024})
+        answer = render_answer(request, SONNET_45, seed=1, output_tokens=40, message_id="m")
+        data = json.loads(answer.body)
+        kinds = [block["type"] for block in data["content"]]
+        assert kinds == ["thinking", "text"]
+        thinking, text = data["content"]
+        assert thinking["thinking"] and thinking["signature"]
+        words = len(thinking["thinking"].split()) + len(text["text"].split())
+        assert data["usage"]["output_tokens"] == answer.output_tokens == 40 == words
+
+    def test_thinking_disabled_answers_text_only(self) -> None:
+        """thinking: disabled is a plain answer."""
+        request = self.request(thinking={"type": "disabled"})
+        data = json.loads(render_answer(request, SONNET_45, seed=1, output_tokens=10, message_id="m").body)
+        assert [block["type"] for block in data["content"]] == ["text"]
+
+    def test_thinking_with_a_forced_tool_is_refused(self) -> None:
+        """Thinking cannot be combined with a tool_choice that forces a tool, as on the real service."""
+        tool = {"name": "record", "input_schema": {"type": "object", "properties": {}}}
+        with pytest.raises(BedrockError, match="Thinking may not be enabled"):
+            parse_invoke(
+                body(
+                    max_tokens=4000,
+                    thinking={"type": "enabled", "budget_tokens": 1024},
+                    tools=[tool],
+                    tool_choice={"type": "tool", "name": "record"},
+                ),
+                SONNET_45,
+            )
 
 
 class TestPromptCache:

@@ -6,6 +6,7 @@ admission, router and sink writing real part files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from runner.errors import (
     AccessDeniedError,
     EndpointUnavailableError,
     InvocationError,
+    MalformedResponseError,
     ModelValidationError,
     ThrottledError,
 )
@@ -188,6 +190,39 @@ class TestPool:
         out = results(tmp_path)
         assert all(r["status"] == "ok" and r["region"] == "us-east-1" for r in out.values())
         assert {r["model_id"] for r in out.values()} == {U.model_id}
+
+    async def test_answers_of_the_wrong_shape_end_fast_without_breakers(self, tmp_path: Path) -> None:
+        """A 200 that is not a Messages response: two attempts per row (like a 424), then an error row
+        naming it; the breakers stay closed, so 50 such rows take no cool-down at all."""
+
+        def not_messages(route: Route, body: dict[str, object], n: int) -> InvocationError | None:
+            return MalformedResponseError("Bedrock answered 200 with a body that is not a Messages response")
+
+        transport = FakeTransport(not_messages)
+        pool = make_pool(tmp_path, transport, [G, U])
+        with anyio.fail_after(10):
+            await pool.run(records(50))
+        out = results(tmp_path)
+        assert len(out) == 50
+        assert {r["error_type"] for r in out.values()} == {"MalformedResponseError"}
+        assert {r["attempts"] for r in out.values()} == {2}
+        assert len(transport.calls) == 100
+        assert {pool.router.state(G), pool.router.state(U)} == {"closed"}
+
+    async def test_content_and_tool_input_reach_the_row(self, tmp_path: Path) -> None:
+        """The answer's content blocks and tool input are written in the row's columns."""
+
+        class ToolTransport(FakeTransport):
+            async def invoke(self, route: Route, body: bytes) -> Completion:
+                answer = await super().invoke(route, body)
+                content = '[{"type":"tool_use","id":"t","name":"f","input":{"label":"x"}}]'
+                return dataclasses.replace(answer, content=content, tool_input='{"label":"x"}')
+
+        pool = make_pool(tmp_path, ToolTransport(lambda r, b, n: None), [G])
+        await pool.run(records(3))
+        row = results(tmp_path)["r1"]
+        assert json.loads(str(row["content"]))[0]["input"] == {"label": "x"}
+        assert json.loads(str(row["tool_input"])) == {"label": "x"}
 
     async def test_row_errors_become_error_rows_without_calls(self, tmp_path: Path) -> None:
         """A record that could not become a request is written as an error row and never sent."""

@@ -177,3 +177,50 @@ class TestOverrideFile:
         """A price file that does not exist is named in the error."""
         with pytest.raises(SpecError, match=r"nope\.toml: price table not found"):
             PriceTable.load(tmp_path / "nope.toml")
+
+
+class TestLongContext:
+    def test_over_200k_input_is_priced_long(self, table: PriceTable) -> None:
+        """Sonnet 4.5 over 200,000 input tokens: input and cache twice, output 1.5 times the standard."""
+        usage = Usage(150_000, 1_000, 40_000, 20_000)  # 210,000 input tokens in all
+        expected = (150_000 * 6 + 1_000 * 22.5 + 40_000 * 7.5 + 20_000 * 0.6) / 1_000_000
+        assert table.cost(f"global.{SONNET_45}", usage) == pytest.approx(expected)
+
+    def test_at_the_threshold_the_standard_rates_apply(self, table: PriceTable) -> None:
+        """Exactly 200,000 input tokens is not over the threshold."""
+        usage = Usage(200_000, 1_000)
+        assert table.cost(f"global.{SONNET_4}", usage) == pytest.approx((200_000 * 3 + 1_000 * 15) / 1e6)
+
+    def test_surcharge_and_batch_apply_on_top(self, table: PriceTable) -> None:
+        """A long us. Sonnet 4.5 request pays the regional surcharge on the long rates; batch halves it."""
+        usage = Usage(300_000, 1_000)
+        long_global = (300_000 * 6 + 1_000 * 22.5) / 1e6
+        assert table.cost(f"us.{SONNET_45}", usage) == pytest.approx(long_global * 1.1)
+        assert table.cost(f"us.{SONNET_45}", usage, lane="batch") == pytest.approx(long_global * 1.1 / 2)
+
+    def test_a_model_without_long_prices_keeps_its_rates(self, table: PriceTable) -> None:
+        """Haiku 3 has no long-context prices: a large request costs its standard rates."""
+        assert table.long_rates(f"us.{HAIKU_3}") is None
+        assert table.cost(f"us.{HAIKU_3}", Usage(300_000)) == pytest.approx(300_000 * 0.25 / 1e6)
+
+    def test_the_threshold_is_a_rule_of_the_table(self, tmp_path: Path) -> None:
+        """A price table sets its own threshold and long-context prices."""
+        path = tmp_path / "p.toml"
+        path.write_text(
+            "[rules]\nlong_context_threshold = 1000\n"
+            f'[models."{SONNET_4}"]\ninput = 1\noutput = 1\ncache_write = 1\ncache_read = 1\n'
+            f'[models."{SONNET_4}".long_context]\ninput = 2\noutput = 2\ncache_write = 2\ncache_read = 2\n',
+            encoding="utf-8",
+        )
+        custom = PriceTable.load(path)
+        assert custom.cost(SONNET_4, Usage(1_001)) == pytest.approx(2 * 1_001 / 1e6)
+        assert custom.cost(SONNET_4, Usage(1_000)) == pytest.approx(1_000 / 1e6)
+
+
+class TestLanes:
+    def test_a_dry_runs_lane_is_priced_as_its_lane(self, table: PriceTable) -> None:
+        """emulated_on_demand and emulated_batch rows cost what on_demand and batch rows would."""
+        usage = Usage(1_000, 100)
+        model = f"us.{SONNET_45}"
+        assert table.cost(model, usage, lane="emulated_on_demand") == table.cost(model, usage)
+        assert table.cost(model, usage, lane="emulated_batch") == table.cost(model, usage, lane="batch")

@@ -438,10 +438,10 @@ class TestRowErrors:
         assert builder.context_window == 1_000_000
         assert builder.build({"text": "x" * 1_000_000}).estimated_input_tokens == 250_001
 
-    def test_long_context_beta_ignored_for_other_models(self) -> None:
-        """Haiku 4.5 has no long-context flag, so its window stays at 200k."""
-        builder = RequestBuilder(make_spec(request={"anthropic_beta": ["context-1m-2025-08-07"]}))
-        assert builder.context_window == 200_000
+    def test_long_context_beta_refused_for_other_models(self) -> None:
+        """Haiku 4.5 has no 1M window: its beta flag is a spec error before any call, not a 400 per row."""
+        with pytest.raises(SpecError, match="does not have"):
+            make_spec(request={"anthropic_beta": ["context-1m-2025-08-07"]})
 
     @pytest.mark.parametrize("value", [None, 5, "", b"GIF89a", "/no/such/file.pdf"])
     def test_bad_document(self, value: Any) -> None:

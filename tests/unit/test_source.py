@@ -364,10 +364,30 @@ class TestRecords:
         assert (bad.body, bad.error_type, bad.index, bad.id) == (None, "NullPrompt", 1, "b")
         assert bad.error_message
 
-    def test_integer_ids_become_text(self, tmp_path: Path) -> None:
-        """Integer ids are given as their decimal text."""
-        path = write(tmp_path / "in.parquet", {"id": [7, 42], "text": ["a", "b"]})
-        assert [r.id for r in flat(Source(make_spec(path)))] == ["7", "42"]
+    def test_integer_ids_keep_their_type(self, tmp_path: Path) -> None:
+        """Integer ids stay integers, and the id result column takes the id column's type."""
+        path = write(tmp_path / "in.parquet", {"id": pa.array([7, 42], pa.int64()), "text": ["a", "b"]})
+        source = Source(make_spec(path))
+        assert [r.id for r in flat(source)] == [7, 42]
+        assert source.id_type() == pa.int64()
+
+    def test_integer_ids_keep_their_resume_keys(self, tmp_path: Path) -> None:
+        """An integer id hashes as its text did, so jobs begun with text ids resume without paying again."""
+        ints = write(tmp_path / "a.parquet", {"id": pa.array([7], pa.int32()), "text": ["a"]})
+        texts = write(tmp_path / "b.parquet", {"id": ["7"], "text": ["a"]})
+        assert [r.key for r in flat(Source(make_spec(ints)))] == [
+            r.key for r in flat(Source(make_spec(texts)))
+        ]
+
+    def test_id_type_of_mixed_files(self, tmp_path: Path) -> None:
+        """int32 in one file and int64 in another give int64; text ids and row numbers give text."""
+        (tmp_path / "d").mkdir()
+        write(tmp_path / "d" / "a.parquet", {"id": pa.array([1], pa.int32()), "text": ["a"]})
+        write(tmp_path / "d" / "b.parquet", {"id": pa.array([2], pa.int64()), "text": ["b"]})
+        assert Source(make_spec(tmp_path / "d")).id_type() == pa.int64()
+        path = write(tmp_path / "t.parquet", {"id": ["x"], "text": ["a"]})
+        assert Source(make_spec(path)).id_type() == pa.string()
+        assert Source(make_spec(path, {"prompt": "text"})).id_type() == pa.string()
 
     def test_row_numbers_without_id_column(self, tmp_path: Path) -> None:
         """Without an id column, a row's id is its global row number."""

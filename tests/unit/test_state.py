@@ -6,15 +6,18 @@ Parts are written by the real sink (``PartSink.commit``), as a run writes them.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.errors import StateError
-from runner.sink import PartSink, part_schema
+from runner.sink import PartSink, part_schema, results_table
 from runner.state import JobDir
 from runner.stats import compute_stats
 from runner.types import Result, Usage
@@ -155,3 +158,105 @@ def test_every_reader_of_the_newest_rows_agrees(
         ]
     stats = compute_stats(job.root)
     assert (stats.ok, stats.failed, stats.pending) == (ok, len(expected) - ok, _ROWS - len(expected))
+
+
+class FixedKept:
+    """Kept values by input position, as ``Source.kept_values`` hands them to the rebuild."""
+
+    def __init__(self, teams: list[str]) -> None:
+        self.names = ["team"]
+        self.teams = teams
+        self.asked: list[int] = []
+
+    def take(self, positions: Sequence[int]) -> pa.Table:
+        self.asked += positions
+        return pa.table({"team": pa.array([self.teams[p] for p in positions], pa.string())})
+
+
+def commit_kept(job: JobDir, rows: list[Result]) -> None:
+    sink = PartSink(
+        job.parts, job.journal, schema=part_schema([pa.field("team", pa.string())]), price_table="t",
+        next_number=job.next_part_number(), part_rows=1000, part_seconds=60.0,
+    )  # fmt: skip
+    for r in rows:
+        sink.add(r)
+    sink.commit(*sink.take_part())
+    sink.close()
+
+
+def test_results_take_kept_columns_from_the_current_input(job: JobDir) -> None:
+    """A row that did not run again still shows the input's current `team`, asked in input order."""
+    commit_kept(job, [dataclasses.replace(ok(i), keep={"team": "old"}) for i in (2, 0, 1)])
+    kept = FixedKept(["a", "b", "c"])
+    assert job.consolidate(schema=part_schema([pa.field("team", pa.string())]), kept=kept) == 3
+    assert pq.read_table(job.results).column("team").to_pylist() == ["a", "b", "c"]
+    assert kept.asked == [0, 1, 2]
+
+
+def test_older_parts_fit_the_current_schema(job: JobDir) -> None:
+    """A part an older version wrote (no content columns, text ids) is rebuilt into the current
+    schema: the new columns null, the id cast to the input's integer type."""
+    old_schema = part_schema([]).remove(part_schema([]).get_field_index("content"))
+    old_schema = old_schema.remove(old_schema.get_field_index("tool_input"))
+    table = results_table([dataclasses.replace(ok(0), id="7")], part_schema([]), ["t"]).select(
+        old_schema.names
+    )
+    job.parts.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, job.parts / "part-00000.parquet")
+    assert job.consolidate(schema=part_schema([], pa.int64())) == 1
+    out = pq.read_table(job.results)
+    assert out.schema.field("id").type == pa.int64()
+    assert out.to_pylist()[0]["id"] == 7
+    assert out.to_pylist()[0]["content"] is None
+
+
+def test_stats_read_the_rebuilt_results_while_they_are_current(job: JobDir) -> None:
+    """After the rebuild, stats group by the kept column's current values; a part committed after it
+    sends stats back to the parts."""
+    commit_kept(job, [dataclasses.replace(ok(i), keep={"team": "old"}) for i in range(3)])
+    job.consolidate(schema=part_schema([pa.field("team", pa.string())]), kept=FixedKept(["a", "a", "b"]))
+    assert job.results_current()
+    groups = compute_stats(job.root, by="team").groups
+    assert groups is not None
+    assert {k: v.rows for k, v in groups.items()} == {"a": 2, "b": 1}
+    commit_kept(job, [dataclasses.replace(ok(3), keep={"team": "new"})])
+    assert not job.results_current()
+    groups = compute_stats(job.root, by="team").groups
+    assert groups is not None
+    assert {k: v.rows for k, v in groups.items()} == {"old": 3, "new": 1}
+
+
+class TestEmulatedRuns:
+    def test_a_real_run_refuses_a_dry_runs_directory(self, tmp_path: Path) -> None:
+        """A directory a dry run made is refused to a real run, naming why."""
+        job = JobDir(tmp_path / "out")
+        job.create()
+        job.start_run(spec={}, fingerprint={"rows": 1, "ids_digest": "x"}, force=False, emulated=True)
+        assert job.is_emulated()
+        with pytest.raises(StateError, match="dry run"):
+            job.start_run(spec={}, fingerprint={"rows": 1, "ids_digest": "x"}, force=False)
+
+    def test_a_dry_run_refuses_a_real_directory(self, tmp_path: Path) -> None:
+        """A dry run never writes into a real job's directory."""
+        job = JobDir(tmp_path / "out")
+        job.create()
+        job.start_run(spec={}, fingerprint={"rows": 1, "ids_digest": "x"}, force=False)
+        with pytest.raises(StateError, match="real job"):
+            job.start_run(spec={}, fingerprint={"rows": 1, "ids_digest": "x"}, force=False, emulated=True)
+        job.start_run(spec={}, fingerprint={"rows": 1, "ids_digest": "x"}, force=False)  # a real rerun
+
+    def test_a_dry_runs_rows_are_marked_in_lane(self, tmp_path: Path) -> None:
+        """The sink of a dry run marks every row's lane, ok or error, on-demand or batch."""
+        job = JobDir(tmp_path / "out")
+        job.create()
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema([]), price_table="t", next_number=0,
+            part_rows=10, part_seconds=60.0, emulated=True,
+        )  # fmt: skip
+        sink.add(ok(0))
+        sink.add(error(1, retryable=False))
+        sink.add(dataclasses.replace(ok(2), lane="batch"))
+        sink.commit(*sink.take_part())
+        sink.close()
+        lanes = pq.read_table(job.part_files()[0]).column("lane").to_pylist()
+        assert lanes == ["emulated_on_demand", "emulated_on_demand", "emulated_batch"]
