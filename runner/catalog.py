@@ -25,6 +25,51 @@ GEOGRAPHY_REGIONS: dict[str, tuple[str, ...]] = {
     "apac": ("ap-southeast-1", "ap-southeast-2", "ap-northeast-2", "ap-south-1", "ap-south-2"),
 }
 
+OTHER_REGIONS: tuple[str, ...] = (
+    "ca-central-1",
+    "ca-west-1",
+    "sa-east-1",
+    "mx-central-1",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "eu-central-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ap-east-2",
+    "me-central-1",
+    "me-south-1",
+    "il-central-1",
+    "af-south-1",
+)
+"""Bedrock regions that are a source region of no geographic profile above: they can call ``global.``
+(where a model has it) and nothing regional. With :data:`GEOGRAPHY_REGIONS` they are the regions the
+runner accepts (:func:`check_region`); any other name is a typo until a catalogue adds it."""
+
+
+class UnknownRegionError(LookupError):
+    """A region name the catalogue does not know (raised by :func:`check_region`; callers translate it)."""
+
+
+def known_regions() -> tuple[str, ...]:
+    """Every region the runner accepts, geographies' source regions first. The one list to extend (a
+    user catalogue adding a region adds it here)."""
+    regions = [r for rs in GEOGRAPHY_REGIONS.values() for r in rs]
+    return tuple(dict.fromkeys([*regions, *OTHER_REGIONS]))
+
+
+def check_region(region: str) -> None:
+    """Raise :class:`UnknownRegionError` (its message lists close names) unless ``region`` is known."""
+    known = known_regions()
+    if region in known:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(region, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+    raise UnknownRegionError(f"{region!r} is not a Bedrock region the catalogue knows ({hint})")
+
 
 @dataclass(frozen=True, slots=True)
 class Model:

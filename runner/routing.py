@@ -32,12 +32,17 @@ def plan_routes(
 ) -> list[Route]:
     """The ordered routes for a job, checked against the catalogue before anything runs.
 
-    Raises ``SpecError`` naming the model and geography when the model lacks one that was asked for.
+    Raises ``SpecError`` naming the model and geography when the model lacks one that was asked for,
+    and for a region the catalogue does not know (a typo would otherwise quietly call another region).
     """
     try:
         model, pinned = catalog.find_model(model_id)
     except catalog.UnknownModelError:
         raise SpecError(f"[model] `id` {model_id!r} is not a Claude model on Bedrock") from None
+    try:
+        catalog.check_region(region)
+    except catalog.UnknownRegionError as exc:
+        raise SpecError(f"region {exc}; set [model] `region` or AWS_REGION to a Bedrock region") from None
     home_geo = catalog.region_geography(region)
     if pinned:
         order = [pinned]
