@@ -27,7 +27,16 @@ from runner import catalog
 from runner import logging as runner_logging
 from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoTransport, Transport
-from runner.errors import PreflightError, RouteError
+from runner.errors import (
+    BatchError,
+    JobEnvironmentError,
+    PreflightError,
+    RouteError,
+    SinkError,
+    SourceError,
+    StateError,
+    leaf_error,
+)
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
 from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
@@ -119,14 +128,27 @@ async def run_job_async(
             limit=limit, force=force, retry_failed=retry_failed, log_level=log_level,
         )  # fmt: skip
         stopped: str | None = None
+        failure: BaseException | None = None
         try:
             stopped = await _run_lanes(
                 run, transport=transport, preflight=preflight, progress=progress,
                 handle_signals=handle_signals, grace_s=grace_s, retry_failed=retry_failed,
             )  # fmt: skip
-        finally:
+        except BaseException as exc:
+            failure = exc
+        try:
             await _close(run)
-        return await _finish(run, stopped=stopped, started=started, limit=limit)
+        except Exception as exc:
+            if failure is None:
+                failure = exc
+            else:  # the first failure is the one to report; this one likely has the same cause
+                log.warning("job.close_failed", error_type=type(exc).__name__, message=str(exc))
+        if failure is None:
+            try:
+                return await _finish(run, stopped=stopped, started=started, limit=limit)
+            except Exception as exc:
+                failure = exc
+        raise _failed(run, failure)
 
 
 @dataclass(eq=False)
@@ -172,6 +194,7 @@ def _open(
 ) -> _Run:
     """Start or resume the job directory (its lock held), recover what a crash left, build the parts."""
     routes, model, prices, source, fingerprint = inputs
+    job.check_output()
     state = job.start_run(
         spec=spec.to_dict(), fingerprint=fingerprint.to_dict(), force=force, stamp=source.stamp()
     )
@@ -330,6 +353,34 @@ async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int 
         routes=route_states,
         recovered_rows=run.recovered,
     )
+
+
+def _failed(run: _Run, exc: BaseException) -> BaseException:
+    """What a run that stopped on ``exc`` raises: the error itself, never the task group around it.
+
+    An environment failure (a ``SinkError``, ``SourceError``, ``StateError`` or ``OSError``: disk full,
+    output path unusable, input gone) once paid calls began is a :class:`JobEnvironmentError` (exit 3,
+    resumable): the contract keeps exit 2 for "stopped before the first paid call". Cancellation and
+    Ctrl-C pass through as they are.
+    """
+    error = leaf_error(exc)
+    if not isinstance(error, Exception):
+        return error
+    paid = run.counters.attempts > 0 or run.counters.ok > 0
+    if paid and isinstance(error, SinkError | SourceError | StateError | OSError):
+        reason = str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
+        wrapped = JobEnvironmentError(
+            f"{reason}; stopped after paid calls began. Nothing that came back is lost: fix the cause "
+            "and rerun the same command to resume",
+            cause=error,
+        )
+        wrapped.__cause__ = error
+        error = wrapped
+    with contextlib.suppress(Exception):  # the events file may be on the disk that failed
+        log.error("job.failed", error_type=type(error).__name__, message=str(error))
+    runner_logging.close()
+    structlog.contextvars.unbind_contextvars("job")
+    return error
 
 
 def _spent_so_far(job: JobDir) -> float:

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from runner import atomic
 from runner.errors import LockedError, SinkError, StateError
 from runner.schemas import INDEX_COLUMN
-from runner.sink import file_number, recover_journals, write_parquet
+from runner.sink import file_number, part_name, recover_journals, write_parquet
 
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"
@@ -120,6 +120,28 @@ class JobDir:
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create the job directory {self.root}: {exc.strerror}") from exc
+
+    def check_output(self) -> None:
+        """Before anything is paid for: the files a run writes can be written (:class:`SinkError` if not).
+
+        ``results.parquet`` must be a regular file or absent (a directory there was found only after
+        every row was paid), and the directories must take a new file: one is created and removed
+        where ``results.parquet``, the parts and ``state.json`` are written.
+        """
+        if self.results.exists() and not self.results.is_file():
+            raise SinkError(
+                f"{self.results} exists and is not a regular file; move it away or use another --output"
+            )
+        for path in (self.results, self.parts / part_name(0), self.state_file):
+            probe = atomic.temporary_name(path)
+            try:
+                with open(probe, "wb"):
+                    pass
+                probe.unlink()
+            except OSError as exc:
+                raise SinkError(
+                    f"cannot write in {path.parent}: {exc.strerror or exc}; fix it or use another --output"
+                ) from exc
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

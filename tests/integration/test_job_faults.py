@@ -7,6 +7,8 @@ error (exit 2 before any paid call), nothing lost, nothing paid for no reason.
 
 from __future__ import annotations
 
+import resource
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,22 @@ import pytest
 
 from runner.cli import main
 from runner.emulator import EmulatorThread
-from runner.exit_codes import EXIT_SPEC_INVALID
-from tests.helpers import invoke_calls, spec_data, write_prompts, write_spec
+from runner.exit_codes import EXIT_ENVIRONMENT, EXIT_OK, EXIT_SPEC_INVALID
+from tests.helpers import (
+    BEDROCK_BATCH,
+    duplicate_bills,
+    ids_for,
+    invoke_calls,
+    read_results,
+    run_cli,
+    spec_data,
+    start_cli,
+    wait_until,
+    write_prompts,
+    write_spec,
+)
+
+MAX_IN_FLIGHT = 8
 
 
 class TestRefusedBeforeAnyCall:
@@ -78,3 +94,88 @@ class TestRefusedBeforeAnyCall:
         assert main(["run", str(spec)]) == EXIT_SPEC_INVALID
         assert "region 'xx-nowhere-9' is not a Bedrock region" in capsys.readouterr().err
         assert invoke_calls(emu.counters()) == 0
+
+
+def crash_spec(tmp_path: Path, rows: int, **sections: dict[str, Any]) -> tuple[Path, Path]:
+    """A ``rows``-row input and a spec without ``endpoint_url`` (the command line passes it)."""
+    source = write_prompts(tmp_path / "in.parquet", rows)
+    settings: dict[str, dict[str, Any]] = {
+        "limits": {"max_in_flight": MAX_IN_FLIGHT},
+        "output": {"part_rows": 25, "part_seconds": 0.2},
+    }
+    settings.update(sections)
+    data = spec_data(source, tmp_path / "out", "", **settings)
+    data["model"].pop("endpoint_url")
+    return write_spec(tmp_path / "job.toml", data), tmp_path / "out"
+
+
+class TestEnvironmentFailures:
+    def test_results_path_that_is_a_directory_is_refused_up_front(
+        self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A ``results.parquet`` that cannot be written is found before the first call (exit 2), not
+        after every row was paid."""
+        spec, out = crash_spec(tmp_path, 20)
+        (out / "results.parquet").mkdir(parents=True)
+        assert main(["run", str(spec), "--endpoint-url", emu.url]) == EXIT_SPEC_INVALID
+        err = capsys.readouterr().err
+        assert "results.parquet exists and is not a regular file" in err
+        assert invoke_calls(emu.counters()) == 0
+
+    def test_output_path_broken_mid_run_exits_3_and_resumes(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """The parts directory replaced by a file mid-run: exit 3 (not 2: calls were paid), one line;
+        once it is put back, the same command finishes with every id once and little paid twice."""
+        emu.set_faults({"defaults": {"latency_ms": 40}})
+        n = 300
+        spec, out = crash_spec(tmp_path, n)
+        args = ["run", str(spec), "--endpoint-url", emu.url]
+        proc = start_cli(args, cwd=tmp_path, log=tmp_path / "runner.log")
+        wait_until(lambda: emu.counters()["billed_requests"] >= 40, timeout=30, what="40 billed calls")
+        parts = out / "_job" / "parts"
+        parts.rename(out / "_job" / "parts.moved")
+        parts.write_text("not a directory")
+        code = proc.wait(30)
+        log = (tmp_path / "runner.log").read_text()
+        assert code == EXIT_ENVIRONMENT, log
+        assert "Traceback" not in log
+        assert "stopped after paid calls began" in log
+
+        parts.unlink()
+        (out / "_job" / "parts.moved").rename(parts)
+        emu.set_faults({})
+        final = run_cli(args, cwd=tmp_path)
+        assert final.returncode == EXIT_OK, final.stderr
+        assert read_results(out).column("id").to_pylist() == ids_for(n)
+        assert duplicate_bills(emu.counters()) <= MAX_IN_FLIGHT
+
+    def test_disk_full_mid_run_exits_3_and_resumes(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """Writes failing mid-run (a file size limit standing in for a full disk): exit 3, no traceback;
+        with room again, the same command finishes the job with every id once."""
+        emu.set_faults({"defaults": {"latency_ms": 20}})
+        n = 300
+        spec, out = crash_spec(tmp_path, n, output={"part_rows": 10_000, "part_seconds": 60.0})
+        args = [BEDROCK_BATCH, "run", str(spec), "--endpoint-url", emu.url]
+
+        def small_files() -> None:  # the journal grows past 24 kB after some 50 rows
+            resource.setrlimit(resource.RLIMIT_FSIZE, (24_000, 24_000))
+
+        proc = subprocess.run(
+            args,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=small_files,
+            check=False,
+        )
+        assert proc.returncode == EXIT_ENVIRONMENT, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "File too large" in proc.stderr
+        assert emu.counters()["billed_requests"] > 0
+
+        final = run_cli(args[1:], cwd=tmp_path)
+        assert final.returncode == EXIT_OK, final.stderr
+        assert read_results(out).column("id").to_pylist() == ids_for(n)
+        assert duplicate_bills(emu.counters()) <= MAX_IN_FLIGHT
