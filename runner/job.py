@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import os
 import signal
@@ -291,7 +292,11 @@ async def _run_lanes(
             if handle_signals:
                 tg.start_soon(_watch_signals, pool)
             tg.start_soon(lambda: report_progress(counters, admission, before.pending, tty=tty))
-            records = run.source.records(run.done, done_rows=run.done_rows)
+            records = run.source.records(
+                run.done,
+                done_rows=run.done_rows,
+                answered=functools.partial(run.job.done_rows, retry_failed=retry_failed),
+            )
             if spec.job.mode == "batch":  # Bedrock batch inference first, the pool finishes
                 records = await run_batch_lane(
                     spec, job=run.job, source=run.source, sink=run.sink, prices=run.prices,

@@ -16,19 +16,24 @@ import pytest
 
 from runner.cli import main
 from runner.emulator import EmulatorThread
-from runner.exit_codes import EXIT_ENVIRONMENT, EXIT_OK, EXIT_SPEC_INVALID
+from runner.exit_codes import EXIT_ENVIRONMENT, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
 from tests.helpers import (
     BEDROCK_BATCH,
+    corrupt_row_group,
     duplicate_bills,
     ids_for,
     invoke_calls,
+    prompts_for,
     read_results,
+    rows_by_id,
     run_cli,
     spec_data,
     start_cli,
+    text_with_invalid_utf8,
     wait_until,
     write_prompts,
     write_spec,
+    write_table,
 )
 
 MAX_IN_FLIGHT = 8
@@ -96,9 +101,11 @@ class TestRefusedBeforeAnyCall:
         assert invoke_calls(emu.counters()) == 0
 
 
-def crash_spec(tmp_path: Path, rows: int, **sections: dict[str, Any]) -> tuple[Path, Path]:
-    """A ``rows``-row input and a spec without ``endpoint_url`` (the command line passes it)."""
-    source = write_prompts(tmp_path / "in.parquet", rows)
+def crash_spec(tmp_path: Path, source: Path | int, **sections: dict[str, Any]) -> tuple[Path, Path]:
+    """A spec for ``source`` (an input file, or a number of rows to write one) without ``endpoint_url``
+    (the command line passes it); returns the spec file and the job directory."""
+    if isinstance(source, int):
+        source = write_prompts(tmp_path / "in.parquet", source)
     settings: dict[str, dict[str, Any]] = {
         "limits": {"max_in_flight": MAX_IN_FLIGHT},
         "output": {"part_rows": 25, "part_seconds": 0.2},
@@ -179,3 +186,49 @@ class TestEnvironmentFailures:
         assert final.returncode == EXIT_OK, final.stderr
         assert read_results(out).column("id").to_pylist() == ids_for(n)
         assert duplicate_bills(emu.counters()) <= MAX_IN_FLIGHT
+
+
+class TestDamagedInput:
+    def test_invalid_utf8_row_is_an_error_row_and_the_rest_run(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """A prompt that is not UTF-8 deep in the input: that row is an InvalidText error row, every
+        other row is paid once, and a rerun pays nothing (it used to crash every run, after paying)."""
+        n = 300
+        ids = ids_for(n)
+        source = write_table(
+            tmp_path / "in.parquet", {"id": ids, "prompt": text_with_invalid_utf8(prompts_for(ids), [250])}
+        )
+        spec, out = crash_spec(tmp_path, source)
+        args = ["run", str(spec), "--endpoint-url", emu.url]
+        first = run_cli(args, cwd=tmp_path)
+        assert first.returncode == EXIT_ROWS_FAILED, first.stderr
+        assert "Traceback" not in first.stderr
+        rows = rows_by_id(out)
+        assert list(rows) == ids
+        assert rows[ids[250]]["error_type"] == "InvalidText"
+        assert sum(r["status"] == "ok" for r in rows.values()) == n - 1
+        assert emu.counters()["billed_requests"] == n - 1
+
+        again = run_cli(args, cwd=tmp_path)
+        assert again.returncode == EXIT_ROWS_FAILED, again.stderr
+        assert emu.counters()["billed_requests"] == n - 1
+
+    def test_corrupt_row_group_is_error_rows_and_the_rest_run(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """A corrupt page outside the id column: its row group's rows are UnreadableInput error rows,
+        the readable rows after it run too, no traceback (no exception group) reaches the user."""
+        n = 300
+        source = write_prompts(tmp_path / "in.parquet", n)  # row groups of 64 rows
+        corrupt_row_group(source, 2, "prompt")
+        spec, out = crash_spec(tmp_path, source)
+        result = run_cli(["run", str(spec), "--endpoint-url", emu.url], cwd=tmp_path)
+        assert result.returncode == EXIT_ROWS_FAILED, result.stderr
+        assert "Traceback" not in result.stderr
+        rows = rows_by_id(out)
+        assert list(rows) == ids_for(n)
+        bad = [i for i, r in rows.items() if r["status"] == "error"]
+        assert bad == ids_for(64, start=128)
+        assert {rows[i]["error_type"] for i in bad} == {"UnreadableInput"}
+        assert emu.counters()["billed_requests"] == n - 64
