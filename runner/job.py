@@ -313,7 +313,7 @@ async def _close(run: _Run) -> None:
     run.sink.close()
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(run.job.recover, run.schema)
-        await anyio.to_thread.run_sync(run.job.consolidate)
+        await anyio.to_thread.run_sync(run.job.consolidate, run.schema)
 
 
 async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int | None) -> JobReport:

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runner.atomic import atomic_write
+from runner.atomic import PRIVATE_FILE_MODE, atomic_write
 from runner.errors import SinkError
 from runner.schemas import INDEX, RESULT_COLUMNS, RESULT_SCHEMA, Column
 from runner.types import Result, Usage
@@ -217,7 +217,7 @@ class PartSink:
     def _open_journal(self) -> int:
         path = self.journal_dir / journal_name(self._number)
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
         except OSError as exc:
             raise SinkError(f"cannot open the journal {path}: {exc.strerror}") from exc
 

@@ -52,6 +52,8 @@ JOURNAL_DIR = "journal"
 STATE_FILE = "state.json"
 PART_GLOB = "part-*.parquet"
 """Committed parts; the temporary files of :mod:`runner.atomic` start with a dot and never match."""
+PRIVATE_DIR_MODE = 0o700
+"""Permissions of a new job directory and its working directories (the umask may only narrow them)."""
 STATE_VERSION = 1
 CONSOLIDATE_CHUNK_ROWS = 10_000
 """Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it, and
@@ -115,9 +117,11 @@ class JobDir:
         return self.state_file.exists()
 
     def create(self) -> None:
+        """Make the job directory and its working directories, private (``0700``) when they are new:
+        they hold prompts and completions. A directory that already exists keeps its permissions."""
         try:
             for d in (self.root, self.work, self.parts, self.journal):
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create the job directory {self.root}: {exc.strerror}") from exc
 
@@ -148,7 +152,7 @@ class JobDir:
         """Exclusive lock for one runner; a second one gets :class:`LockedError` at once."""
         self.create()
         path = self.work / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, atomic.PRIVATE_FILE_MODE)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -324,17 +328,21 @@ class JobDir:
             ).filter(keep)
             write_parquet(table, path)
 
-    def consolidate(self) -> int:
+    def consolidate(self, schema: pa.Schema | None = None) -> int:
         """Rebuild ``results.parquet``: the newest row per input position, in input order.
 
         Streams in chunks of :data:`CONSOLIDATE_CHUNK_ROWS`, so memory stays flat on a huge job; returns
-        the number of rows written.
+        the number of rows written. With no part yet (an input of zero rows, or nothing done), the file
+        is written empty with ``schema`` (a part schema) when one is given, so it always exists after a
+        run; without one, nothing is written.
         """
         files = self.part_files()
-        if not files:
+        if not files and schema is None:
             return 0
         newest = NewestRows.scan(files, read=read_part)
-        schema = pq.read_schema(files[-1])
+        if files:
+            schema = pq.read_schema(files[-1])
+        assert schema is not None
         out_schema = schema.remove(schema.get_field_index(INDEX_COLUMN))
         cache: dict[int, pa.Table] = {}
         written = 0

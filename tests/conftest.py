@@ -32,6 +32,14 @@ def fixture_clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 
+@pytest.fixture(name="umask_022")
+def fixture_umask_022() -> Iterator[None]:
+    """The usual umask (group and others may read what is created), put back after the test."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture(name="anyio_backend")
 def fixture_anyio_backend() -> str:
     """aioboto3 runs on asyncio only."""

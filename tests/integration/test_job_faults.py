@@ -12,17 +12,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from runner.cli import main
 from runner.emulator import EmulatorThread
 from runner.exit_codes import EXIT_ENVIRONMENT, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
+from runner.job import run_job
+from runner.schemas import RESULT_SCHEMA
 from tests.helpers import (
     BEDROCK_BATCH,
     corrupt_row_group,
     duplicate_bills,
     ids_for,
     invoke_calls,
+    make_spec,
     prompts_for,
     read_results,
     rows_by_id,
@@ -232,3 +236,44 @@ class TestDamagedInput:
         assert bad == ids_for(64, start=128)
         assert {rows[i]["error_type"] for i in bad} == {"UnreadableInput"}
         assert emu.counters()["billed_requests"] == n - 64
+
+
+class TestJobDirectory:
+    def test_zero_input_rows_write_an_empty_results_file(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """An input with no rows: exit 0, no call, and results.parquet exists with the full schema."""
+        source = write_table(
+            tmp_path / "in.parquet",
+            {
+                "id": pa.array([], pa.string()),
+                "prompt": pa.array([], pa.string()),
+                "team": pa.array([], pa.string()),
+            },
+        )
+        data = spec_data(source, tmp_path / "out", emu.url, columns={"keep": ["team"]})
+        report = run_job(make_spec(tmp_path, data), handle_signals=False)
+        assert report.exit_code == EXIT_OK
+        results = read_results(tmp_path / "out")
+        assert results.num_rows == 0
+        assert results.schema.names == [*RESULT_SCHEMA.names, "team"]
+        assert invoke_calls(emu.counters()) == 0
+
+    def test_job_directory_is_private(self, emu: EmulatorThread, tmp_path: Path, umask_022: None) -> None:
+        """Under umask 022 the job directory is 0700 and every file the run wrote in it is 0600."""
+        source = write_prompts(tmp_path / "in.parquet", 30)
+        report = run_job(
+            make_spec(tmp_path, spec_data(source, tmp_path / "out", emu.url)), handle_signals=False
+        )
+        assert report.exit_code == EXIT_OK
+        out = tmp_path / "out"
+        assert out.stat().st_mode & 0o777 == 0o700
+        dirs = [p for p in out.rglob("*") if p.is_dir()]
+        files = [p for p in out.rglob("*") if p.is_file()]
+        assert {p.name for p in files} >= {
+            "results.parquet",
+            "state.json",
+            "spec.json",
+            "events.jsonl",
+            "lock",
+        }
+        assert {p.name: p.stat().st_mode & 0o777 for p in dirs} == {p.name: 0o700 for p in dirs}
+        assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o600 for p in files}

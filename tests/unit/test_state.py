@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runner import atomic
 from runner.errors import StateError
+from runner.schemas import RESULT_SCHEMA
 from runner.sink import PartSink, part_schema
 from runner.state import JobDir
 from runner.stats import compute_stats
@@ -155,3 +158,62 @@ def test_every_reader_of_the_newest_rows_agrees(
         ]
     stats = compute_stats(job.root)
     assert (stats.ok, stats.failed, stats.pending) == (ok, len(expected) - ok, _ROWS - len(expected))
+
+
+class TestPrivacy:
+    def test_new_job_directory_is_private(self, tmp_path: Path, umask_022: None) -> None:
+        """A new job directory and its working directories are 0700 under umask 022."""
+        job = JobDir(tmp_path / "out")
+        job.create()
+        for d in (job.root, job.work, job.parts, job.journal):
+            assert d.stat().st_mode & 0o777 == 0o700, d
+
+    def test_existing_directory_keeps_its_permissions(self, tmp_path: Path, umask_022: None) -> None:
+        """A job directory the user made keeps its mode; the working directory inside is still private."""
+        (tmp_path / "out").mkdir(mode=0o755)
+        job = JobDir(tmp_path / "out")
+        job.create()
+        assert job.root.stat().st_mode & 0o777 == 0o755
+        assert job.work.stat().st_mode & 0o777 == 0o700
+
+    def test_files_are_written_0600(self, tmp_path: Path, umask_022: None) -> None:
+        """Atomic writes create 0600 files; one that exists keeps its permissions when replaced."""
+        new = tmp_path / "new.txt"
+        atomic.write_text(new, "a")
+        assert new.stat().st_mode & 0o777 == 0o600
+        shared = tmp_path / "shared.txt"
+        shared.write_text("old")
+        shared.chmod(0o640)
+        atomic.write_text(shared, "b")
+        assert (shared.read_text(), shared.stat().st_mode & 0o777) == ("b", 0o640)
+
+    def test_parts_journal_and_lock_are_private(self, job: JobDir, umask_022: None) -> None:
+        """Part files, journals and the lock file are 0600."""
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema([]), price_table="test",
+            next_number=0, part_rows=1000, part_seconds=60.0,
+        )  # fmt: skip
+        sink.add(ok(0))
+        assert (job.journal / "journal-00000.jsonl").stat().st_mode & 0o777 == 0o600
+        number, rows = sink.take_part()
+        sink.commit(number, rows)
+        sink.close()
+        assert (job.parts / "part-00000.parquet").stat().st_mode & 0o777 == 0o600
+        with job.lock():
+            assert (job.work / "lock").stat().st_mode & 0o777 == 0o600
+
+
+class TestEmptyResults:
+    def test_no_rows_writes_an_empty_results_file_with_the_full_schema(self, job: JobDir) -> None:
+        """With no part at all, consolidate writes results.parquet with no rows and every column."""
+        schema = part_schema([pa.field("team", pa.string())])
+        assert job.consolidate(schema) == 0
+        table = pq.read_table(job.results)
+        assert table.num_rows == 0
+        assert table.schema.names == [*RESULT_SCHEMA.names, "team"]
+        assert table.schema.field("input_tokens").type == pa.int64()
+
+    def test_without_a_schema_nothing_is_written(self, job: JobDir) -> None:
+        """A caller that cannot say the schema (no part, no spec) gets no file rather than a wrong one."""
+        assert job.consolidate() == 0
+        assert not job.results.exists()
