@@ -218,7 +218,7 @@ def _open(
     recovered = job.recover(schema)
     if recovered:
         log.info("job.recovered", rows=recovered)
-    if "input_changed_at" in state and force:
+    if state.get("remap_pending"):  # this run's --force, or one killed before its remap ended
         job.remap(source.ids())
     burndown = spec.limits.output_burndown or model.output_burndown
     admission = Admission(

@@ -234,6 +234,9 @@ class JobDir:
                     )
                 state["input"] = fingerprint
                 state["input_changed_at"] = now
+                # Until remap() has moved every part row to its new position, the parts do not match
+                # this fingerprint: a run killed in between finds the flag and remaps again.
+                state["remap_pending"] = True
         # Runs that all saw the same input bytes and request spec may skip done rows by position.
         if "stamp" not in state:
             state["stamp"] = stamp
@@ -318,7 +321,12 @@ class JobDir:
         )
 
     def remap(self, ids: pa.Array) -> None:
-        """After ``--force`` on a changed input: move part rows to their ids' new positions, drop the gone."""
+        """After ``--force`` on a changed input: move part rows to their ids' new positions, drop the gone.
+
+        Resumable: each part is rewritten atomically, and a row's new position depends only on its id
+        and ``ids``, so a remap killed halfway and run again (``remap_pending`` in ``state.json``, set
+        by :meth:`start_run`, cleared here at the end) gives what one uninterrupted remap gives.
+        """
         for path in self.part_files():
             table = pq.read_table(path)
             pos = pc.index_in(table.column("id"), value_set=ids)
@@ -327,6 +335,9 @@ class JobDir:
                 table.schema.get_field_index(INDEX_COLUMN), INDEX_COLUMN, pc.cast(pos, pa.int64())
             ).filter(keep)
             write_parquet(table, path)
+        state = self.read_state()
+        if state.pop("remap_pending", None) is not None:
+            self.write_state(state)
 
     def consolidate(self, schema: pa.Schema | None = None) -> int:
         """Rebuild ``results.parquet``: the newest row per input position, in input order.

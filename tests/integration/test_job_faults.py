@@ -20,6 +20,9 @@ from runner.emulator import EmulatorThread
 from runner.exit_codes import EXIT_ENVIRONMENT, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
 from runner.job import run_job
 from runner.schemas import RESULT_SCHEMA
+from runner.source import Source
+from runner.spec import load_spec
+from runner.state import JobDir
 from tests.helpers import (
     BEDROCK_BATCH,
     corrupt_row_group,
@@ -277,3 +280,33 @@ class TestJobDirectory:
         }
         assert {p.name: p.stat().st_mode & 0o777 for p in dirs} == {p.name: 0o700 for p in dirs}
         assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o600 for p in files}
+
+
+class TestForcedResume:
+    def test_a_crash_before_the_remap_ends_does_not_corrupt_the_job(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """Killed after ``--force`` recorded the new input but before the part rows were moved, a plain
+        rerun finishes the remap: ids in the new input order, each once, only the new ids paid."""
+        source = write_prompts(tmp_path / "in.parquet", 20)
+        spec_file = write_spec(tmp_path / "job.toml", spec_data(source, tmp_path / "out", emu.url))
+        assert main(["run", str(spec_file)]) == EXIT_OK
+        before = rows_by_id(tmp_path / "out")
+        emu.reset()
+
+        ids = [*ids_for(5, start=100), *reversed(ids_for(15))]  # new ids first, the kept ones reversed
+        write_table(source, {"id": ids, "prompt": prompts_for(ids)})
+        # What `run --force` does before it moves the part rows, then the kill:
+        spec = load_spec(spec_file)
+        opened = Source(spec)
+        JobDir(tmp_path / "out").start_run(
+            spec=spec.to_dict(), fingerprint=opened.fingerprint().to_dict(), force=True, stamp=opened.stamp()
+        )
+
+        assert main(["run", str(spec_file)]) == EXIT_OK  # no --force: the input now matches state.json
+        after = rows_by_id(tmp_path / "out")
+        assert list(after) == ids
+        assert all(after[i]["request_id"] == before[i]["request_id"] for i in ids_for(15))
+        counters = emu.counters()
+        assert counters["billed_requests"] == 5
+        assert duplicate_bills(counters) == 0

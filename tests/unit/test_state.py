@@ -217,3 +217,24 @@ class TestEmptyResults:
         """A caller that cannot say the schema (no part, no spec) gets no file rather than a wrong one."""
         assert job.consolidate() == 0
         assert not job.results.exists()
+
+
+class TestRemap:
+    def test_remap_twice_is_remap_once(self, job: JobDir) -> None:
+        """A remap killed halfway and run again gives what one remap gives: positions follow the ids."""
+        commit(job, [ok(0), ok(1), ok(2)], [ok(3), ok(4)])
+        ids = pa.array(["r4", "r9", "r0", "r2"])  # r1 and r3 are gone, the rest moved
+        job.remap(ids)
+        once = [pq.read_table(p).to_pydict() for p in job.part_files()]
+        job.remap(ids)
+        assert [pq.read_table(p).to_pydict() for p in job.part_files()] == once
+        assert job.latest(["id"]).to_pydict() == {"_index": [2, 3, 0], "id": ["r0", "r2", "r4"]}
+
+    def test_force_marks_a_remap_pending_until_it_is_done(self, job: JobDir) -> None:
+        """start_run with --force on new ids records a pending remap; remap() clears it."""
+        job.write_state({"input": {"rows": 6, "ids_digest": "old"}, "runs": []})
+        state = job.start_run(spec={}, fingerprint={"rows": 4, "ids_digest": "new"}, force=True)
+        assert state["remap_pending"] is True
+        assert job.read_state()["remap_pending"] is True
+        job.remap(pa.array(["r0", "r1", "r2", "r3"]))
+        assert "remap_pending" not in job.read_state()
