@@ -18,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -186,6 +187,7 @@ class Source:
         total = sum(f.rows for f in self._files)
         self._rows = total
         self._budget = total if limit is None else min(total, limit)
+        self._stamp = self._start_stamp()  # hashes the files while the ids are scanned
         self._fingerprint = self._scan_ids()
 
     # -- checks at open ---------------------------------------------------------------------------
@@ -416,17 +418,38 @@ class Source:
         return self._fingerprint
 
     def stamp(self) -> str:
-        """Hash of the input files' names, sizes and modification times, and of the request spec.
+        """Hash of the input files' names and contents, and of the request spec.
 
         Equal stamps mean the very bytes and spec the done rows were made from, which lets a resume
-        skip done rows by position without re-reading them (``records(done_rows=...)``).
+        skip done rows by position without re-reading them (``records(done_rows=...)``). Local files
+        are hashed byte for byte (in a thread started at open, beside the id scan): a size and a
+        modification time were trusted before, and ``cp -p``, ``rsync -t`` or a reproducible build
+        keep both across an edit. Remote objects (``s3://``) are known by size and modification time,
+        which every upload changes.
         """
-        h = hashlib.blake2b(self._spec.request_digest().encode(), digest_size=16)
-        for file, info in zip(
-            self._files, self._fs.get_file_info([f.path for f in self._files]), strict=True
-        ):
-            h.update(f"\x1f{file.name}\x1f{info.size}\x1f{info.mtime_ns}".encode())
-        return h.hexdigest()
+        return self._stamp.result()
+
+    def _start_stamp(self) -> _Background[str]:
+        spec_digest = self._spec.request_digest()
+        files = list(self._files)
+        fs = self._fs
+
+        def stamp() -> str:
+            h = hashlib.blake2b(spec_digest.encode(), digest_size=16)
+            if isinstance(fs, pafs.LocalFileSystem):
+                for file in files:
+                    try:
+                        with open(file.path, "rb") as handle:
+                            content = hashlib.file_digest(handle, "sha256").hexdigest()
+                    except OSError as exc:
+                        raise SourceError(f"{file.display}: cannot read the input file ({exc})") from None
+                    h.update(f"\x1f{file.name}\x1f{content}".encode())
+            else:
+                for file, info in zip(files, fs.get_file_info([f.path for f in files]), strict=True):
+                    h.update(f"\x1f{file.name}\x1f{info.size}\x1f{info.mtime_ns}".encode())
+            return h.hexdigest()
+
+        return _Background(stamp)
 
     def keep_fields(self) -> list[pa.Field]:
         """Arrow fields of the ``[columns] keep`` columns, for the result schema (dictionaries decoded)."""
@@ -643,6 +666,33 @@ def _error_record(index: int, row_id: str, key: int, exc: RowError, kept: dict[s
         error_message=str(exc),
         keep=kept,
     )
+
+
+T = TypeVar("T")
+
+
+class _Background(Generic[T]):
+    """``fn()`` run in a daemon thread from the start; :meth:`result` waits for it (and re-raises)."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn()
+            except BaseException as exc:  # handed to whoever asks for the result
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="source-stamp", daemon=True)
+        self._thread.start()
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 class _Chunk(NamedTuple):

@@ -7,12 +7,14 @@ error (exit 2 before any paid call), nothing lost, nothing paid for no reason.
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from runner.cli import main
@@ -310,3 +312,28 @@ class TestForcedResume:
         counters = emu.counters()
         assert counters["billed_requests"] == 5
         assert duplicate_bills(counters) == 0
+
+    def test_an_edit_that_keeps_size_and_mtime_runs_again(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """A prompt edited in place with the file's size and modification time kept (cp -p, rsync -t):
+        the rerun sends that row again and replaces its old answer; no other row is paid twice."""
+        ids = ids_for(20)
+        prompts = prompts_for(ids)
+        source = tmp_path / "in.parquet"
+        plain: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+        pq.write_table(pa.table({"id": ids, "prompt": prompts}), source, **plain)
+        spec_file = write_spec(tmp_path / "job.toml", spec_data(source, tmp_path / "out", emu.url))
+        assert main(["run", str(spec_file)]) == EXIT_OK
+        before = rows_by_id(tmp_path / "out")
+        emu.reset()
+
+        stat = source.stat()
+        prompts[7] = prompts[7].upper()  # same length
+        pq.write_table(pa.table({"id": ids, "prompt": prompts}), source, **plain)
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert (source.stat().st_size, source.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+        assert main(["run", str(spec_file)]) == EXIT_OK
+        assert emu.counters()["billed_requests"] == 1
+        after = rows_by_id(tmp_path / "out")
+        assert after[ids[7]]["request_id"] != before[ids[7]]["request_id"]
+        assert all(after[i]["request_id"] == before[i]["request_id"] for i in ids if i != ids[7])

@@ -324,6 +324,27 @@ class TestRecords:
         write(path, data)
         assert Source(make_spec(path)).stamp() != before
 
+    def test_stamp_sees_an_edit_that_keeps_size_and_mtime(self, tmp_path: Path) -> None:
+        """An edit that keeps the file's size and modification time (cp -p, rsync -t) changes the stamp."""
+        path = tmp_path / "in.parquet"
+        plain = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+        pq.write_table(pa.table(prompts(3)), path, **plain)
+        before = Source(make_spec(path)).stamp()
+        stat = path.stat()
+        data = prompts(3)
+        data["text"][1] = "PROMPT 1"  # as long as "prompt 1"
+        pq.write_table(pa.table(data), path, **plain)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        assert Source(make_spec(path)).stamp() != before
+
+    def test_stamp_is_stable_for_the_same_bytes(self, tmp_path: Path) -> None:
+        """The same bytes under a new modification time give the same stamp (a trusted resume stays fast)."""
+        path = write(tmp_path / "in.parquet", prompts(3))
+        before = Source(make_spec(path)).stamp()
+        os.utime(path, (1, 1))
+        assert Source(make_spec(path)).stamp() == before
+
     def test_limit_stops_across_files(self, tmp_path: Path) -> None:
         """A limit stops after that many rows, counted across files."""
         write(tmp_path / "a.parquet", prompts(3))
