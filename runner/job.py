@@ -303,7 +303,7 @@ async def _run_lanes(
                     routes=run.router.active, counters=counters, pool=pool, done=run.done,
                     retry_failed=retry_failed, cost_cap=run.cost_cap,
                 )  # fmt: skip
-            outcome = await pool.run(records)
+            outcome = await pool.run(records, rows=before.rows)  # no more workers than rows
             tg.cancel_scope.cancel()
     return outcome.stopped
 

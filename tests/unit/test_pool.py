@@ -86,8 +86,7 @@ def make_pool(
         sink=sink,
         retry=FAST_RETRY,
         pricer=lambda model_id, usage: 0.001,
-        max_in_flight=8,
-        **kw,  # type: ignore[arg-type]
+        **{"max_in_flight": 8, **kw},  # type: ignore[arg-type]
     )
 
 
@@ -214,6 +213,14 @@ class TestPool:
         out = results(tmp_path)
         assert len(out) == len(transport.calls) == 8  # exactly the first wave that was in flight
         assert all(r["status"] == "ok" for r in out.values())
+
+    async def test_workers_are_bounded_by_the_rows(self, tmp_path: Path) -> None:
+        """However large max_in_flight, a pool told how many rows may come starts no more workers."""
+        transport = FakeTransport(lambda r, b, n: None)
+        pool = make_pool(tmp_path, transport, [G], max_in_flight=4096)
+        outcome = await pool.run(records(5), rows=5)
+        assert outcome.workers == 5
+        assert len(results(tmp_path)) == 5
 
     async def test_cost_cap_stops_admission(self, tmp_path: Path) -> None:
         """With a cap worth about five rows, the pool stops and leaves the rest pending."""
