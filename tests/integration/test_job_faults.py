@@ -337,3 +337,27 @@ class TestForcedResume:
         after = rows_by_id(tmp_path / "out")
         assert after[ids[7]]["request_id"] != before[ids[7]]["request_id"]
         assert all(after[i]["request_id"] == before[i]["request_id"] for i in ids if i != ids[7])
+
+
+class TestDocuments:
+    @pytest.mark.timeout(60)
+    def test_document_paths_that_are_not_files_are_error_rows(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """A FIFO, /dev/zero and a directory as document paths: error rows at once (no hang, no memory
+        blow-up, no call); the real PDF beside them is answered."""
+        fifo = tmp_path / "pipe.pdf"
+        os.mkfifo(fifo)
+        (tmp_path / "dir.pdf").mkdir()
+        pdf = tmp_path / "ok.pdf"
+        pdf.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Page >> endobj\n%%EOF\n")
+        paths = [str(fifo), "/dev/zero", str(tmp_path / "dir.pdf"), str(pdf)]
+        ids = ids_for(4)
+        source = write_table(tmp_path / "in.parquet", {"id": ids, "prompt": prompts_for(ids), "pdf": paths})
+        data = spec_data(source, tmp_path / "out", emu.url, columns={"document": "pdf"})
+        report = run_job(make_spec(tmp_path, data), handle_signals=False)
+        assert report.exit_code == EXIT_ROWS_FAILED
+        rows = rows_by_id(tmp_path / "out")
+        assert [rows[i]["error_type"] for i in ids] == ["BadDocument"] * 3 + [None]
+        assert rows[ids[3]]["status"] == "ok"
+        assert emu.counters()["billed_requests"] == 1
