@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import click
 
 from runner.batch.state import lane_status
+from runner.cli import interrupts_exit_130
 from runner.errors import BatchError, JobEnvironmentError, leaf_error
 from runner.estimate import estimate_job
 from runner.exit_codes import (
@@ -62,24 +62,6 @@ def fail_cleanly(debug: bool, *, internal: bool = False) -> Iterator[None]:
             err=True,
         )
         sys.exit(EXIT_ENVIRONMENT)
-
-
-@contextlib.contextmanager
-def interrupts_exit_130() -> Iterator[None]:
-    """Ctrl-C or SIGTERM before the pool watches signals (opening the input, preflight) exits 130 too.
-
-    Without this, Ctrl-C there was click's "Aborted!" with exit 1 (which means "rows failed") and
-    SIGTERM killed the process outright. SIGTERM is turned into SIGINT, so asyncio cancels the run
-    and ``run_job``'s cleanup runs; the job directory is consistent and the same command resumes.
-    """
-    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    try:
-        yield
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: rerun the same command to resume", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command(context_settings={"show_default": True})

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,13 @@ import pytest
 
 from runner.cli import main
 from runner.emulator import EmulatorThread
-from runner.exit_codes import EXIT_ENVIRONMENT, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
+from runner.exit_codes import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    EXIT_SPEC_INVALID,
+)
 from runner.job import run_job
 from runner.schemas import RESULT_SCHEMA
 from runner.source import Source
@@ -38,6 +46,7 @@ from tests.helpers import (
     run_cli,
     spec_data,
     start_cli,
+    stop_process,
     text_with_invalid_utf8,
     wait_until,
     write_prompts,
@@ -361,3 +370,33 @@ class TestDocuments:
         assert [rows[i]["error_type"] for i in ids] == ["BadDocument"] * 3 + [None]
         assert rows[ids[3]]["status"] == "ok"
         assert emu.counters()["billed_requests"] == 1
+
+
+class TestStartUp:
+    def test_sigterm_while_the_runner_starts_exits_130(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """SIGTERM while the runner is still loading its modules (pyarrow half-loaded) exits 130, not 143;
+        the same command then runs the job."""
+        spec, out = crash_spec(tmp_path, 10)
+        args = ["run", str(spec), "--endpoint-url", emu.url]
+        proc = start_cli(args, cwd=tmp_path, log=tmp_path / "runner.log")
+        maps = Path(f"/proc/{proc.pid}/maps")
+        wait_until(
+            lambda: proc.poll() is not None or "libarrow" in maps.read_text(),
+            timeout=30,
+            what="pyarrow to start loading",
+            interval=0.001,
+        )
+        assert stop_process(proc, signal.SIGTERM) == EXIT_INTERRUPTED, (tmp_path / "runner.log").read_text()
+        assert invoke_calls(emu.counters()) == 0
+
+        final = run_cli(args, cwd=tmp_path)
+        assert final.returncode == EXIT_OK, final.stderr
+        assert read_results(out).column("id").to_pylist() == ids_for(10)
+
+    def test_import_runner_loads_nothing_heavy(self) -> None:
+        """``import runner`` and the CLI module load neither pyarrow nor botocore, so the console script
+        handles signals before they load (the library names are imported on first use)."""
+        heavy = "{'pyarrow', 'aioboto3', 'botocore'}"
+        code = f"import sys, runner, runner.cli; print(sorted({heavy} & set(sys.modules)))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[]"
