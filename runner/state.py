@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from runner import atomic
 from runner.errors import LockedError, SinkError, StateError
 from runner.schemas import INDEX_COLUMN
-from runner.sink import file_number, part_name, recover_journals, write_parquet
+from runner.sink import file_number, part_name, read_journal, recover_journals, write_parquet
 
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"
@@ -289,15 +289,26 @@ class JobDir:
             ok = pc.or_(ok, pc.invert(latest.column("retryable")))
         return latest.filter(ok)
 
+    def journals_uncommitted(self) -> list[Path]:
+        """Journals whose results are in no part yet (a run in progress, or one that was killed)."""
+        out = []
+        for path in self.journal.glob("journal-*.jsonl"):
+            number = file_number(path)
+            if number is not None and not (self.parts / part_name(number)).exists():
+                out.append(path)
+        return out
+
     def progress(self, *, scope: int | None = None) -> Progress:
         """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``).
 
-        Each part is reduced to its positions and a one-byte outcome as it is read, so the count holds
-        five bytes per part row: it runs at the end of every job, where a job's memory peaks.
+        Results still in a journal count too (a runner at work, or one killed before it committed
+        them: ``status`` used to show them as pending), each journal where its part will go. Each file
+        is reduced to its positions and a one-byte outcome as it is read, so the count holds five bytes
+        per row: it runs at the end of every job, where a job's memory peaks.
         """
         state = self.read_state()
-        files = self.part_files()
-        newest = NewestRows.scan(files, read=read_part)
+        files = sorted([*self.part_files(), *self.journals_uncommitted()], key=lambda p: file_number(p) or 0)
+        newest = NewestRows.scan(files, read=_read_results)
         counts: dict[int, int] = {}
         for number, path in enumerate(files):
             part = _read_outcomes(path)
@@ -396,9 +407,17 @@ _OK, _FAILED, _RETRYABLE = 1, 2, 3
 """A row's outcome in :meth:`JobDir.progress`."""
 
 
+def _read_results(path: Path, columns: list[str]) -> pa.Table:
+    """Some columns of a part file, or of a journal not committed yet."""
+    if path.suffix == ".jsonl":
+        return read_journal(path, columns)
+    return read_part(path, columns)
+
+
 def _read_outcomes(path: Path) -> pa.Table:
-    """A part reduced to its positions (int32) and ``outcome`` (int8: ok, failed, failed and retryable)."""
-    part = read_part(path, [INDEX_COLUMN, "status", "retryable"])
+    """A part (or journal) reduced to its positions (int32) and ``outcome`` (int8: ok, failed, failed and
+    retryable)."""
+    part = _read_results(path, [INDEX_COLUMN, "status", "retryable"])
     retryable = pc.fill_null(part.column("retryable"), False)
     outcome = pc.if_else(
         pc.equal(part.column("status"), "ok"), _OK, pc.if_else(retryable, _RETRYABLE, _FAILED)

@@ -7,7 +7,9 @@ error (exit 2 before any paid call), nothing lost, nothing paid for no reason.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -400,3 +402,29 @@ class TestStartUp:
         code = f"import sys, runner, runner.cli; print(sorted({heavy} & set(sys.modules)))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "[]"
+
+
+class TestStatus:
+    def test_status_counts_results_in_the_journal(
+        self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Killed before it committed a part, a run's answers are only in the journal: ``status`` counts
+        them as done (it showed 0), exactly the rows the next run recovers from the journal."""
+        emu.set_faults({"defaults": {"latency_ms": 30}})
+        spec, out = crash_spec(tmp_path, 300, output={"part_rows": 10_000, "part_seconds": 60.0})
+        args = ["run", str(spec), "--endpoint-url", emu.url]
+        proc = start_cli(args, cwd=tmp_path, log=tmp_path / "runner.log")
+        wait_until(lambda: emu.counters()["billed_requests"] >= 40, timeout=30, what="40 billed calls")
+        proc.kill()
+        proc.wait(10)
+        assert main(["status", str(out), "--json"]) == EXIT_OK
+        info = json.loads(capsys.readouterr().out)
+        assert info["ok"] >= 30
+        assert info["ok"] + info["pending"] == 300
+
+        emu.set_faults({})
+        final = run_cli(args, cwd=tmp_path)
+        assert final.returncode == EXIT_OK, final.stderr
+        recovered = re.search(r"\(([\d,]+) recovered from the journal\)", final.stderr)
+        assert recovered is not None, final.stderr
+        assert int(recovered.group(1).replace(",", "")) == info["ok"]

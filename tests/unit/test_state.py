@@ -6,6 +6,7 @@ Parts are written by the real sink (``PartSink.commit``), as a run writes them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -238,3 +239,35 @@ class TestRemap:
         assert job.read_state()["remap_pending"] is True
         job.remap(pa.array(["r0", "r1", "r2", "r3"]))
         assert "remap_pending" not in job.read_state()
+
+
+class TestJournalCounts:
+    def test_progress_counts_results_still_in_the_journal(self, job: JobDir) -> None:
+        """Results journalled but not committed (a kill, a double Ctrl-C) count as done, newest wins."""
+        commit(job, [ok(0), error(1, retryable=True)])
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema([]), price_table="test",
+            next_number=job.next_part_number(), part_rows=1000, part_seconds=60.0,
+        )  # fmt: skip
+        for r in (ok(1), ok(2), error(3, retryable=False)):
+            sink.add(r)
+        os.close(sink._fd)  # killed: the journal stays behind, no part
+        p = job.progress()
+        assert (p.ok, p.failed, p.failed_retryable, p.pending) == (3, 1, 0, 2)
+
+    def test_a_journal_whose_part_exists_is_not_counted_twice(self, job: JobDir) -> None:
+        """A journal left beside its committed part (killed between rename and unlink) adds nothing."""
+        commit(job, [ok(0), ok(1)])
+        (job.journal / "journal-00000.jsonl").write_bytes(b'[0, "r0"]\\n')
+        assert job.progress().ok == 2
+
+    def test_a_torn_last_line_is_skipped(self, job: JobDir) -> None:
+        """A journal line cut by a kill does not break the count."""
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema([]), price_table="test",
+            next_number=0, part_rows=1000, part_seconds=60.0,
+        )  # fmt: skip
+        sink.add(ok(0))
+        os.write(sink._fd, b'[1, "r1", 1, "o')
+        os.close(sink._fd)
+        assert job.progress().ok == 1
