@@ -50,7 +50,7 @@ from runner.source import InputFingerprint, Source
 from runner.spec import JobSpec
 from runner.state import JobDir, Progress
 from runner.storage import upload_results
-from runner.types import Route
+from runner.types import Record, Route
 
 log = structlog.get_logger("runner.job")
 
@@ -297,6 +297,8 @@ async def _run_lanes(
                 done_rows=run.done_rows,
                 answered=functools.partial(run.job.done_rows, retry_failed=retry_failed),
             )
+            if spec.limits.tpm:
+                records = _warn_small_quota(records, spec.limits.tpm)
             if spec.job.mode == "batch":  # Bedrock batch inference first, the pool finishes
                 records = await run_batch_lane(
                     spec, job=run.job, source=run.source, sink=run.sink, prices=run.prices,
@@ -306,6 +308,33 @@ async def _run_lanes(
             outcome = await pool.run(records, rows=before.rows)  # no more workers than rows
             tg.cancel_scope.cancel()
     return outcome.stopped
+
+
+def _warn_small_quota(records: Iterator[list[Record]], tpm: int) -> Iterator[list[Record]]:
+    """Pass the records on; warn once, naming the figures, when a request would reserve more than the
+    whole ``[limits] tpm``: admission then lets it go only when the quota has refilled, at most one such
+    request a minute, which looked like a hang (``tpm = 1``)."""
+    for batch in records:
+        for record in batch:
+            reserved = record.estimated_input_tokens + record.max_tokens
+            if record.body is not None and reserved > tpm:
+                log.warning(
+                    "limits.tpm_below_reservation",
+                    tpm=tpm,
+                    reservation=reserved,
+                    input_tokens=record.estimated_input_tokens,
+                    max_tokens=record.max_tokens,
+                    message=(
+                        f"[limits] tpm = {tpm:,} is smaller than one request's reservation "
+                        f"({reserved:,} tokens: about {record.estimated_input_tokens:,} input + max_tokens "
+                        f"{record.max_tokens:,}); requests will wait for the quota to refill, one a "
+                        "minute at best. Set tpm to your quota per route (0: learn it) or lower max_tokens"
+                    ),
+                )
+                yield batch
+                yield from records
+                return
+        yield batch
 
 
 async def _close(run: _Run) -> None:

@@ -428,3 +428,31 @@ class TestStatus:
         recovered = re.search(r"\(([\d,]+) recovered from the journal\)", final.stderr)
         assert recovered is not None, final.stderr
         assert int(recovered.group(1).replace(",", "")) == info["ok"]
+
+
+class TestQuotaWarnings:
+    def test_tpm_below_one_reservation_is_a_warning_naming_the_figures(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """``tpm = 1`` with ``max_tokens = 32``: a warning in the log that names tpm and the reservation
+        (it used to wait in silence)."""
+        source = write_prompts(tmp_path / "in.parquet", 1)
+        data = spec_data(source, tmp_path / "out", emu.url, limits={"max_in_flight": 8, "tpm": 1})
+        report = run_job(make_spec(tmp_path, data), handle_signals=False)
+        assert report.exit_code == EXIT_OK
+        events = [
+            json.loads(line) for line in (tmp_path / "out" / "_job" / "events.jsonl").read_text().splitlines()
+        ]
+        warnings = [e for e in events if e["event"] == "limits.tpm_below_reservation"]
+        assert len(warnings) == 1
+        assert warnings[0]["level"] == "warning"
+        assert (warnings[0]["tpm"], warnings[0]["max_tokens"]) == (1, 32)
+        assert warnings[0]["reservation"] > 32
+        assert "[limits] tpm = 1 is smaller than one request's reservation" in warnings[0]["message"]
+
+    def test_a_sufficient_tpm_warns_nothing(self, emu: EmulatorThread, tmp_path: Path) -> None:
+        """A quota larger than every reservation gives no such warning."""
+        source = write_prompts(tmp_path / "in.parquet", 5)
+        data = spec_data(source, tmp_path / "out", emu.url, limits={"max_in_flight": 8, "tpm": 1_000_000})
+        assert run_job(make_spec(tmp_path, data), handle_signals=False).exit_code == EXIT_OK
+        assert "tpm_below_reservation" not in (tmp_path / "out" / "_job" / "events.jsonl").read_text()
