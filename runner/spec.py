@@ -60,7 +60,9 @@ class JobSection:
 @dataclass(frozen=True, slots=True)
 class ModelSection:
     id: str = _f("", "Base model id (anthropic.claude-...) or an inference profile id.", required=True)
-    region: str = _f("", "Home region; else AWS_REGION, else us-east-1.")
+    region: str = _f(
+        "", "Home region (a Bedrock region the catalogue knows); else AWS_REGION, else us-east-1."
+    )
     endpoints: list[str] = _f(
         [], "Route order by geography, e.g. ['global', 'us']. Default: global, then the home geography."
     )
@@ -78,8 +80,16 @@ class ColumnsSection:
     system: str = _f("", "System prompt shared by every row.")
     system_column: str = _f("", "Column with a per-row system prompt.")
     cache_system: bool = _f(False, "Mark the shared system prompt with cache_control (prompt caching).")
-    document: str = _f("", "Column with a PDF, as bytes or a file path, sent as a document block.")
-    keep: list[str] = _f([], "Input columns copied to results.parquet (e.g. a team column for chargeback).")
+    document: str = _f(
+        "",
+        "Column with a PDF, as bytes or a path to a regular file, sent as a document block (at most "
+        "18,000,000 bytes: an InvokeModel body's limit).",
+    )
+    keep: list[str] = _f(
+        [],
+        "Input columns copied to results.parquet (e.g. a team column for chargeback); not a result "
+        "column's name.",
+    )
     overrides: dict[str, str] = _f(
         {}, "Per-row request parameters from columns, e.g. {max_tokens = 'max_tokens_col'}."
     )

@@ -479,6 +479,15 @@ class TestRowErrors:
         assert error.error_type == "BadDocument"
         assert f"over the {MAX_DOCUMENT_BYTES:,}" in str(error)
 
+    def test_the_spec_documents_the_document_limit(self) -> None:
+        """The help of [columns] `document` (and so docs/spec.md) quotes the limit the code applies."""
+        import dataclasses
+
+        from runner.spec import ColumnsSection
+
+        (document,) = [f for f in dataclasses.fields(ColumnsSection) if f.name == "document"]
+        assert f"{MAX_DOCUMENT_BYTES:,}" in document.metadata["help"]
+
     def test_document_bytes_over_the_body_limit(self) -> None:
         """PDF bytes in the column larger than the body limit are a BadDocument error too."""
         data = PDF + b"\0" * MAX_DOCUMENT_BYTES
