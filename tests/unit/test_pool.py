@@ -204,14 +204,19 @@ class TestPool:
         pool = make_pool(tmp_path, transport, [G])
 
         async def stop_soon() -> None:
-            await anyio.sleep(0.02)
+            # As soon as the first call is out (a fixed 20 ms sleep raced the reader thread on a busy
+            # host and stopped before anything was sent).
+            with anyio.fail_after(10):
+                while not transport.calls:
+                    await anyio.sleep(0.001)
             pool.stop("interrupted")
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_soon)
             await pool.run(records(100))
         out = results(tmp_path)
-        assert len(out) == len(transport.calls) == 8  # exactly the first wave that was in flight
+        # At most the rows the 8 workers held when it stopped; each of them answered and written.
+        assert 1 <= len(out) == len(transport.calls) <= 8
         assert all(r["status"] == "ok" for r in out.values())
 
     async def test_workers_are_bounded_by_the_rows(self, tmp_path: Path) -> None:
