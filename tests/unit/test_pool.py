@@ -200,15 +200,21 @@ class TestPool:
 
     async def test_stop_leaves_unsent_rows_pending(self, tmp_path: Path) -> None:
         """After stop(), queued rows are not sent; rows in flight finish and are written."""
-        transport = FakeTransport(lambda r, b, n: None, delay_s=0.05)
+        first_call = anyio.Event()
+
+        class Transport(FakeTransport):
+            async def invoke(self, route: Route, body: bytes) -> Completion:
+                first_call.set()
+                return await super().invoke(route, body)
+
+        transport = Transport(lambda r, b, n: None, delay_s=0.05)
         pool = make_pool(tmp_path, transport, [G])
 
         async def stop_soon() -> None:
             # As soon as the first call is out (a fixed 20 ms sleep raced the reader thread on a busy
             # host and stopped before anything was sent).
             with anyio.fail_after(10):
-                while not transport.calls:
-                    await anyio.sleep(0.001)
+                await first_call.wait()
             pool.stop("interrupted")
 
         async with anyio.create_task_group() as tg:
