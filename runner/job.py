@@ -410,8 +410,10 @@ def _failed(run: _Run, exc: BaseException) -> BaseException:
         )
         wrapped.__cause__ = error
         error = wrapped
+    # Our own messages name files and keys; another exception's text could hold row data: type only.
+    message = str(error) if isinstance(error, BatchError) else None
     with contextlib.suppress(Exception):  # the events file may be on the disk that failed
-        log.error("job.failed", error_type=type(error).__name__, message=str(error))
+        log.error("job.failed", error_type=type(error).__name__, message=message)
     runner_logging.close()
     structlog.contextvars.unbind_contextvars("job")
     return error

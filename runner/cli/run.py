@@ -57,8 +57,8 @@ def fail_cleanly(debug: bool, *, internal: bool = False) -> Iterator[None]:
         if not internal:
             raise
         click.echo(
-            f"error: internal error ({type(exc).__name__}: {exc}); the job directory is consistent: "
-            "rerun the same command to resume, and report this with the output of --debug",
+            f"error: internal error ({type(exc).__name__}: {str(exc)[:200]}); the job directory is "
+            "consistent: rerun the same command to resume, and report this with the output of --debug",
             err=True,
         )
         sys.exit(EXIT_ENVIRONMENT)
