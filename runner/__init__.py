@@ -4,12 +4,18 @@ The library API is what the CLI uses: load a spec, run (or resume) it, read its 
 
     from runner import load_spec, run_job, compute_stats
     report = run_job(load_spec("jobs/demo.toml"))
+
+The names below are imported when first used (PEP 562), so ``import runner`` costs nothing: the
+``bedrock-batch`` console script can set up its signal handling before pyarrow and aioboto3 load, and
+``--help``, ``status`` and the emulator pay only for what they use.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 if sys.platform != "win32":  # the Windows wheels have no jemalloc
     # Arrow's default allocator (mimalloc) keeps the memory it frees; jemalloc gives it back, which
@@ -18,33 +24,63 @@ if sys.platform != "win32":  # the Windows wheels have no jemalloc
     # imported before pyarrow is used (the CLI); a value already set wins.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
-from runner.errors import (
-    BatchError,
-    InvocationError,
-    LockedError,
-    PermanentError,
-    PreflightError,
-    RetryableError,
-    RowError,
-    SinkError,
-    SourceError,
-    SpecError,
-    StateError,
-)
-from runner.estimate import Estimate, estimate_job
-from runner.job import JobReport, run_job, run_job_async
-from runner.pricing import PriceTable
-from runner.spec import JobSpec, load_spec, spec_from_dict
-from runner.state import JobDir
-from runner.stats import compute_stats
+if TYPE_CHECKING:
+    from runner.errors import (
+        BatchError,
+        InvocationError,
+        JobEnvironmentError,
+        LockedError,
+        PermanentError,
+        PreflightError,
+        RetryableError,
+        RowError,
+        SinkError,
+        SourceError,
+        SpecError,
+        StateError,
+    )
+    from runner.estimate import Estimate, estimate_job
+    from runner.job import JobReport, run_job, run_job_async
+    from runner.pricing import PriceTable
+    from runner.spec import JobSpec, load_spec, spec_from_dict
+    from runner.state import JobDir
+    from runner.stats import compute_stats
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "BatchError": "runner.errors",
+    "Estimate": "runner.estimate",
+    "InvocationError": "runner.errors",
+    "JobDir": "runner.state",
+    "JobEnvironmentError": "runner.errors",
+    "JobReport": "runner.job",
+    "JobSpec": "runner.spec",
+    "LockedError": "runner.errors",
+    "PermanentError": "runner.errors",
+    "PreflightError": "runner.errors",
+    "PriceTable": "runner.pricing",
+    "RetryableError": "runner.errors",
+    "RowError": "runner.errors",
+    "SinkError": "runner.errors",
+    "SourceError": "runner.errors",
+    "SpecError": "runner.errors",
+    "StateError": "runner.errors",
+    "compute_stats": "runner.stats",
+    "estimate_job": "runner.estimate",
+    "load_spec": "runner.spec",
+    "run_job": "runner.job",
+    "run_job_async": "runner.job",
+    "spec_from_dict": "runner.spec",
+}
+"""Public name -> the module that defines it."""
 
 __all__ = [
     "BatchError",
     "Estimate",
     "InvocationError",
     "JobDir",
+    "JobEnvironmentError",
     "JobReport",
     "JobSpec",
     "LockedError",
@@ -64,3 +100,16 @@ __all__ = [
     "run_job_async",
     "spec_from_dict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

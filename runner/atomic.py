@@ -7,8 +7,12 @@
 
 A process killed at any point leaves the old ``NAME`` (or none) and perhaps a ``.NAME.tmp``, never a
 torn ``NAME``; readers glob names without the leading dot, so they never see a temporary file. The
-parts, the results file, ``state.json``, ``spec.json``, ``batch.json`` and the batch shards all go
-through here [luigi's ``AtomicLocalFile``].
+parts, the results file, ``state.json``, ``spec.json``, ``batch.json``, the batch shards and the HTML
+report all go through here [luigi's ``AtomicLocalFile``].
+
+Files hold prompts and completions, so a new file is private to its owner (``0600``, whatever the
+umask); a file that already exists keeps its permissions when it is replaced (one the user opened to
+a group stays open).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class AtomicFile:
     def __init__(self, path: Path, mode: str = "wb", encoding: str | None = None) -> None:
         self.path = path
         self.tmp = temporary_name(path)
-        self.handle: IO[Any] = open(self.tmp, mode, encoding=encoding)  # noqa: SIM115 - commit()/discard()
+        self.handle: IO[Any] = _open_private(self.tmp, mode, encoding, keep_mode_of=path)
 
     def commit(self) -> None:
         """Flush, fsync, rename into place, fsync the directory; on failure nothing is left behind."""
@@ -61,6 +65,25 @@ class AtomicFile:
     def discard(self) -> None:
         self.handle.close()
         self.tmp.unlink(missing_ok=True)
+
+
+PRIVATE_FILE_MODE = 0o600
+"""Permissions of every new file in a job directory (and of the HTML report)."""
+
+
+def _open_private(path: Path, mode: str, encoding: str | None, *, keep_mode_of: Path) -> IO[Any]:
+    """Open ``path`` for writing (truncated), created ``0600`` or with ``keep_mode_of``'s permissions."""
+    try:
+        perms = os.stat(keep_mode_of).st_mode & 0o777
+    except OSError:
+        perms = PRIVATE_FILE_MODE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, perms)
+    try:
+        os.fchmod(fd, perms)  # the umask applies to os.open's mode; a reused temporary file has its own
+        return open(fd, mode, encoding=encoding)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @contextlib.contextmanager

@@ -69,6 +69,44 @@ geography (the active catalogue's: :func:`geographies`)."""
 LONG_CONTEXT_WINDOW = 1_000_000
 """The context window a model's ``long_context_beta`` flag unlocks."""
 
+OTHER_REGIONS: tuple[str, ...] = (
+    "ca-central-1",
+    "ca-west-1",
+    "sa-east-1",
+    "mx-central-1",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "eu-central-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ap-east-2",
+    "me-central-1",
+    "me-south-1",
+    "il-central-1",
+    "af-south-1",
+)
+"""Bedrock regions that are a source region of no geographic profile above: they can call ``global.``
+(where a model has it) and nothing regional. With :data:`GEOGRAPHY_REGIONS` they are the regions the
+runner accepts (:func:`check_region`); any other name is a typo until a catalogue adds it."""
+
+
+class UnknownRegionError(LookupError):
+    """A region name the catalogue does not know (raised by :func:`check_region`; callers translate it)."""
+
+
+def check_region(region: str) -> None:
+    """Raise :class:`UnknownRegionError` (its message lists close names) unless ``region`` is known."""
+    known = sorted(known_regions())
+    if region in known:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(region, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+    raise UnknownRegionError(f"{region!r} is not a Bedrock region the catalogue knows ({hint})")
+
 
 @dataclass(frozen=True, slots=True)
 class Model:
@@ -300,8 +338,9 @@ def geography_regions() -> Mapping[str, tuple[str, ...]]:
 
 
 def known_regions() -> frozenset[str]:
-    """Every source region the active catalogue names."""
-    return _active.known_regions()
+    """Every region the runner accepts: the active catalogue's source regions, and the regions that
+    call only ``global.`` (:data:`OTHER_REGIONS`). The one list a user catalogue extends."""
+    return _active.known_regions() | frozenset(OTHER_REGIONS)
 
 
 def find_model(model_id: str) -> tuple[Model, str | None]:

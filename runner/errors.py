@@ -10,6 +10,7 @@
     │   └── LockedError            another runner holds the job's lock
     ├── PreflightError             no route survived the checks before the first paid call   exit 2
     ├── BatchJobError              a batch inference job cannot be created, uploaded or read  exit 2
+    ├── JobEnvironmentError        the disk, output or input failed after paid calls began  exit 3
     ├── RowError                   one row cannot become a request: becomes an error row
     └── InvocationError            one Bedrock call failed
         ├── RetryableError         worth another attempt (backoff, maybe another route)
@@ -67,6 +68,42 @@ class BatchJobError(BatchError):
     Jobs already submitted keep running on AWS and are recorded in the job directory: fixing the
     cause (role, bucket, permissions) and rerunning re-attaches to them instead of paying again.
     """
+
+
+class JobEnvironmentError(BatchError):
+    """The job's environment failed after paid calls began: disk full, the output path unusable, the
+    input unreadable. Nothing is lost (results are journalled as they arrive); fix the cause and rerun.
+
+    ``cause`` is the error that stopped the job (a ``SinkError``, ``SourceError``, ``StateError`` or
+    ``OSError``).
+    """
+
+    def __init__(self, message: str, *, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def leaf_error(exc: BaseException) -> BaseException:
+    """The error an exception group stands for: its first ``BatchError`` leaf, else its first
+    ``Exception`` leaf (not a cancellation); ``exc`` itself when it is no group. Task groups wrap
+    whatever a task raised, and the user should read the error, not the group."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = list(_leaves(exc))
+    for leaf in leaves:
+        if isinstance(leaf, BatchError):
+            return leaf
+    for leaf in leaves:
+        if isinstance(leaf, Exception):  # not a cancellation, KeyboardInterrupt or SystemExit
+            return leaf
+    return leaves[0] if leaves else exc
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 class RowError(BatchError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import os
 import signal
@@ -27,7 +28,16 @@ from runner import catalog
 from runner import logging as runner_logging
 from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoControlPlane, AioBotoTransport, Transport, logging_destinations
-from runner.errors import BatchError, PreflightError, RouteError, SourceError
+from runner.errors import (
+    BatchError,
+    JobEnvironmentError,
+    PreflightError,
+    RouteError,
+    SinkError,
+    SourceError,
+    StateError,
+    leaf_error,
+)
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
 from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
@@ -40,7 +50,7 @@ from runner.source import InputFingerprint, Source
 from runner.spec import JobSpec
 from runner.state import JobDir, Progress
 from runner.storage import upload_results
-from runner.types import Route
+from runner.types import Record, Route
 
 log = structlog.get_logger("runner.job")
 
@@ -120,14 +130,27 @@ async def run_job_async(
             limit=limit, force=force, retry_failed=retry_failed, log_level=log_level, emulated=emulated,
         )  # fmt: skip
         stopped: str | None = None
+        failure: BaseException | None = None
         try:
             stopped = await _run_lanes(
                 run, transport=transport, preflight=preflight, progress=progress,
                 handle_signals=handle_signals, grace_s=grace_s, retry_failed=retry_failed,
             )  # fmt: skip
-        finally:
+        except BaseException as exc:
+            failure = exc
+        try:
             await _close(run)
-        return await _finish(run, stopped=stopped, started=started, limit=limit)
+        except Exception as exc:
+            if failure is None:
+                failure = exc
+            else:  # the first failure is the one to report; this one likely has the same cause
+                log.warning("job.close_failed", error_type=type(exc).__name__, message=str(exc))
+        if failure is None:
+            try:
+                return await _finish(run, stopped=stopped, started=started, limit=limit)
+            except Exception as exc:
+                failure = exc
+        raise _failed(run, failure)
 
 
 @dataclass(eq=False)
@@ -175,6 +198,7 @@ def _open(
 ) -> _Run:
     """Start or resume the job directory (its lock held), recover what a crash left, build the parts."""
     routes, model, prices, source, fingerprint = inputs
+    job.check_output()
     state = job.start_run(
         spec=spec.to_dict(),
         fingerprint=fingerprint.to_dict(),
@@ -202,7 +226,7 @@ def _open(
     recovered = job.recover(schema)
     if recovered:
         log.info("job.recovered", rows=recovered)
-    if "input_changed_at" in state and force:
+    if state.get("remap_pending"):  # this run's --force, or one killed before its remap ended
         job.remap(source.ids())
     burndown = spec.limits.output_burndown or model.output_burndown
     admission = Admission(
@@ -280,16 +304,50 @@ async def _run_lanes(
             if handle_signals:
                 tg.start_soon(_watch_signals, pool)
             tg.start_soon(lambda: report_progress(counters, admission, before.pending, tty=tty))
-            records = run.source.records(run.done, done_rows=run.done_rows)
+            records = run.source.records(
+                run.done,
+                done_rows=run.done_rows,
+                answered=functools.partial(run.job.done_rows, retry_failed=retry_failed),
+            )
+            smallest = min((q for r in run.routes if (q := spec.tpm_for(r.name, r.region))), default=0)
+            if smallest:
+                records = _warn_small_quota(records, smallest)
             if spec.job.mode == "batch":  # Bedrock batch inference first, the pool finishes
                 records = await run_batch_lane(
                     spec, job=run.job, source=run.source, sink=run.sink, prices=run.prices,
                     routes=run.router.active, counters=counters, pool=pool, done=run.done,
                     retry_failed=retry_failed, cost_cap=run.cost_cap,
                 )  # fmt: skip
-            outcome = await pool.run(records)
+            outcome = await pool.run(records, rows=before.rows)  # no more workers than rows
             tg.cancel_scope.cancel()
     return outcome.stopped
+
+
+def _warn_small_quota(records: Iterator[list[Record]], tpm: int) -> Iterator[list[Record]]:
+    """Pass the records on; warn once, naming the figures, when a request would reserve more than the
+    whole ``[limits] tpm``: admission then lets it go only when the quota has refilled, at most one such
+    request a minute, which looked like a hang (``tpm = 1``)."""
+    for batch in records:
+        for record in batch:
+            reserved = record.estimated_input_tokens + record.max_tokens
+            if record.body is not None and reserved > tpm:
+                log.warning(
+                    "limits.tpm_below_reservation",
+                    tpm=tpm,
+                    reservation=reserved,
+                    input_tokens=record.estimated_input_tokens,
+                    max_tokens=record.max_tokens,
+                    message=(
+                        f"[limits] tpm = {tpm:,} is smaller than one request's reservation "
+                        f"({reserved:,} tokens: about {record.estimated_input_tokens:,} input + max_tokens "
+                        f"{record.max_tokens:,}); requests will wait for the quota to refill, one a "
+                        "minute at best. Set tpm to your quota per route (0: learn it) or lower max_tokens"
+                    ),
+                )
+                yield batch
+                yield from records
+                return
+        yield batch
 
 
 async def _close(run: _Run) -> None:
@@ -305,10 +363,10 @@ def _consolidate(run: _Run) -> None:
     be read (moved, S3 down) costs only that: the values the rows ran with are kept, and it says so."""
     kept = run.source.kept_values() if run.spec.columns.keep else None
     try:
-        run.job.consolidate(schema=run.schema, kept=kept)
+        run.job.consolidate(run.schema, kept=kept)
     except SourceError as exc:
         log.warning("results.kept_columns_not_refreshed", reason=str(exc))
-        run.job.consolidate(schema=run.schema)
+        run.job.consolidate(run.schema)
 
 
 async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int | None) -> JobReport:
@@ -353,6 +411,36 @@ async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int 
         routes=route_states,
         recovered_rows=run.recovered,
     )
+
+
+def _failed(run: _Run, exc: BaseException) -> BaseException:
+    """What a run that stopped on ``exc`` raises: the error itself, never the task group around it.
+
+    An environment failure (a ``SinkError``, ``SourceError``, ``StateError`` or ``OSError``: disk full,
+    output path unusable, input gone) once paid calls began is a :class:`JobEnvironmentError` (exit 3,
+    resumable): the contract keeps exit 2 for "stopped before the first paid call". Cancellation and
+    Ctrl-C pass through as they are.
+    """
+    error = leaf_error(exc)
+    if not isinstance(error, Exception):
+        return error
+    paid = run.counters.attempts > 0 or run.counters.ok > 0
+    if paid and isinstance(error, SinkError | SourceError | StateError | OSError):
+        reason = str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
+        wrapped = JobEnvironmentError(
+            f"{reason}; stopped after paid calls began. Nothing that came back is lost: fix the cause "
+            "and rerun the same command to resume",
+            cause=error,
+        )
+        wrapped.__cause__ = error
+        error = wrapped
+    # Our own messages name files and keys; another exception's text could hold row data: type only.
+    message = str(error) if isinstance(error, BatchError) else None
+    with contextlib.suppress(Exception):  # the events file may be on the disk that failed
+        log.error("job.failed", error_type=type(error).__name__, message=message)
+    runner_logging.close()
+    structlog.contextvars.unbind_contextvars("job")
+    return error
 
 
 def _spent_so_far(job: JobDir) -> float:

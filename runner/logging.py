@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -90,7 +91,10 @@ def configure(
         structlog.processors.dict_tracebacks,
     ]
     if events_path is not None:
-        _events_stream = open(events_path, "a", encoding="utf-8")  # noqa: SIM115 - lives until reconfigured
+        fd = os.open(
+            events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )  # private, like the job directory
+        _events_stream = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - lives until reconfigured
         processors.append(TeeJSON(_events_stream))
     processors.append(
         structlog.dev.ConsoleRenderer(colors=True) if console else structlog.processors.JSONRenderer()

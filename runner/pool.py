@@ -170,9 +170,11 @@ class _RowState:
 
 @dataclass(frozen=True, slots=True)
 class PoolOutcome:
-    """How a pool run ended: ``stopped`` is the reason admission stopped early, if it did."""
+    """How a pool run ended: ``stopped`` is the reason admission stopped early, if it did; ``workers``
+    is how many worker tasks it ran."""
 
     stopped: str | None
+    workers: int = 0
 
 
 class Pool:
@@ -233,8 +235,11 @@ class Pool:
         if self._work_scope is not None:
             self._work_scope.cancel()
 
-    async def run(self, batches: Iterator[list[Record]]) -> PoolOutcome:
-        records_send, records_recv = anyio.create_memory_object_stream[Record](self.max_in_flight)
+    async def run(self, batches: Iterator[list[Record]], *, rows: int | None = None) -> PoolOutcome:
+        """Send the records of ``batches`` and write their results; ``rows`` (at most how many records
+        will come) bounds the workers, so ``max_in_flight = 4096`` on a 50-row input starts 50."""
+        workers = self.max_in_flight if rows is None else max(1, min(self.max_in_flight, rows))
+        records_send, records_recv = anyio.create_memory_object_stream[Record](workers)
         timer = anyio.CancelScope()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._committer)
@@ -243,12 +248,12 @@ class Pool:
                 async with anyio.create_task_group() as work:
                     work.start_soon(self._reader, batches, records_send)
                     async with records_recv:
-                        for _ in range(self.max_in_flight):
+                        for _ in range(workers):
                             work.start_soon(self._worker, records_recv.clone())
             self._workers_done = True
             self._commit_wanted.set()
             timer.cancel()
-        return PoolOutcome(stopped=self._stopped)
+        return PoolOutcome(stopped=self._stopped, workers=workers)
 
     async def _grace_timer(self, scope: anyio.CancelScope) -> None:
         """After a stop, give requests in flight ``grace_s`` to finish, then cancel them."""

@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import stat
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,11 @@ page is also shown to the model as an image; the upper figure keeps the quota re
 
 PDF_BYTES_PER_PAGE: Final = 100_000
 """Fallback page size when no ``/Type /Page`` marker is visible (compressed object streams)."""
+
+MAX_DOCUMENT_BYTES: Final = 18_000_000
+"""Largest PDF a row may send. InvokeModel takes a request body of at most 25,000,000 bytes (Bedrock
+API reference, ``InvokeModel`` ``body``), and base64 makes a document 4/3 as large: a bigger PDF can
+never be sent, so it is an error row before any call, and the file is never read whole."""
 
 IMAGE_TOKENS: Final = 1_600
 """Estimated tokens of an image block in a messages column (Anthropic's figure for a large image)."""
@@ -443,18 +450,18 @@ class RequestBuilder:
             data = bytes(value)
             origin = "bytes"
         elif isinstance(value, str) and value:
-            try:
-                data = Path(value).expanduser().read_bytes()
-            except OSError as exc:
-                raise RowError(
-                    f"document column {col!r}: cannot read the file ({exc.strerror or type(exc).__name__})",
-                    error_type="BadDocument",
-                ) from None
+            data = _read_document(Path(value).expanduser(), col)
             origin = "file"
         else:
             what = "null" if value is None else type(value).__name__
             raise RowError(
                 f"document column {col!r} is {what}; give PDF bytes or a file path", error_type="BadDocument"
+            )
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise RowError(
+                f"document column {col!r}: the {origin} is {len(data):,} bytes, over the "
+                f"{MAX_DOCUMENT_BYTES:,} an InvokeModel body can carry",
+                error_type="BadDocument",
             )
         if not data.startswith(b"%PDF"):
             raise RowError(f"document column {col!r}: the {origin} is not a PDF", error_type="BadDocument")
@@ -494,6 +501,41 @@ class RequestBuilder:
             )
         max_tokens: int = body["max_tokens"]
         return max_tokens
+
+
+def _read_document(path: Path, column: str) -> bytes:
+    """The bytes of a document given as a path: a regular file of at most :data:`MAX_DOCUMENT_BYTES`.
+
+    Anything else is a ``BadDocument`` row error, never a hang or a memory blow-up: the type is checked
+    before the file is opened (a FIFO would block the open, ``/dev/zero`` never ends), again on the open
+    descriptor (opened non-blocking, in case the path changed in between), and no more than the limit
+    plus one byte is ever read.
+    """
+
+    def bad(why: str) -> RowError:
+        return RowError(f"document column {column!r}: {why}", error_type="BadDocument")
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise bad("the path is not a regular file (a directory, device or pipe)")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise bad(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise bad("the path is not a regular file (a directory, device or pipe)")
+        if info.st_size > MAX_DOCUMENT_BYTES:
+            raise bad(
+                f"the file is {info.st_size:,} bytes, over the {MAX_DOCUMENT_BYTES:,} an InvokeModel "
+                "body can carry"
+            )
+        with open(fd, "rb", closefd=False) as handle:
+            return handle.read(MAX_DOCUMENT_BYTES + 1)  # a file that grew is caught by the caller
+    except OSError as exc:
+        raise bad(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        os.close(fd)
 
 
 def _malformed(column: str, why: str) -> RowError:

@@ -52,7 +52,8 @@ def plan_routes(
     from every source region that may call it: Bedrock's quotas are per model *per source region*,
     so three regions are three quotas. A geography none of the regions belongs to is called from its
     own home region. Routes of one geography form a tier that admission spreads rows over.
-    Raises ``SpecError`` naming the model and geography when the model lacks one that was asked for.
+    Raises ``SpecError`` naming the model and geography when the model lacks one that was asked for,
+    and for a region the catalogue does not know (a typo would otherwise quietly call another region).
     """
     try:
         model, pinned = catalog.find_model(model_id)
@@ -62,6 +63,11 @@ def plan_routes(
     if profile is not None:
         return [_app_profile_route(profile, residency)]
     sources = list(dict.fromkeys(regions)) or [region]
+    for source in sources:
+        try:
+            catalog.check_region(source)
+        except catalog.UnknownRegionError as exc:
+            raise SpecError(f"region {exc}; set [model] `region` or AWS_REGION to a Bedrock region") from None
     home_geos = [g for g in dict.fromkeys(catalog.region_geography(r, model) for r in sources) if g]
     if pinned:
         order = [pinned]

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runner.atomic import atomic_write
+from runner.atomic import PRIVATE_FILE_MODE, atomic_write
 from runner.errors import SinkError
 from runner.schemas import INDEX, RESULT_COLUMNS, RESULT_SCHEMA, Column
 from runner.types import EMULATED_LANE_PREFIX, Result, Usage
@@ -238,7 +238,7 @@ class PartSink:
     def _open_journal(self) -> int:
         path = self.journal_dir / journal_name(self._number)
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
         except OSError as exc:
             raise SinkError(f"cannot open the journal {path}: {exc.strerror}") from exc
 
@@ -286,6 +286,33 @@ class PartSink:
         path = self.journal_dir / journal_name(self._number)
         if path.exists() and path.stat().st_size == 0:
             path.unlink()
+
+
+def read_journal(path: Path, columns: Sequence[str]) -> pa.Table:
+    """Some result columns (and ``_index``) of the results a journal holds, as a table: a journal not
+    yet committed to a part, read by ``status`` while a runner appends to it or after a kill. Lines that
+    do not decode (a torn last line, a line being written) are skipped, as recovery skips them."""
+    at = [JOURNAL_LAYOUT.index(c) for c in columns]
+    values: list[list[Any]] = [[] for _ in columns]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # committed and removed since it was listed
+        data = b""
+    for line in data.splitlines():
+        try:
+            row = json.loads(line)
+            picked = [row[i] for i in at]
+        except (ValueError, IndexError, TypeError):
+            continue
+        for column, value in zip(values, picked, strict=True):
+            column.append(value)
+    fields = [_BY_NAME[c].field for c in columns]
+    try:
+        return pa.table(
+            [pa.array(v, f.type) for v, f in zip(values, fields, strict=True)], schema=pa.schema(fields)
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SinkError(f"{path} holds a result this version cannot read ({exc})") from exc
 
 
 def recover_journals(parts_dir: Path, journal_dir: Path, schema: pa.Schema) -> int:

@@ -16,11 +16,13 @@ slots in without touching the rest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -187,6 +189,7 @@ class Source:
         total = sum(f.rows for f in self._files)
         self._rows = total
         self._budget = total if limit is None else min(total, limit)
+        self._stamp = self._start_stamp()  # hashes the files while the ids are scanned
         self._fingerprint = self._scan_ids()
 
     # -- checks at open ---------------------------------------------------------------------------
@@ -273,6 +276,14 @@ class Source:
                     f"{file.display}: id column {id_col!r} is null at row {first - starts[file.display]} "
                     "(ids must be present and unique)"
                 )
+            try:
+                ids.validate(full=True)  # text ids: valid UTF-8 (integers cast to text always are)
+            except pa.ArrowInvalid:
+                first = seen + _first_invalid_text(ids)
+                raise SourceError(
+                    f"{file.display}: id column {id_col!r} holds text that is not valid UTF-8 at row "
+                    f"{first - starts[file.display]} (ids must be text or integers)"
+                ) from None
             _hash_text(lengths, data, ids)
             chunks.append(ids)
         all_ids = pa.chunked_array(chunks, type=pa.large_string())
@@ -312,8 +323,10 @@ class Source:
         Yields the columns in the order asked (Parquet returns them in file order). I/O and decoding
         errors become :class:`SourceError` naming the file.
         """
-        for _, batch in self._batches(file, columns, budget):
-            yield batch
+        for chunk in self._batches(file, columns, budget):
+            if chunk.columns is None:
+                raise SourceError(f"{file.display}: cannot read the input file ({chunk.error})")
+            yield chunk.columns
 
     def _batches(
         self,
@@ -321,29 +334,86 @@ class Source:
         columns: list[str],
         budget: int,
         skip: Callable[[int, int], bool] | None = None,
-    ) -> Iterator[tuple[int, list[pa.Array]]]:
-        """Like :meth:`_read`, with each batch's first row (in the file); ``skip(first, stop)`` lets
-        the caller pass over whole row groups, unread and undecoded (a resume's done rows)."""
-        batch_rows = self._spec.output.read_batch_rows
+    ) -> Iterator[_Chunk]:
+        """The file's first ``budget`` rows as :class:`_Chunk` s, one record batch each; ``skip(first,
+        stop)`` lets the caller pass over whole row groups, unread and undecoded (a resume's done rows).
+
+        A row group that cannot be decoded (a corrupt page) does not stop the file: the rows from the
+        first one that failed to the end of its row group come out as one unreadable chunk, and
+        reading goes on with the next row group. A file that cannot be opened is a :class:`SourceError`.
+        """
         try:
             with self._fs.open_input_file(file.path) as handle:
                 parquet = pq.ParquetFile(handle, **self._stream_options())
+                starts = list(
+                    itertools.accumulate(
+                        (
+                            parquet.metadata.row_group(g).num_rows
+                            for g in range(parquet.metadata.num_row_groups)
+                        ),
+                        initial=0,
+                    )
+                )
                 for first, groups in _runs(parquet.metadata, budget, skip):
-                    for batch in parquet.iter_batches(
-                        batch_size=batch_rows, row_groups=groups, columns=columns
-                    ):
-                        if batch.num_rows > budget:
-                            batch = batch.slice(0, budget)
-                        budget -= batch.num_rows
-                        if columns:
-                            yield first, [batch.column(c) for c in columns]
-                        else:  # nothing to read but the row count
-                            yield first, [pa.nulls(batch.num_rows)]
-                        first += batch.num_rows
-                        if budget <= 0:
-                            return
+                    yield from self._run_chunks(parquet, starts, first, groups, columns, budget)
         except (OSError, pa.ArrowException) as exc:
             raise SourceError(f"{file.display}: cannot read the input file ({exc})") from None
+
+    def _run_chunks(
+        self,
+        parquet: pq.ParquetFile,
+        starts: list[int],
+        first: int,
+        groups: list[int],
+        columns: list[str],
+        stop: int,
+    ) -> Iterator[_Chunk]:
+        """The rows ``first..stop`` of consecutive row groups ``groups``, one batch at a time; after a
+        decoding error, row group by row group, each unreadable rest one chunk (see :meth:`_batches`)."""
+        pos = first
+        try:
+            for chunk in self._decode(parquet, groups, columns, pos, pos, stop):
+                yield chunk
+                pos = chunk.first + chunk.rows
+            return
+        except (OSError, pa.ArrowException):
+            pass  # find the row group at fault below, one at a time
+        for group in groups:
+            group_stop = min(starts[group + 1], stop)
+            if group_stop <= pos:
+                continue
+            try:
+                for chunk in self._decode(parquet, [group], columns, starts[group], pos, stop):
+                    yield chunk
+                    pos = chunk.first + chunk.rows
+            except (OSError, pa.ArrowException) as exc:
+                yield _Chunk(pos, group_stop - pos, None, f"row group {group}: {exc}")
+                pos = group_stop
+            if pos >= stop:
+                return
+
+    def _decode(
+        self, parquet: pq.ParquetFile, groups: list[int], columns: list[str], at: int, skip_to: int, stop: int
+    ) -> Iterator[_Chunk]:
+        """Decode ``groups`` (which start at file row ``at``) into chunks of the rows ``skip_to..stop``."""
+        for batch in parquet.iter_batches(
+            batch_size=self._spec.output.read_batch_rows, row_groups=groups, columns=columns
+        ):
+            start, end = at, at + batch.num_rows
+            at = end
+            if end <= skip_to:
+                continue
+            lo, hi = max(start, skip_to), min(end, stop)
+            if lo >= hi:
+                return
+            if lo > start or hi < end:
+                batch = batch.slice(lo - start, hi - lo)
+            if columns:
+                yield _Chunk(lo, hi - lo, [batch.column(c) for c in columns])
+            else:  # nothing to read but the row count
+                yield _Chunk(lo, hi - lo, [pa.nulls(hi - lo)])
+            if hi >= stop:
+                return
 
     # -- the API ----------------------------------------------------------------------------------
 
@@ -352,17 +422,38 @@ class Source:
         return self._fingerprint
 
     def stamp(self) -> str:
-        """Hash of the input files' names, sizes and modification times, and of the request spec.
+        """Hash of the input files' names and contents, and of the request spec.
 
         Equal stamps mean the very bytes and spec the done rows were made from, which lets a resume
-        skip done rows by position without re-reading them (``records(done_rows=...)``).
+        skip done rows by position without re-reading them (``records(done_rows=...)``). Local files
+        are hashed byte for byte (in a thread started at open, beside the id scan): a size and a
+        modification time were trusted before, and ``cp -p``, ``rsync -t`` or a reproducible build
+        keep both across an edit. Remote objects (``s3://``) are known by size and modification time,
+        which every upload changes.
         """
-        h = hashlib.blake2b(self._spec.request_digest().encode(), digest_size=16)
-        for file, info in zip(
-            self._files, self._fs.get_file_info([f.path for f in self._files]), strict=True
-        ):
-            h.update(f"\x1f{file.name}\x1f{info.size}\x1f{info.mtime_ns}".encode())
-        return h.hexdigest()
+        return self._stamp.result()
+
+    def _start_stamp(self) -> _Background[str]:
+        spec_digest = self._spec.request_digest()
+        files = list(self._files)
+        fs = self._fs
+
+        def stamp() -> str:
+            h = hashlib.blake2b(spec_digest.encode(), digest_size=16)
+            if isinstance(fs, pafs.LocalFileSystem):
+                for file in files:
+                    try:
+                        with open(file.path, "rb") as handle:
+                            content = hashlib.file_digest(handle, "sha256").hexdigest()
+                    except OSError as exc:
+                        raise SourceError(f"{file.display}: cannot read the input file ({exc})") from None
+                    h.update(f"\x1f{file.name}\x1f{content}".encode())
+            else:
+                for file, info in zip(files, fs.get_file_info([f.path for f in files]), strict=True):
+                    h.update(f"\x1f{file.name}\x1f{info.size}\x1f{info.mtime_ns}".encode())
+            return h.hexdigest()
+
+        return _Background(stamp)
 
     def keep_fields(self) -> list[pa.Field]:
         """Arrow fields of the ``[columns] keep`` columns, for the result schema (dictionaries decoded)."""
@@ -400,7 +491,11 @@ class Source:
         return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
 
     def records(
-        self, done: Container[int] = frozenset(), *, done_rows: Container[int] | None = None
+        self,
+        done: Container[int] = frozenset(),
+        *,
+        done_rows: Container[int] | None = None,
+        answered: Callable[[], Container[int]] | None = None,
     ) -> Iterator[list[Record]]:
         """Stream the input as lists of records, one list per Parquet record batch.
 
@@ -409,17 +504,23 @@ class Source:
         the done rows were made from: rows at those positions are skipped without reading or
         hashing them, and row groups wholly done are not even decoded. A row that cannot become a
         request still comes out, with ``body=None`` and its ``error_type``, so that it becomes an
-        error result row. A sync generator: the pool runs it in a worker thread, and it holds one
-        batch at a time.
+        error result row: text that is not valid UTF-8 (``InvalidText``), and rows of a row group
+        that cannot be decoded (``UnreadableInput``; their ids are read again from the id column,
+        which was read whole at open). ``answered()``, asked only when such a row group turns up,
+        gives the positions that already have a result, which an unreadable row does not replace. A
+        sync generator: the pool runs it in a worker thread, and it holds one batch at a time.
         """
-        builder = self._builder
-        key_of, build = builder.key, builder.build
         names = self._columns
-        id_col = self._spec.columns.id
-        keep = tuple(self._spec.columns.keep)
         read = list(names)
         index = 0
         budget = self._budget
+        answered_rows: list[Container[int]] = []
+
+        def already_answered() -> Container[int]:
+            if not answered_rows:
+                answered_rows.append(answered() if answered is not None else frozenset())
+            return answered_rows[0]
+
         for file in self._files:
             if index >= budget:
                 return
@@ -427,63 +528,206 @@ class Source:
             skip = None
             if done_rows is not None:
                 skip = _all_in(done_rows, base)
-            for first, columns in self._batches(file, read, budget - base, skip):
-                index = base + first
-                n = len(columns[0])
+            for chunk in self._batches(file, read, budget - base, skip):
+                index = base + chunk.first
+                n = chunk.rows
                 if done_rows is not None and all(i in done_rows for i in range(index, index + n)):
-                    index += n
                     continue
-                # One to_pylist per column, then zip: far cheaper than RecordBatch.to_pylist().
-                rows: Iterable[dict[str, Any]]
-                if names:
-                    values = [c.to_pylist() for c in columns]
-                    rows = (dict(zip(names, v, strict=True)) for v in zip(*values, strict=True))
+                if chunk.columns is None:
+                    out = self._unreadable(file, chunk, base, done, done_rows, already_answered())
                 else:
-                    rows = repeat({}, n)
-                out: list[Record] = []
-                for row in rows:
-                    if done_rows is not None and index in done_rows:
-                        index += 1
-                        continue
-                    # The key hashes the id's text, whatever its type: resume keys stay the same.
-                    row_id: RowId = row[id_col] if id_col else str(index)
-                    key = key_of(str(row_id), row)
-                    if key in done:
-                        index += 1
-                        continue
-                    kept = {k: row[k] for k in keep}
-                    try:
-                        built = build(row)
-                    except RowError as exc:
-                        out.append(
-                            Record(
-                                index=index,
-                                id=row_id,
-                                key=key,
-                                body=None,
-                                max_tokens=0,
-                                estimated_input_tokens=0,
-                                error_type=exc.error_type,
-                                error_message=str(exc),
-                                keep=kept,
-                            )
-                        )
-                    else:
-                        out.append(
-                            Record(
-                                index=index,
-                                id=row_id,
-                                key=key,
-                                body=built.body,
-                                max_tokens=built.max_tokens,
-                                estimated_input_tokens=built.estimated_input_tokens,
-                                keep=kept,
-                            )
-                        )
-                    index += 1
+                    out = self._build(chunk.columns, index, done, done_rows)
                 if out:
                     yield out
             index = base + min(file.rows, budget - base)
+
+    def _build(
+        self, columns: list[pa.Array], index: int, done: Container[int], done_rows: Container[int] | None
+    ) -> list[Record]:
+        """The records of one batch of rows starting at input row ``index`` (see :meth:`records`)."""
+        key_of, build = self._builder.key, self._builder.build
+        names = self._columns
+        id_col = self._spec.columns.id
+        keep = tuple(self._spec.columns.keep)
+        n = len(columns[0])
+        # One to_pylist per column, then zip: far cheaper than RecordBatch.to_pylist().
+        rows: Iterable[dict[str, Any]]
+        bad: dict[int, str] = {}
+        if names:
+            values = [_pylist(c, name, bad) for name, c in zip(names, columns, strict=True)]
+            rows = (dict(zip(names, v, strict=True)) for v in zip(*values, strict=True))
+        else:
+            rows = repeat({}, n)
+        first = index
+        out: list[Record] = []
+        for row in rows:
+            if done_rows is not None and index in done_rows:
+                index += 1
+                continue
+            # The key hashes the id's text, whatever its type: resume keys stay the same.
+            row_id: RowId = row[id_col] if id_col else str(index)
+            key = key_of(str(row_id), row)
+            if key in done:
+                index += 1
+                continue
+            kept = {k: row[k] for k in keep}
+            try:
+                if bad and index - first in bad:
+                    raise RowError(
+                        f"column {bad[index - first]!r} holds text that is not valid UTF-8",
+                        error_type="InvalidText",
+                    )
+                built = build(row)
+            except RowError as exc:
+                out.append(_error_record(index, row_id, key, exc, kept))
+            else:
+                out.append(
+                    Record(
+                        index=index,
+                        id=row_id,
+                        key=key,
+                        body=built.body,
+                        max_tokens=built.max_tokens,
+                        estimated_input_tokens=built.estimated_input_tokens,
+                        keep=kept,
+                    )
+                )
+            index += 1
+        return out
+
+    def _unreadable(
+        self,
+        file: _InputFile,
+        chunk: _Chunk,
+        base: int,
+        done: Container[int],
+        done_rows: Container[int] | None,
+        answered: Container[int],
+    ) -> list[Record]:
+        """Error records (``UnreadableInput``) for rows of a row group that cannot be decoded; rows that
+        already have a result keep it."""
+        id_col = self._spec.columns.id
+        if id_col:
+            ids = [str(v) for v in self._ids_between(file, chunk.first, chunk.first + chunk.rows)]
+        else:
+            ids = [str(base + chunk.first + i) for i in range(chunk.rows)]
+        row: dict[str, Any] = dict.fromkeys(self._columns)
+        kept: dict[str, Any] = dict.fromkeys(self._spec.columns.keep)
+        error = RowError(
+            f"{file.display}: {chunk.error[:300]}; this row cannot be read (fix or replace the file and "
+            "rerun: the rest of the input ran)",
+            error_type="UnreadableInput",
+        )
+        out: list[Record] = []
+        for offset, row_id in enumerate(ids):
+            index = base + chunk.first + offset
+            if (done_rows is not None and index in done_rows) or index in answered:
+                continue
+            key = self._builder.key(row_id, row)
+            if key in done:
+                continue
+            out.append(_error_record(index, row_id, key, error, dict(kept)))
+        return out
+
+    def _ids_between(self, file: _InputFile, first: int, stop: int) -> list[Any]:
+        """The ids of rows ``first..stop`` of ``file``, read from the row groups that hold them alone."""
+        id_col = self._spec.columns.id
+        out: list[Any] = []
+        try:
+            with self._fs.open_input_file(file.path) as handle:
+                parquet = pq.ParquetFile(handle, **self._stream_options())
+                meta = parquet.metadata
+                at = 0
+                for group in range(meta.num_row_groups):
+                    size = meta.row_group(group).num_rows
+                    if at + size > first and at < stop:
+                        for chunk in self._decode(parquet, [group], [id_col], at, first, stop):
+                            out.extend(chunk.columns[0].to_pylist() if chunk.columns else [])
+                    at += size
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"{file.display}: cannot read the input file ({exc})") from None
+        return out
+
+
+def _pylist(column: pa.Array, name: str, bad: dict[int, str]) -> list[Any]:
+    """``column.to_pylist()``; a value that is not valid UTF-8 becomes ``None`` and its row is noted in
+    ``bad`` (row -> column name) instead of failing the whole batch."""
+    try:
+        fast: list[Any] = column.to_pylist()
+        return fast
+    except UnicodeDecodeError:
+        pass
+    values: list[Any] = []
+    for i in range(len(column)):
+        try:
+            values.append(column[i].as_py())
+        except UnicodeDecodeError:
+            values.append(None)
+            bad.setdefault(i, name)
+    return values
+
+
+def _first_invalid_text(texts: pa.Array) -> int:
+    """The position of the first value of a text array that is not valid UTF-8 (the slow way: only
+    after ``validate`` said there is one)."""
+    for i, value in enumerate(texts.cast(pa.large_binary()).to_pylist()):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return i
+    return 0
+
+
+def _error_record(index: int, row_id: RowId, key: int, exc: RowError, kept: dict[str, Any]) -> Record:
+    """The record of a row that cannot become a request: it becomes an error row, never a call."""
+    return Record(
+        index=index,
+        id=row_id,
+        key=key,
+        body=None,
+        max_tokens=0,
+        estimated_input_tokens=0,
+        error_type=exc.error_type,
+        error_message=str(exc),
+        keep=kept,
+    )
+
+
+T = TypeVar("T")
+
+
+class _Background(Generic[T]):
+    """``fn()`` run in a daemon thread from the start; :meth:`result` waits for it (and re-raises)."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn()
+            except BaseException as exc:  # handed to whoever asks for the result
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="source-stamp", daemon=True)
+        self._thread.start()
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
+class _Chunk(NamedTuple):
+    """Rows ``first..first + rows`` of one input file: their columns, or ``None`` and why they cannot
+    be read (a corrupt page in their row group)."""
+
+    first: int
+    rows: int
+    columns: list[pa.Array] | None
+    error: str = ""
 
 
 class KeptValues:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tomllib
 import types
@@ -22,8 +23,22 @@ from typing import Any, Literal
 
 from runner import catalog
 from runner.errors import SpecError
+from runner.schemas import INDEX_COLUMN, RESULT_COLUMNS
 
 Mode = Literal["on_demand", "batch"]
+
+MAX_IN_FLIGHT = 4096
+"""Ceiling of ``[limits] max_in_flight``. Each request in flight holds a worker, a connection and its
+buffers (about 10 kB without the body); 4,096 covers the largest on-demand quotas at long latencies
+(requests per minute x seconds per request), and stays within the open-file limits of a usual host."""
+
+EXTRA_KEYS: tuple[str, ...] = ("tools", "tool_choice", "thinking", "metadata")
+"""Body keys ``[request] extra`` may set: the Anthropic Messages keys Bedrock accepts that the spec has
+no key of its own for. Bedrock refuses any other key (``extraneous key [...] is not permitted``)."""
+
+TOOL_CHOICE_TYPES: tuple[str, ...] = ("auto", "any", "tool", "none")
+THINKING_MIN_BUDGET = 1024
+"""Smallest ``thinking.budget_tokens`` Bedrock accepts."""
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -45,7 +60,9 @@ class JobSection:
 @dataclass(frozen=True, slots=True)
 class ModelSection:
     id: str = _f("", "Base model id (anthropic.claude-...) or an inference profile id.", required=True)
-    region: str = _f("", "Home region; else AWS_REGION, else us-east-1.")
+    region: str = _f(
+        "", "Home region (a Bedrock region the catalogue knows); else AWS_REGION, else us-east-1."
+    )
     regions: list[str] = _f(
         [], "Source regions to call from, each with its own quota (e.g. ['us-east-1', 'us-west-2'])."
     )
@@ -73,8 +90,16 @@ class ColumnsSection:
     system: str = _f("", "System prompt shared by every row.")
     system_column: str = _f("", "Column with a per-row system prompt.")
     cache_system: bool = _f(False, "Mark the shared system prompt with cache_control (prompt caching).")
-    document: str = _f("", "Column with a PDF, as bytes or a file path, sent as a document block.")
-    keep: list[str] = _f([], "Input columns copied to results.parquet (e.g. a team column for chargeback).")
+    document: str = _f(
+        "",
+        "Column with a PDF, as bytes or a path to a regular file, sent as a document block (at most "
+        "18,000,000 bytes: an InvokeModel body's limit).",
+    )
+    keep: list[str] = _f(
+        [],
+        "Input columns copied to results.parquet (e.g. a team column for chargeback); not a result "
+        "column's name.",
+    )
     overrides: dict[str, str] = _f(
         {}, "Per-row request parameters from columns, e.g. {max_tokens = 'max_tokens_col'}."
     )
@@ -83,13 +108,13 @@ class ColumnsSection:
 @dataclass(frozen=True, slots=True)
 class RequestSection:
     max_tokens: int = _f(1024, "Upper bound of output tokens per request (reserved against the quota).")
-    temperature: float | None = _f(None, "Sampling temperature.")
-    top_p: float | None = _f(None, "Nucleus sampling (Sonnet 4.5 / Haiku 4.5: not with temperature).")
-    top_k: int | None = _f(None, "Top-k sampling.")
-    stop_sequences: list[str] = _f([], "Stop sequences.")
+    temperature: float | None = _f(None, "Sampling temperature, 0 to 1.")
+    top_p: float | None = _f(None, "Nucleus sampling, 0 to 1 (Sonnet 4.5 / Haiku 4.5: not with temperature).")
+    top_k: int | None = _f(None, "Top-k sampling, 0 or more.")
+    stop_sequences: list[str] = _f([], "Stop sequences, each with a character that is not whitespace.")
     anthropic_beta: list[str] = _f([], "Beta flags sent in the body, e.g. ['context-1m-2025-08-07'].")
     extra: dict[str, Any] = _f(
-        {}, "Other body keys passed through as they are (tools, tool_choice, thinking)."
+        {}, "Other body keys passed through as they are: tools, tool_choice, thinking, metadata."
     )
     max_prompt_tokens: int = _f(
         0, "Rows whose estimated prompt is longer become error rows; 0: model's window."
@@ -98,7 +123,9 @@ class RequestSection:
 
 @dataclass(frozen=True, slots=True)
 class LimitsSection:
-    max_in_flight: int = _f(64, "Most requests in flight at once (all routes together).")
+    max_in_flight: int = _f(
+        64, f"Most requests in flight at once (all routes together), 1 to {MAX_IN_FLIGHT:,}."
+    )
     tpm: int | dict[str, int] = _f(
         0,
         "Tokens-per-minute quota per route to stay under; 0: find it adaptively. A table gives it per "
@@ -290,13 +317,29 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise SpecError(f"{source}: {where} must be a table, not {type(value).__name__}")
         if args[1] is Any:
+            _finite_everywhere(value, where, source)
             return dict(value)
         return {k: _coerce(v, args[1], where, source) for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{source}: {where} must be a finite number, not {value!r}")
     if hint is Any or (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         return value
     raise SpecError(f"{source}: {where} must be {_type_name(hint)}, not {type(value).__name__} {value!r}")
+
+
+def _finite_everywhere(value: Any, where: str, source: str) -> None:
+    """Refuse NaN and infinities anywhere in a free-form value (``[request] extra``): JSON cannot carry
+    them, so every request would fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{source}: {where} holds {value!r}; numbers must be finite")
+    if isinstance(value, dict):
+        for v in value.values():
+            _finite_everywhere(v, where, source)
+    elif isinstance(value, list):
+        for v in value:
+            _finite_everywhere(v, where, source)
 
 
 def _type_name(hint: Any) -> str:
@@ -316,6 +359,13 @@ def _check(spec: JobSpec) -> None:
             "profile ARN goes in a catalogue file, [model] catalog)"
         ) from None
     geographies = catalog.geographies()
+    for key, region in [("region", spec.model.region)] + [("regions", r) for r in spec.model.regions]:
+        if not region:
+            continue
+        try:
+            catalog.check_region(region)
+        except catalog.UnknownRegionError as exc:
+            raise SpecError(f"{src}: [model] `{key}` {exc}") from None
     for geo in spec.model.endpoints:
         if geo not in geographies:
             raise SpecError(f"{src}: [model] `endpoints` has {geo!r}; use {', '.join(geographies)}")
@@ -337,12 +387,8 @@ def _check(spec: JobSpec) -> None:
         raise SpecError(f"{src}: [columns] `messages` cannot be combined with `prompt` or `template`")
     if cols.prompt and cols.template:
         raise SpecError(f"{src}: [columns] use `prompt` or `template`, not both")
+    _check_keep(src, cols.keep)
     req = spec.request
-    if not 1 <= req.max_tokens <= model.max_output_tokens:
-        raise SpecError(
-            f"{src}: [request] `max_tokens` must be between 1 and {model.max_output_tokens} "
-            f"for {model.name}, not {req.max_tokens}"
-        )
     extra_betas = req.extra.get("anthropic_beta")
     betas = [*req.anthropic_beta, *(extra_betas if isinstance(extra_betas, list) else [])]
     for beta in betas:
@@ -356,11 +402,7 @@ def _check(spec: JobSpec) -> None:
                 f"{src}: [request] `anthropic_beta` {beta!r} asks for a 1M-token context window, which "
                 f"{model.name} does not have ({has}); Bedrock would refuse every row"
             )
-    if model.exclusive_sampling and req.temperature is not None and req.top_p is not None:
-        raise SpecError(f"{src}: [request] {model.name} accepts `temperature` or `top_p`, not both")
-    for key in ("anthropic_version", "messages", "max_tokens", "system"):
-        if key in req.extra:
-            raise SpecError(f"{src}: [request] `extra` must not set {key!r}; the runner builds it")
+    _check_request(src, spec.request, model)
     allowed_overrides = {"max_tokens", "temperature", "top_p", "top_k"}
     for key in cols.overrides:
         if key not in allowed_overrides:
@@ -368,6 +410,11 @@ def _check(spec: JobSpec) -> None:
             raise SpecError(f"{src}: [columns] `overrides` key {key!r} is not one of {allowed}")
     lim = spec.limits
     _positive(src, "[limits] `max_in_flight`", lim.max_in_flight)
+    if lim.max_in_flight > MAX_IN_FLIGHT:
+        raise SpecError(
+            f"{src}: [limits] `max_in_flight` must be at most {MAX_IN_FLIGHT}, not {lim.max_in_flight} "
+            "(each request in flight holds a worker and a connection; `tpm` paces the quota)"
+        )
     for key, tpm in lim.tpm.items() if isinstance(lim.tpm, dict) else [("", lim.tpm)]:
         _non_negative(src, f"[limits] `tpm`{f' {key!r}' if key else ''}", tpm)
     if spec.model.region and spec.model.regions and spec.model.region not in spec.model.regions:
@@ -376,7 +423,7 @@ def _check(spec: JobSpec) -> None:
         )
     if spec.model.residency:
         for region in spec.model.regions:  # the listed ones; a lone home region is routing's call
-            if catalog.region_geography(region) != spec.model.residency:
+            if spec.model.residency not in catalog.region_geographies(region):
                 raise SpecError(
                     f"{src}: [model] region {region!r} is outside `residency` {spec.model.residency!r}"
                 )
@@ -407,6 +454,106 @@ def _check(spec: JobSpec) -> None:
     _positive(src, "[batch] `max_shard_bytes`", b.max_shard_bytes)
     if b.poll_initial_s <= 0 or b.poll_max_s < b.poll_initial_s:
         raise SpecError(f"{src}: [batch] need 0 < `poll_initial_s` <= `poll_max_s`")
+
+
+_RESULT_NAMES = frozenset([*(c.name for c in RESULT_COLUMNS), INDEX_COLUMN])
+"""Column names results.parquet and the part files already use: a kept input column cannot take one."""
+
+
+def _check_keep(src: str, keep: list[str]) -> None:
+    """Kept columns land beside the result columns: no name may collide with one, or come twice."""
+    seen: set[str] = set()
+    for name in keep:
+        if name in _RESULT_NAMES:
+            raise SpecError(
+                f"{src}: [columns] `keep` has {name!r}, which results.parquet already uses for its own "
+                "column; rename that input column (or drop it from `keep`)"
+            )
+        if name in seen:
+            raise SpecError(f"{src}: [columns] `keep` names {name!r} twice")
+        seen.add(name)
+
+
+def _check_request(src: str, req: RequestSection, model: catalog.Model) -> None:
+    """The request parameters, checked as Bedrock would check every body: a bad one fails every row."""
+    if not 1 <= req.max_tokens <= model.max_output_tokens:
+        raise SpecError(
+            f"{src}: [request] `max_tokens` must be between 1 and {model.max_output_tokens} "
+            f"for {model.name}, not {req.max_tokens}"
+        )
+    for name in ("temperature", "top_p"):
+        value = getattr(req, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise SpecError(f"{src}: [request] `{name}` must be between 0 and 1, not {value}")
+    if req.top_k is not None and req.top_k < 0:
+        raise SpecError(f"{src}: [request] `top_k` must not be negative, not {req.top_k}")
+    if model.exclusive_sampling and req.temperature is not None and req.top_p is not None:
+        raise SpecError(f"{src}: [request] {model.name} accepts `temperature` or `top_p`, not both")
+    for i, stop in enumerate(req.stop_sequences):
+        if not stop.strip():
+            raise SpecError(
+                f"{src}: [request] `stop_sequences` item {i} is empty or whitespace; Bedrock refuses it"
+            )
+    for i, beta in enumerate(req.anthropic_beta):
+        if not beta.strip():
+            raise SpecError(f"{src}: [request] `anthropic_beta` item {i} is empty")
+    for key in req.extra:
+        if key in EXTRA_KEYS:
+            continue
+        if key in ("anthropic_version", "messages", "max_tokens", "system"):
+            raise SpecError(f"{src}: [request] `extra` must not set {key!r}; the runner builds it")
+        if key in _REQUEST_KEYS:
+            raise SpecError(f"{src}: [request] `extra` must not set {key!r}; use [request] `{key}`")
+        raise SpecError(
+            f"{src}: [request] `extra` key {key!r} is not a body key Bedrock accepts for Claude "
+            f"(`extra` may set {', '.join(EXTRA_KEYS)}; the model is [model] `id`)"
+        )
+    _check_extra(src, req)
+
+
+_REQUEST_KEYS = ("temperature", "top_p", "top_k", "stop_sequences", "anthropic_beta")
+
+
+def _check_extra(src: str, req: RequestSection) -> None:
+    """The shape of ``tools``, ``tool_choice``, ``thinking`` and ``metadata`` in ``[request] extra``."""
+    where = f"{src}: [request] `extra`"
+    extra = req.extra
+    tools = extra.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise SpecError(f"{where} `tools` must be a list of tables, not {type(tools).__name__}")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise SpecError(f"{where} `tools` item {i} needs a `name` (a table with name, input_schema)")
+    choice = extra.get("tool_choice")
+    if choice is not None:
+        if tools is None:
+            raise SpecError(f"{where} sets `tool_choice` without `tools`")
+        if not isinstance(choice, dict) or choice.get("type") not in TOOL_CHOICE_TYPES:
+            kinds = ", ".join(TOOL_CHOICE_TYPES)
+            raise SpecError(f"{where} `tool_choice` must be a table whose `type` is one of {kinds}")
+        if choice["type"] == "tool" and not isinstance(choice.get("name"), str):
+            raise SpecError(f"{where} `tool_choice` of type 'tool' needs the tool's `name`")
+    thinking = extra.get("thinking")
+    if thinking is not None:
+        if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+            raise SpecError(f"{where} `thinking` must be a table whose `type` is 'enabled' or 'disabled'")
+        if thinking["type"] == "enabled":
+            budget = thinking.get("budget_tokens")
+            if isinstance(budget, bool) or not isinstance(budget, int) or budget < THINKING_MIN_BUDGET:
+                raise SpecError(
+                    f"{where} `thinking.budget_tokens` must be an integer of at least {THINKING_MIN_BUDGET}"
+                )
+            if budget >= req.max_tokens:
+                raise SpecError(
+                    f"{where} `thinking.budget_tokens` ({budget}) must be less than [request] "
+                    f"`max_tokens` ({req.max_tokens})"
+                )
+            if req.temperature is not None and req.temperature != 1.0:
+                raise SpecError(f"{src}: [request] `temperature` may only be 1 with thinking enabled")
+    metadata = extra.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise SpecError(f"{where} `metadata` must be a table, not {type(metadata).__name__}")
 
 
 def _positive(src: str, where: str, value: float) -> None:

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from runner import atomic
 from runner.errors import LockedError, SinkError, StateError
 from runner.schemas import INDEX_COLUMN
-from runner.sink import file_number, recover_journals, write_parquet
+from runner.sink import file_number, part_name, read_journal, recover_journals, write_parquet
 
 WORK_DIR = "_job"
 RESULTS_FILE = "results.parquet"
@@ -56,6 +56,8 @@ RESULTS_STAMP = "results.json"
 """Which parts ``results.parquet`` was last rebuilt from (see :meth:`JobDir.results_current`)."""
 PART_GLOB = "part-*.parquet"
 """Committed parts; the temporary files of :mod:`runner.atomic` start with a dot and never match."""
+PRIVATE_DIR_MODE = 0o700
+"""Permissions of a new job directory and its working directories (the umask may only narrow them)."""
 STATE_VERSION = 1
 CONSOLIDATE_CHUNK_ROWS = 10_000
 """Rows per output row group of ``results.parquet``: peak memory of the rebuild grows with it, and
@@ -127,18 +129,42 @@ class JobDir:
             return False
 
     def create(self) -> None:
+        """Make the job directory and its working directories, private (``0700``) when they are new:
+        they hold prompts and completions. A directory that already exists keeps its permissions."""
         try:
             for d in (self.root, self.work, self.parts, self.journal):
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create the job directory {self.root}: {exc.strerror}") from exc
+
+    def check_output(self) -> None:
+        """Before anything is paid for: the files a run writes can be written (:class:`SinkError` if not).
+
+        ``results.parquet`` must be a regular file or absent (a directory there was found only after
+        every row was paid), and the directories must take a new file: one is created and removed
+        where ``results.parquet``, the parts and ``state.json`` are written.
+        """
+        if self.results.exists() and not self.results.is_file():
+            raise SinkError(
+                f"{self.results} exists and is not a regular file; move it away or use another --output"
+            )
+        for path in (self.results, self.parts / part_name(0), self.state_file):
+            probe = atomic.temporary_name(path)
+            try:
+                with open(probe, "wb"):
+                    pass
+                probe.unlink()
+            except OSError as exc:
+                raise SinkError(
+                    f"cannot write in {path.parent}: {exc.strerror or exc}; fix it or use another --output"
+                ) from exc
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive lock for one runner; a second one gets :class:`LockedError` at once."""
         self.create()
         path = self.work / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, atomic.PRIVATE_FILE_MODE)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -240,6 +266,9 @@ class JobDir:
                     )
                 state["input"] = fingerprint
                 state["input_changed_at"] = now
+                # Until remap() has moved every part row to its new position, the parts do not match
+                # this fingerprint: a run killed in between finds the flag and remaps again.
+                state["remap_pending"] = True
         # Runs that all saw the same input bytes and request spec may skip done rows by position.
         if "stamp" not in state:
             state["stamp"] = stamp
@@ -292,15 +321,26 @@ class JobDir:
             ok = pc.or_(ok, pc.invert(latest.column("retryable")))
         return latest.filter(ok)
 
+    def journals_uncommitted(self) -> list[Path]:
+        """Journals whose results are in no part yet (a run in progress, or one that was killed)."""
+        out = []
+        for path in self.journal.glob("journal-*.jsonl"):
+            number = file_number(path)
+            if number is not None and not (self.parts / part_name(number)).exists():
+                out.append(path)
+        return out
+
     def progress(self, *, scope: int | None = None) -> Progress:
         """Outcome counts; ``scope`` restricts them to the first ``scope`` input rows (``--limit``).
 
-        Each part is reduced to its positions and a one-byte outcome as it is read, so the count holds
-        five bytes per part row: it runs at the end of every job, where a job's memory peaks.
+        Results still in a journal count too (a runner at work, or one killed before it committed
+        them: ``status`` used to show them as pending), each journal where its part will go. Each file
+        is reduced to its positions and a one-byte outcome as it is read, so the count holds five bytes
+        per row: it runs at the end of every job, where a job's memory peaks.
         """
         state = self.read_state()
-        files = self.part_files()
-        newest = NewestRows.scan(files, read=read_part)
+        files = sorted([*self.part_files(), *self.journals_uncommitted()], key=lambda p: file_number(p) or 0)
+        newest = NewestRows.scan(files, read=_read_results)
         counts: dict[int, int] = {}
         for number, path in enumerate(files):
             part = _read_outcomes(path)
@@ -324,7 +364,12 @@ class JobDir:
         )
 
     def remap(self, ids: pa.Array) -> None:
-        """After ``--force`` on a changed input: move part rows to their ids' new positions, drop the gone."""
+        """After ``--force`` on a changed input: move part rows to their ids' new positions, drop the gone.
+
+        Resumable: each part is rewritten atomically, and a row's new position depends only on its id
+        and ``ids``, so a remap killed halfway and run again (``remap_pending`` in ``state.json``, set
+        by :meth:`start_run`, cleared here at the end) gives what one uninterrupted remap gives.
+        """
         for path in self.part_files():
             table = pq.read_table(path)
             pos = pc.index_in(table.column("id").cast(pa.string()), value_set=ids.cast(pa.string()))
@@ -333,8 +378,11 @@ class JobDir:
                 table.schema.get_field_index(INDEX_COLUMN), INDEX_COLUMN, pc.cast(pos, pa.int64())
             ).filter(keep)
             write_parquet(table, path)
+        state = self.read_state()
+        if state.pop("remap_pending", None) is not None:
+            self.write_state(state)
 
-    def consolidate(self, *, schema: pa.Schema | None = None, kept: KeptValues | None = None) -> int:
+    def consolidate(self, schema: pa.Schema | None = None, *, kept: KeptValues | None = None) -> int:
         """Rebuild ``results.parquet``: the newest row per input position, in input order.
 
         ``schema`` is the part schema of this run (default: the newest part's); older parts are made
@@ -342,10 +390,12 @@ class JobDir:
         input columns' current values: a row that did not run again still shows today's ``team``, not
         the one it had when it ran. Streams in chunks of :data:`CONSOLIDATE_CHUNK_ROWS`, so memory
         stays flat on a huge job; returns the number of rows written. Then records which parts the
-        file was built from (:meth:`results_current`).
+        file was built from (:meth:`results_current`). With no part yet (an input of zero rows, or
+        nothing done), the file is written empty with ``schema`` when one is given, so it always
+        exists after a run; without one, nothing is written.
         """
         files = self.part_files()
-        if not files:
+        if not files and schema is None:
             return 0
         newest = NewestRows.scan(files, read=read_part)
         if schema is None:
@@ -453,9 +503,17 @@ _OK, _FAILED, _RETRYABLE = 1, 2, 3
 """A row's outcome in :meth:`JobDir.progress`."""
 
 
+def _read_results(path: Path, columns: list[str]) -> pa.Table:
+    """Some columns of a part file, or of a journal not committed yet."""
+    if path.suffix == ".jsonl":
+        return read_journal(path, columns)
+    return read_part(path, columns)
+
+
 def _read_outcomes(path: Path) -> pa.Table:
-    """A part reduced to its positions (int32) and ``outcome`` (int8: ok, failed, failed and retryable)."""
-    part = read_part(path, [INDEX_COLUMN, "status", "retryable"])
+    """A part (or journal) reduced to its positions (int32) and ``outcome`` (int8: ok, failed, failed and
+    retryable)."""
+    part = _read_results(path, [INDEX_COLUMN, "status", "retryable"])
     retryable = pc.fill_null(part.column("retryable"), False)
     outcome = pc.if_else(
         pc.equal(part.column("status"), "ok"), _OK, pc.if_else(retryable, _RETRYABLE, _FAILED)

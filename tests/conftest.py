@@ -41,6 +41,14 @@ def fixture_builtin_catalog() -> Iterator[None]:
     catalog.reset()
 
 
+@pytest.fixture(name="umask_022")
+def fixture_umask_022() -> Iterator[None]:
+    """The usual umask (group and others may read what is created), put back after the test."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture(name="anyio_backend")
 def fixture_anyio_backend() -> str:
     """aioboto3 runs on asyncio only."""

@@ -230,3 +230,25 @@ def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals, *, timeout:
         proc.kill()
         proc.wait()
         raise AssertionError(f"the runner did not exit within {timeout:g} s of {sig.name}") from None
+
+
+# --- damaged inputs --------------------------------------------------------------------------------
+
+
+def text_with_invalid_utf8(values: Sequence[str], bad: Sequence[int]) -> pa.Array:
+    """A string array whose values at ``bad`` are bytes that are not UTF-8 (Parquet stores them as
+    they are; pyarrow fails only when they are turned into Python strings)."""
+    raw = [b"\xff\xfe not text" if i in bad else v.encode() for i, v in enumerate(values)]
+    return pa.array(raw, pa.binary()).view(pa.string())
+
+
+def corrupt_row_group(path: Path, group: int, column: str) -> None:
+    """Overwrite the data pages of one column chunk of one row group with garbage (a bad disk block):
+    the file's metadata still reads, decoding that row group's column fails."""
+    meta = pq.ParquetFile(path).metadata
+    chunk = meta.row_group(group).column(meta.schema.to_arrow_schema().get_field_index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    for i in range(start + 20, start + chunk.total_compressed_size - 5):
+        data[i] = 0x5A
+    path.write_bytes(bytes(data))

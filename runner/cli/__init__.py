@@ -6,11 +6,16 @@ itself never happens here. Exit codes are the DESIGN.md contract and have names 
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 
 from runner import __version__
+from runner.exit_codes import EXIT_INTERRUPTED
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,11 +38,38 @@ def _register() -> None:
     cli.add_command(models_command, "models")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the process exit code."""
-    _register()
+@contextlib.contextmanager
+def interrupts_exit_130() -> Iterator[None]:
+    """Ctrl-C or SIGTERM before a command watches signals itself exits 130 (interrupted, resumable).
+
+    Without this, Ctrl-C there was click's "Aborted!" with exit 1 (which means "rows failed") and
+    SIGTERM killed the process outright (143). SIGTERM is turned into SIGINT, so asyncio cancels a
+    run and ``run_job``'s cleanup runs; the job directory is consistent and the same command resumes.
+    Signal handlers belong to the main thread: elsewhere (a test calling ``main``) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        cli.main(args=argv, prog_name="bedrock-batch", standalone_mode=True)
+        yield
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: rerun the same command to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit code.
+
+    SIGTERM and Ctrl-C exit 130 from the first line on: the commands' modules (pyarrow, aioboto3) are
+    imported inside the handler, and ``import runner`` imports none of them.
+    """
+    try:
+        with interrupts_exit_130():
+            _register()
+            cli.main(args=argv, prog_name="bedrock-batch", standalone_mode=True)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
 

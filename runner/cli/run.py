@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -14,42 +13,55 @@ from typing import Any
 import click
 
 from runner.batch.state import lane_status
-from runner.errors import BatchError
+from runner.cli import interrupts_exit_130
+from runner.errors import BatchError, JobEnvironmentError, leaf_error
 from runner.estimate import estimate_job
-from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
+from runner.exit_codes import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    EXIT_SPEC_INVALID,
+)
 from runner.job import JobReport, run_job
 from runner.spec import load_spec, resolve_spec
 from runner.state import JobDir
 
 
 @contextlib.contextmanager
-def fail_cleanly(debug: bool) -> Iterator[None]:
-    """Turn a ``BatchError`` into one line on stderr and exit 2; a traceback only with ``--debug``."""
-    try:
-        yield
-    except BatchError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_SPEC_INVALID)
-
-
-@contextlib.contextmanager
-def interrupts_exit_130() -> Iterator[None]:
-    """Ctrl-C or SIGTERM before the pool watches signals (opening the input, preflight) exits 130 too.
-
-    Without this, Ctrl-C there was click's "Aborted!" with exit 1 (which means "rows failed") and
-    SIGTERM killed the process outright. SIGTERM is turned into SIGINT, so asyncio cancels the run
-    and ``run_job``'s cleanup runs; the job directory is consistent and the same command resumes.
+def fail_cleanly(debug: bool, *, internal: bool = False) -> Iterator[None]:
+    """Turn a ``BatchError`` into one line on stderr and its exit code (2, or 3 for an environment
+    failure after paid calls); a traceback only with ``--debug``. An exception group is reported as the
+    error it wraps, never as a group. With ``internal``, any other exception is one line and exit 3 too
+    (``run``: the job directory is consistent whatever broke, so a rerun resumes).
     """
-    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         yield
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: rerun the same command to resume", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise  # click's own: usage errors print as click prints them
+    except (Exception, BaseExceptionGroup) as caught:
+        exc = leaf_error(caught)
+        if isinstance(exc, KeyboardInterrupt):
+            click.echo("\ninterrupted: rerun the same command to resume", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if not isinstance(exc, Exception):
+            raise exc from None  # a cancellation inside a group
+        if debug:
+            traceback.print_exception(exc)
+        if isinstance(exc, JobEnvironmentError):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ENVIRONMENT)
+        if isinstance(exc, BatchError):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_SPEC_INVALID)
+        if not internal:
+            raise
+        click.echo(
+            f"error: internal error ({type(exc).__name__}: {str(exc)[:200]}); the job directory is "
+            "consistent: rerun the same command to resume, and report this with the output of --debug",
+            err=True,
+        )
+        sys.exit(EXIT_ENVIRONMENT)
 
 
 @click.command(context_settings={"show_default": True})
@@ -103,9 +115,10 @@ def run_command(
     continues where it stopped and never pays twice for a row that is done.
 
     Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input or
-    preflight (nothing was paid), 130 interrupted (resumable).
+    preflight (nothing was paid), 3 the disk, output or input failed after paid calls began
+    (resumable), 130 interrupted (resumable).
     """
-    with fail_cleanly(debug), interrupts_exit_130():
+    with fail_cleanly(debug, internal=True), interrupts_exit_130():
         spec = load_spec(spec_path)
         spec = resolve_spec(
             spec, input=input_, output=output, endpoint_url=endpoint_url, max_in_flight=max_in_flight

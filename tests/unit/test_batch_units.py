@@ -311,7 +311,7 @@ class TestSpecAndFlag:
 
         seen: list[JobSpec] = []
 
-        class Stop(Exception):
+        class Stop(BaseException):  # not an Exception: `run` reports those as internal errors (exit 3)
             pass
 
         def fake_run_job(spec: JobSpec, **kwargs: Any) -> Any:

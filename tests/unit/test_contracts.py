@@ -38,6 +38,8 @@ class TestExports:
     def test_all_is_sorted_and_complete(self) -> None:
         """`runner.__all__` is sorted and names every public object the package module holds."""
         assert runner.__all__ == sorted(runner.__all__)
+        for name in runner.__all__:  # imported on first use: resolve them all
+            getattr(runner, name)
         public = {
             name
             for name, value in vars(runner).items()

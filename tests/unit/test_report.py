@@ -50,6 +50,11 @@ class TestReport:
         assert "plotly.js v" in text or "Plotly" in text
         assert len(text) > 1_000_000
 
+    def test_private_like_the_results(self, tmp_path: Path, job: Path, umask_022: None) -> None:
+        """The report holds what results.parquet holds, so it is written 0600 like it (umask 022)."""
+        out = write_html(tmp_path / "job.html", collect(job))
+        assert out.stat().st_mode & 0o777 == 0o600
+
     def test_size_does_not_grow_with_rows(self, tmp_path: Path) -> None:
         """Charts are drawn from aggregates: ten times the rows, about the same report."""
         small = write_job(tmp_path / "small", make_rows(200))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from runner.errors import RowError, SpecError
 from runner.request import (
     ANTHROPIC_VERSION,
+    MAX_DOCUMENT_BYTES,
     PDF_TOKENS_PER_PAGE,
     Built,
     RequestBuilder,
@@ -449,6 +451,48 @@ class TestRowErrors:
         error = row_error({"text": SECRET, "pdf": value}, {"prompt": "text", "document": "pdf"})
         assert error.error_type == "BadDocument"
         assert SECRET not in str(error)
+
+    @pytest.mark.timeout(20)
+    @pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+    def test_document_path_that_is_not_a_regular_file(self, tmp_path: Path, kind: str) -> None:
+        """A FIFO (which hung the run), a device (/dev/zero exhausted memory) or a directory is a
+        BadDocument error at once, nothing read."""
+        if kind == "fifo":
+            path = tmp_path / "pipe.pdf"
+            os.mkfifo(path)
+        elif kind == "device":
+            path = Path("/dev/zero")
+        else:
+            path = tmp_path / "dir.pdf"
+            path.mkdir()
+        error = row_error({"text": "Hi", "pdf": str(path)}, {"prompt": "text", "document": "pdf"})
+        assert error.error_type == "BadDocument"
+        assert "not a regular file" in str(error)
+
+    def test_document_file_over_the_body_limit(self, tmp_path: Path) -> None:
+        """A PDF larger than an InvokeModel body can carry is a BadDocument error, the file never read."""
+        path = tmp_path / "huge.pdf"
+        with open(path, "wb") as handle:
+            handle.write(PDF)
+            handle.truncate(MAX_DOCUMENT_BYTES + 1)  # sparse: no disk used
+        error = row_error({"text": "Hi", "pdf": str(path)}, {"prompt": "text", "document": "pdf"})
+        assert error.error_type == "BadDocument"
+        assert f"over the {MAX_DOCUMENT_BYTES:,}" in str(error)
+
+    def test_the_spec_documents_the_document_limit(self) -> None:
+        """The help of [columns] `document` (and so docs/spec.md) quotes the limit the code applies."""
+        import dataclasses
+
+        from runner.spec import ColumnsSection
+
+        (document,) = [f for f in dataclasses.fields(ColumnsSection) if f.name == "document"]
+        assert f"{MAX_DOCUMENT_BYTES:,}" in document.metadata["help"]
+
+    def test_document_bytes_over_the_body_limit(self) -> None:
+        """PDF bytes in the column larger than the body limit are a BadDocument error too."""
+        data = PDF + b"\0" * MAX_DOCUMENT_BYTES
+        error = row_error({"text": "Hi", "pdf": data}, {"prompt": "text", "document": "pdf"})
+        assert (error.error_type, "over the" in str(error)) == ("BadDocument", True)
 
     def test_path_to_non_pdf(self, tmp_path: Path) -> None:
         """A readable file that does not start with %PDF is a BadDocument error."""

@@ -52,6 +52,13 @@ class TestPlanRoutes:
         routes = plan_routes(SONNET45, region="us-east-1", endpoints=["eu"])
         assert routes[0].region.startswith("eu-")
 
+    @pytest.mark.parametrize("region", ["eu-wst-1", "xx-nowhere-9", ""])
+    def test_unknown_region_is_refused(self, region: str) -> None:
+        """A region the catalogue does not know (a typo, AWS_REGION gone wrong) is a SpecError, even with
+        residency, where it used to become the geography's home region without a word."""
+        with pytest.raises(SpecError, match=rf"region '{region}' is not a Bedrock region"):
+            plan_routes(SONNET45, region=region, residency="eu")
+
 
 def _routes() -> list[Route]:
     return [Route(f"global.{SONNET45}", "us-east-1", "global"), Route(f"us.{SONNET45}", "us-east-1", "us")]

@@ -18,6 +18,7 @@ from runner.request import RequestBuilder
 from runner.source import InputFingerprint, Source
 from runner.spec import JobSpec, load_spec, spec_from_dict
 from runner.types import Record
+from tests.helpers import corrupt_row_group, text_with_invalid_utf8
 
 HAIKU45 = "anthropic.claude-haiku-4-5-20251001-v1:0"
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Page >> endobj\n%%EOF\n"
@@ -323,6 +324,27 @@ class TestRecords:
         write(path, data)
         assert Source(make_spec(path)).stamp() != before
 
+    def test_stamp_sees_an_edit_that_keeps_size_and_mtime(self, tmp_path: Path) -> None:
+        """An edit that keeps the file's size and modification time (cp -p, rsync -t) changes the stamp."""
+        path = tmp_path / "in.parquet"
+        plain = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+        pq.write_table(pa.table(prompts(3)), path, **plain)
+        before = Source(make_spec(path)).stamp()
+        stat = path.stat()
+        data = prompts(3)
+        data["text"][1] = "PROMPT 1"  # as long as "prompt 1"
+        pq.write_table(pa.table(data), path, **plain)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        assert Source(make_spec(path)).stamp() != before
+
+    def test_stamp_is_stable_for_the_same_bytes(self, tmp_path: Path) -> None:
+        """The same bytes under a new modification time give the same stamp (a trusted resume stays fast)."""
+        path = write(tmp_path / "in.parquet", prompts(3))
+        before = Source(make_spec(path)).stamp()
+        os.utime(path, (1, 1))
+        assert Source(make_spec(path)).stamp() == before
+
     def test_limit_stops_across_files(self, tmp_path: Path) -> None:
         """A limit stops after that many rows, counted across files."""
         write(tmp_path / "a.parquet", prompts(3))
@@ -495,3 +517,70 @@ class TestDemoData:
         assert all(r.body is not None and r.keep["team"] for r in records)
         body = json.loads(records[0].body or b"")
         assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+class TestDamagedInput:
+    def test_invalid_utf8_becomes_an_error_row(self, tmp_path: Path) -> None:
+        """A prompt that is not valid UTF-8 makes its row an InvalidText error record; the others build."""
+        data = prompts(6)
+        data["text"] = text_with_invalid_utf8(data["text"], [4])
+        records = flat(Source(make_spec(write(tmp_path / "in.parquet", data), batch_rows=4)))
+        assert [r.id for r in records] == [f"r{i}" for i in range(6)]
+        bad = records[4]
+        assert (bad.body, bad.error_type) == (None, "InvalidText")
+        assert "'text'" in str(bad.error_message) and "UTF-8" in str(bad.error_message)
+        assert all(r.body is not None for r in records if r is not bad)
+
+    def test_invalid_utf8_in_a_kept_column(self, tmp_path: Path) -> None:
+        """A kept value that is not UTF-8 is an error row too, its kept value null, not a crash."""
+        data = prompts(3)
+        data["team"] = text_with_invalid_utf8(data["team"], [1])
+        spec = make_spec(
+            write(tmp_path / "in.parquet", data), {"id": "id", "prompt": "text", "keep": ["team"]}
+        )
+        records = flat(Source(spec))
+        assert [r.error_type for r in records] == [None, "InvalidText", None]
+        assert records[1].keep == {"team": None}
+
+    def test_invalid_utf8_id_is_refused_at_open(self, tmp_path: Path) -> None:
+        """Ids are the job's key: one that is not valid UTF-8 stops the job before any call."""
+        data = prompts(5)
+        data["id"] = text_with_invalid_utf8(data["id"], [3])
+        with pytest.raises(SourceError, match=r"id column 'id' holds text that is not valid UTF-8 at row 3"):
+            Source(make_spec(write(tmp_path / "in.parquet", data)))
+
+    def test_corrupt_row_group_becomes_error_rows(self, tmp_path: Path) -> None:
+        """A row group whose prompt pages are corrupt becomes UnreadableInput records (ids read again);
+        the row groups before and after it build as usual, batches spanning the bad one included."""
+        path = write(tmp_path / "in.parquet", prompts(300), row_group_size=100)
+        corrupt_row_group(path, 1, "text")
+        records = flat(Source(make_spec(path, batch_rows=64)))
+        assert [r.id for r in records] == [f"r{i}" for i in range(300)]
+        assert [r.index for r in records] == list(range(300))
+        bad = [r for r in records if r.body is None]
+        assert [r.id for r in bad] == [f"r{i}" for i in range(100, 200)]
+        assert {r.error_type for r in bad} == {"UnreadableInput"}
+        assert "row group 1" in str(bad[0].error_message)
+
+    def test_unreadable_rows_that_have_a_result_keep_it(self, tmp_path: Path) -> None:
+        """Rows of an unreadable row group that already have a result are not replaced by error rows."""
+        path = write(tmp_path / "in.parquet", prompts(300), row_group_size=100)
+        corrupt_row_group(path, 1, "text")
+        source = Source(make_spec(path))
+        records = [r for b in source.records(answered=lambda: set(range(100, 150))) for r in b]
+        assert [r.index for r in records if r.body is None] == list(range(150, 200))
+        assert len(records) == 250
+
+    def test_corrupt_id_column_is_refused_at_open(self, tmp_path: Path) -> None:
+        """The id column is read whole at open: a corrupt page there stops the job before any call."""
+        path = write(tmp_path / "in.parquet", prompts(300), row_group_size=100)
+        corrupt_row_group(path, 2, "id")
+        with pytest.raises(SourceError, match="cannot read the input file"):
+            Source(make_spec(path))
+
+    def test_limit_holds_when_done_rows_skip_a_row_group(self, tmp_path: Path) -> None:
+        """With --limit and a trusted resume that skips whole row groups, no row past the limit comes out."""
+        path = write(tmp_path / "in.parquet", prompts(10), row_group_size=4)
+        source = Source(make_spec(path), limit=6)
+        records = [r for b in source.records(done_rows=set(range(4))) for r in b]
+        assert [r.id for r in records] == ["r4", "r5"]

@@ -82,7 +82,69 @@ ERRORS = [
     ({"batch": {"timeout_hours": 200}}, r"`timeout_hours` must be between 24 and 168"),
     ({"retry": {"backoff_initial_s": 5, "backoff_max_s": 1}}, r"backoff_initial_s"),
     ({"nonsense": {}}, r"unknown section \[nonsense\]"),
+    # issue 12: request parameters Bedrock would refuse in every row
+    ({"request": {"temperature": 5}}, r"\[request\] `temperature` must be between 0 and 1, not 5.0"),
+    ({"request": {"top_p": 1.5}}, r"\[request\] `top_p` must be between 0 and 1, not 1.5"),
+    ({"request": {"top_k": -5}}, r"\[request\] `top_k` must not be negative, not -5"),
+    ({"request": {"stop_sequences": ["END", " "]}}, r"`stop_sequences` item 1 is empty or whitespace"),
+    ({"request": {"stop_sequences": [""]}}, r"`stop_sequences` item 0 is empty or whitespace"),
+    ({"request": {"extra": {"model": "x"}}}, r"`extra` key 'model' is not a body key Bedrock accepts"),
+    ({"request": {"extra": {"temperature": 5}}}, r"`extra` must not set 'temperature'; use \[request\]"),
+    ({"request": {"extra": {"tools": {}}}}, r"`tools` must be a list of tables"),
+    ({"request": {"extra": {"tools": [{}]}}}, r"`tools` item 0 needs a `name`"),
+    ({"request": {"extra": {"tool_choice": {"type": "auto"}}}}, r"sets `tool_choice` without `tools`"),
+    (
+        {"request": {"extra": {"tools": [{"name": "t"}], "tool_choice": {"type": "some"}}}},
+        r"`tool_choice` must be a table whose `type` is one of auto, any, tool, none",
+    ),
+    ({"request": {"extra": {"thinking": {"type": "on"}}}}, r"`thinking` must be a table whose `type`"),
+    (
+        {"request": {"extra": {"thinking": {"type": "enabled", "budget_tokens": 10}}}},
+        r"`thinking.budget_tokens` must be an integer of at least 1024",
+    ),
+    (
+        {"request": {"max_tokens": 2000, "extra": {"thinking": {"type": "enabled", "budget_tokens": 4000}}}},
+        r"`thinking.budget_tokens` \(4000\) must be less than \[request\] `max_tokens` \(2000\)",
+    ),
+    (
+        {
+            "request": {
+                "max_tokens": 8000,
+                "temperature": 0.5,
+                "extra": {"thinking": {"type": "enabled", "budget_tokens": 2000}},
+            }
+        },
+        r"`temperature` may only be 1 with thinking enabled",
+    ),
+    ({"request": {"extra": {"metadata": "me"}}}, r"`metadata` must be a table"),
+    ({"request": {"extra": {"tools": [{"name": "t", "x": float("nan")}]}}}, r"holds nan; numbers must be"),
+    ({"request": {"temperature": float("nan")}}, r"`temperature` must be a finite number, not nan"),
+    # issue 12: kept columns that collide with result columns
+    ({"columns": {"keep": ["status"]}}, r"`keep` has 'status', which results.parquet already uses"),
+    ({"columns": {"keep": ["id"]}}, r"`keep` has 'id', which results.parquet already uses"),
+    ({"columns": {"keep": ["_index"]}}, r"`keep` has '_index', which results.parquet already uses"),
+    ({"columns": {"keep": ["team", "team"]}}, r"`keep` names 'team' twice"),
+    # issue 12: a ceiling for max_in_flight, known regions
+    ({"limits": {"max_in_flight": 100_000}}, r"`max_in_flight` must be at most 4096, not 100000"),
+    ({"model": {"region": "eu-wst-1"}}, r"\[model\] `region` 'eu-wst-1' is not a Bedrock region.*eu-west-1"),
+    ({"model": {"region": "xx-nowhere-9"}}, r"\[model\] `region` 'xx-nowhere-9' is not a Bedrock region"),
 ]
+
+
+def _float_keys() -> list[tuple[str, str]]:
+    """Every ``[section] key`` of the spec whose type is a float (or an optional one)."""
+    import dataclasses
+    import typing
+
+    from runner.spec import _SECTIONS
+
+    keys = []
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if float in (hints[f.name], *typing.get_args(hints[f.name])):
+                keys.append((section, f.name))
+    return keys
 
 
 class TestErrors:
@@ -100,6 +162,18 @@ class TestErrors:
         with pytest.raises(SpecError, match=message) as info:
             spec_from_dict(raw, source="jobs/x.toml")
         assert str(info.value).startswith("jobs/x.toml: ")
+
+    @pytest.mark.parametrize(("section", "key"), _float_keys())
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+    def test_every_float_key_refuses_nan_and_infinity(self, section: str, key: str, value: float) -> None:
+        """NaN and infinities are refused in every float key (a NaN cost cap used to disable the cap)."""
+        with pytest.raises(SpecError, match=rf"\[{section}\] `{key}` must be a finite number"):
+            spec_from_dict(base(**{section: {key: value}}), source="jobs/x.toml")
+
+    def test_float_keys_are_found(self) -> None:
+        """The NaN test covers the float keys the issue names (and more)."""
+        keys = {k for _, k in _float_keys()}
+        assert {"temperature", "top_p", "max_cost_usd", "part_seconds", "timeout_s"} <= keys
 
     def test_missing_file(self, tmp_path: Path) -> None:
         """A spec path that does not exist says so."""

@@ -7,6 +7,7 @@ Parts are written by the real sink (``PartSink.commit``), as a run writes them.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runner import atomic
 from runner.errors import StateError
+from runner.schemas import RESULT_SCHEMA
 from runner.sink import PartSink, part_schema, results_table
 from runner.state import JobDir
 from runner.stats import compute_stats
@@ -260,3 +263,115 @@ class TestEmulatedRuns:
         sink.close()
         lanes = pq.read_table(job.part_files()[0]).column("lane").to_pylist()
         assert lanes == ["emulated_on_demand", "emulated_on_demand", "emulated_batch"]
+
+
+class TestPrivacy:
+    def test_new_job_directory_is_private(self, tmp_path: Path, umask_022: None) -> None:
+        """A new job directory and its working directories are 0700 under umask 022."""
+        job = JobDir(tmp_path / "out")
+        job.create()
+        for d in (job.root, job.work, job.parts, job.journal):
+            assert d.stat().st_mode & 0o777 == 0o700, d
+
+    def test_existing_directory_keeps_its_permissions(self, tmp_path: Path, umask_022: None) -> None:
+        """A job directory the user made keeps its mode; the working directory inside is still private."""
+        (tmp_path / "out").mkdir(mode=0o755)
+        job = JobDir(tmp_path / "out")
+        job.create()
+        assert job.root.stat().st_mode & 0o777 == 0o755
+        assert job.work.stat().st_mode & 0o777 == 0o700
+
+    def test_files_are_written_0600(self, tmp_path: Path, umask_022: None) -> None:
+        """Atomic writes create 0600 files; one that exists keeps its permissions when replaced."""
+        new = tmp_path / "new.txt"
+        atomic.write_text(new, "a")
+        assert new.stat().st_mode & 0o777 == 0o600
+        shared = tmp_path / "shared.txt"
+        shared.write_text("old")
+        shared.chmod(0o640)
+        atomic.write_text(shared, "b")
+        assert (shared.read_text(), shared.stat().st_mode & 0o777) == ("b", 0o640)
+
+    def test_parts_journal_and_lock_are_private(self, job: JobDir, umask_022: None) -> None:
+        """Part files, journals and the lock file are 0600."""
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema([]), price_table="test",
+            next_number=0, part_rows=1000, part_seconds=60.0,
+        )  # fmt: skip
+        sink.add(ok(0))
+        assert (job.journal / "journal-00000.jsonl").stat().st_mode & 0o777 == 0o600
+        number, rows = sink.take_part()
+        sink.commit(number, rows)
+        sink.close()
+        assert (job.parts / "part-00000.parquet").stat().st_mode & 0o777 == 0o600
+        with job.lock():
+            assert (job.work / "lock").stat().st_mode & 0o777 == 0o600
+
+
+class TestEmptyResults:
+    def test_no_rows_writes_an_empty_results_file_with_the_full_schema(self, job: JobDir) -> None:
+        """With no part at all, consolidate writes results.parquet with no rows and every column."""
+        schema = part_schema([pa.field("team", pa.string())])
+        assert job.consolidate(schema) == 0
+        table = pq.read_table(job.results)
+        assert table.num_rows == 0
+        assert table.schema.names == [*RESULT_SCHEMA.names, "team"]
+        assert table.schema.field("input_tokens").type == pa.int64()
+
+    def test_without_a_schema_nothing_is_written(self, job: JobDir) -> None:
+        """A caller that cannot say the schema (no part, no spec) gets no file rather than a wrong one."""
+        assert job.consolidate() == 0
+        assert not job.results.exists()
+
+
+class TestRemap:
+    def test_remap_twice_is_remap_once(self, job: JobDir) -> None:
+        """A remap killed halfway and run again gives what one remap gives: positions follow the ids."""
+        commit(job, [ok(0), ok(1), ok(2)], [ok(3), ok(4)])
+        ids = pa.array(["r4", "r9", "r0", "r2"])  # r1 and r3 are gone, the rest moved
+        job.remap(ids)
+        once = [pq.read_table(p).to_pydict() for p in job.part_files()]
+        job.remap(ids)
+        assert [pq.read_table(p).to_pydict() for p in job.part_files()] == once
+        assert job.latest(["id"]).to_pydict() == {"_index": [2, 3, 0], "id": ["r0", "r2", "r4"]}
+
+    def test_force_marks_a_remap_pending_until_it_is_done(self, job: JobDir) -> None:
+        """start_run with --force on new ids records a pending remap; remap() clears it."""
+        job.write_state({"input": {"rows": 6, "ids_digest": "old"}, "runs": []})
+        state = job.start_run(spec={}, fingerprint={"rows": 4, "ids_digest": "new"}, force=True)
+        assert state["remap_pending"] is True
+        assert job.read_state()["remap_pending"] is True
+        job.remap(pa.array(["r0", "r1", "r2", "r3"]))
+        assert "remap_pending" not in job.read_state()
+
+
+class TestJournalCounts:
+    def test_progress_counts_results_still_in_the_journal(self, job: JobDir) -> None:
+        """Results journalled but not committed (a kill, a double Ctrl-C) count as done, newest wins."""
+        commit(job, [ok(0), error(1, retryable=True)])
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema([]), price_table="test",
+            next_number=job.next_part_number(), part_rows=1000, part_seconds=60.0,
+        )  # fmt: skip
+        for r in (ok(1), ok(2), error(3, retryable=False)):
+            sink.add(r)
+        os.close(sink._fd)  # killed: the journal stays behind, no part
+        p = job.progress()
+        assert (p.ok, p.failed, p.failed_retryable, p.pending) == (3, 1, 0, 2)
+
+    def test_a_journal_whose_part_exists_is_not_counted_twice(self, job: JobDir) -> None:
+        """A journal left beside its committed part (killed between rename and unlink) adds nothing."""
+        commit(job, [ok(0), ok(1)])
+        (job.journal / "journal-00000.jsonl").write_bytes(b'[0, "r0"]\\n')
+        assert job.progress().ok == 2
+
+    def test_a_torn_last_line_is_skipped(self, job: JobDir) -> None:
+        """A journal line cut by a kill does not break the count."""
+        sink = PartSink(
+            job.parts, job.journal, schema=part_schema([]), price_table="test",
+            next_number=0, part_rows=1000, part_seconds=60.0,
+        )  # fmt: skip
+        sink.add(ok(0))
+        os.write(sink._fd, b'[1, "r1", 1, "o')
+        os.close(sink._fd)
+        assert job.progress().ok == 1
