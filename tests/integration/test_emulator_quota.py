@@ -35,7 +35,7 @@ from runner.emulator.quota import (
 from runner.emulator.routes import RouteState
 from tests.integration.test_emulator import HAIKU, admin, invoke, request_body, runtime
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAIKU_EAST = f"{HAIKU}@us-east-1"
 SHAPES: dict[str, Callable[[int], QuotaShape]] = {
     "window": lambda limit: TokenWindow(limit),
