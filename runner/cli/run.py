@@ -1,25 +1,42 @@
-"""``bedrock-batch run`` and ``bedrock-batch status``: parse flags, call ``run_job``, print one summary."""
+"""``bedrock-batch run``: parse flags, call ``run_job``, print one summary.
+
+The engine (``runner.job``: aioboto3, pyarrow, structlog) is imported when a job runs, not when the
+command is parsed, so ``run --help`` and a spec error answer at once.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner.batch.state import lane_status
 from runner.errors import BatchError
-from runner.estimate import estimate_job
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
-from runner.job import JobReport, run_job
-from runner.spec import load_spec, resolve_spec
-from runner.state import JobDir
+from runner.spec import JobSpec, load_spec, resolve_spec
+
+if TYPE_CHECKING:
+    from runner.estimate import Estimate
+    from runner.job import JobReport
+
+
+def run_job(spec: JobSpec, **kwargs: Any) -> JobReport:
+    """``runner.job.run_job``, imported on first use (the seam the CLI tests replace)."""
+    from runner.job import run_job as run
+
+    return run(spec, **kwargs)
+
+
+def estimate_job(spec: JobSpec, **kwargs: Any) -> Estimate:
+    """``runner.estimate.estimate_job``, imported on first use."""
+    from runner.estimate import estimate_job as estimate
+
+    return estimate(spec, **kwargs)
 
 
 @contextlib.contextmanager
@@ -150,6 +167,8 @@ def _maybe_emulator(enabled: bool, *, batch: bool = False) -> Iterator[str | Non
 
 
 def _print_summary(report: JobReport) -> None:
+    from runner.pool import STOP_COST_CAP
+
     p, c = report.progress, report.counters
     rate = (c.ok + c.failed) / report.elapsed_s if report.elapsed_s else 0.0
     lines = [
@@ -162,57 +181,13 @@ def _print_summary(report: JobReport) -> None:
     ]
     if report.exit_code == EXIT_INTERRUPTED:
         lines.append("interrupted: rerun the same command to resume")
+    elif report.stopped == STOP_COST_CAP:
+        lines.append(f"stopped early: {report.stopped}; rerun with a higher cap to continue")
     elif report.stopped:
-        lines.append(f"stopped early: {report.stopped}; rerun (with a higher cap) to continue")
+        lines.append(f"stopped early: {report.stopped}; rerun the same command to continue")
     elif report.exit_code == EXIT_ROWS_FAILED and p.failed_retryable:
         lines.append(
             f"{p.failed_retryable:,} failed rows are retryable: rerun the same command to retry them"
         )
     for line in lines:
         click.echo(line, err=True)
-
-
-@click.command(context_settings={"show_default": True})
-@click.argument("job_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-def status_command(job_dir: Path, as_json: bool) -> None:
-    """Rows done / failed / pending in a job directory, and whether the job can be resumed."""
-    with fail_cleanly(False):
-        job = JobDir(job_dir)
-        p = job.progress()
-        lanes = lane_status(job)
-    info: dict[str, Any] = {
-        "rows": p.rows,
-        "ok": p.ok,
-        "failed": p.failed,
-        "failed_retryable": p.failed_retryable,
-        "pending": p.pending,
-        "running": p.running,
-        "resumable": not p.running and (p.pending > 0 or p.failed_retryable > 0),
-        "complete": p.pending == 0 and p.failed == 0,
-        **lanes,
-    }
-    if as_json:
-        click.echo(json.dumps(info))
-    else:
-        click.echo(f"{job_dir}: {p.rows:,} rows")
-        click.echo(f"  done     {p.ok:,}")
-        click.echo(f"  failed   {p.failed:,} ({p.failed_retryable:,} retryable)")
-        click.echo(f"  pending  {p.pending:,}")
-        click.echo("  lanes    " + ", ".join(f"{k} {v:,}" for k, v in lanes["lanes"].items()))
-        if lanes["batch"] is not None:
-            b = lanes["batch"]
-            jobs = ", ".join(f"{n} {state}" for state, n in sorted(b["jobs"].items()))
-            click.echo(
-                f"  batch    {b['shards']:,} jobs ({jobs or 'none'}), {b['in_flight_records']:,} records "
-                f"in flight, {b['to_on_demand']:,} sent on to on-demand"
-            )
-        if p.running:
-            click.echo("  a runner is working on this job now")
-        elif info["resumable"]:
-            click.echo("  resumable: rerun the same `bedrock-batch run` command to continue")
-        else:
-            click.echo(
-                "  complete" if info["complete"] else "  finished (use --retry-failed to rerun failed rows)"
-            )
-    sys.exit(EXIT_OK)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import runner
 from runner import contracts
 
@@ -36,11 +38,15 @@ class TestSchemaFiles:
 
 class TestExports:
     def test_all_is_sorted_and_complete(self) -> None:
-        """`runner.__all__` is sorted and names every public object the package module holds."""
+        """`runner.__all__` is sorted, and each name resolves to a public object defined in the package."""
         assert runner.__all__ == sorted(runner.__all__)
-        public = {
-            name
-            for name, value in vars(runner).items()
-            if not name.startswith("_") and getattr(value, "__module__", "").startswith("runner.")
-        }
-        assert public == set(runner.__all__)
+        for name in runner.__all__:
+            value = getattr(runner, name)
+            assert getattr(value, "__module__", "").startswith("runner."), name
+        lazy = set(runner._LAZY)
+        assert lazy == set(runner.__all__)
+
+    def test_unknown_attribute_is_an_attribute_error(self) -> None:
+        """A name the package does not export is an AttributeError, as for any module."""
+        with pytest.raises(AttributeError, match="no attribute 'nope'"):
+            runner.nope  # noqa: B018 - the attribute access is the test
