@@ -17,6 +17,7 @@
         │   ├── ModelTimeoutError      408 ModelTimeoutException, or our own deadline
         │   ├── ModelError             424 ModelErrorException (retried once or twice)
         │   └── EndpointUnavailableError  5xx, connection reset, cut-off body
+        │       └── EndpointUnreachableError  no Bedrock at the other end: refused, DNS, TLS, not Bedrock
         ├── PermanentError         another attempt would fail the same way
         │   ├── ModelValidationError   400 ValidationException: the row is bad
         │   ├── RouteError             the route, not the row, is wrong: never use it again
@@ -29,6 +30,8 @@ A failed row never leaves the task group as an exception: it becomes an ``error`
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class BatchError(Exception):
@@ -91,6 +94,7 @@ class InvocationError(BatchError):
         self.code = code
         self.status = status
         self.request_id = request_id
+        """Bedrock's ``x-amzn-RequestId``: set exactly when Bedrock itself answered."""
         self.route = route
 
     @property
@@ -117,6 +121,21 @@ class ModelError(RetryableError):
 
 class EndpointUnavailableError(RetryableError):
     """5xx, reset connection or truncated body: the endpoint, not the row, is unwell."""
+
+
+class EndpointUnreachableError(EndpointUnavailableError):
+    """Bedrock was not reached at all: the connection was refused or timed out, the name did not
+    resolve, TLS failed, or what answered is not Bedrock (a proxy, a wrong ``--endpoint-url``).
+
+    ``endpoint`` is the URL that was tried, ``cause`` a few words on what went wrong there. Retryable
+    (a network blip mid-job heals), but it says nothing about a row: preflight stops on it, and the
+    pool leaves rows pending rather than mark them failed for it.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, cause: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.endpoint = endpoint
+        self.cause = cause
 
 
 class PermanentError(InvocationError):

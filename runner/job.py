@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,7 +27,7 @@ from runner import catalog
 from runner import logging as runner_logging
 from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoTransport, Transport
-from runner.errors import PreflightError, RouteError
+from runner.errors import EndpointUnreachableError, ModelTimeoutError, PreflightError, RouteError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from runner.limits import Admission
 from runner.pool import STOP_INTERRUPTED, CostCap, Counters, Pool
@@ -250,7 +250,13 @@ async def _run_lanes(
     async with _transport(transport, spec, run.routes) as bedrock:
         do_preflight = spec.model.preflight if preflight is None else preflight
         if do_preflight and before.pending:
-            await _preflight(bedrock, run.router, run.routes)
+            await _preflight(
+                bedrock,
+                run.router,
+                run.routes,
+                timeout_s=min(PREFLIGHT_TIMEOUT_S, spec.retry.timeout_s),
+                where=bedrock.endpoint_url if isinstance(bedrock, AioBotoTransport) else lambda r: r.name,
+            )
         pool = Pool(
             transport=bedrock,
             router=run.router,
@@ -366,27 +372,82 @@ PREFLIGHT_BODY = dumps_body(
 )
 
 
-async def _preflight(bedrock: Transport, router: Router, routes: list[Route]) -> None:
-    """One minimal request per route: drop the routes that deny access or do not exist.
+PREFLIGHT_TIMEOUT_S = 10.0
+"""How long a preflight ping may take (at most ``[retry] timeout_s``): a 1-token answer takes a second
+or two, so a route silent for this long cannot be reached."""
+
+
+class _Probe(NamedTuple):
+    """What one route's preflight ping found."""
+
+    route: Route
+    error: BaseException | None
+
+    @property
+    def reached(self) -> bool:
+        """Bedrock answered: an answer, or an error with Bedrock's request id (a throttle, a 5xx)."""
+        return self.error is None or getattr(self.error, "request_id", None) is not None
+
+
+async def _preflight(
+    bedrock: Transport,
+    router: Router,
+    routes: list[Route],
+    *,
+    timeout_s: float = PREFLIGHT_TIMEOUT_S,
+    where: Callable[[Route], str] = lambda route: route.name,
+) -> None:
+    """One minimal request per route, all at once: drop the routes that deny access or do not exist,
+    and stop the job when Bedrock cannot be reached at all.
 
     Throttles and 5xx do not drop a route (they say nothing about access). No route left: exit 2.
+    No route where Bedrock answered (refused, timed out, DNS, TLS, not Bedrock): exit 2 too, naming
+    the endpoint and the cause, before any row is sent or marked. ``where`` names a route's endpoint.
     """
-    for route in routes:
+    probes: list[_Probe] = []
+
+    async def ping(route: Route) -> None:
         try:
-            with anyio.fail_after(60):
+            with anyio.fail_after(timeout_s):
                 await bedrock.invoke(route, PREFLIGHT_BODY)
-        except RouteError as exc:
-            router.remove(route, str(exc))
-            log.warning(
-                "route.preflight_failed", route=route.name, error_type=exc.error_type, message=str(exc)
-            )
         except Exception as exc:
-            log.info("route.preflight_inconclusive", route=route.name, error=type(exc).__name__)
+            probes.append(_Probe(route, exc))
         else:
+            probes.append(_Probe(route, None))
+
+    async with anyio.create_task_group() as tg:
+        for route in routes:
+            tg.start_soon(ping, route)
+    unreachable: dict[str, list[str]] = {}
+    for probe in sorted(probes, key=lambda p: routes.index(p.route)):
+        route, error = probe
+        if error is None:
             log.info("route.preflight_ok", route=route.name)
+        elif isinstance(error, RouteError):
+            router.remove(route, str(error))
+            log.warning(
+                "route.preflight_failed", route=route.name, error_type=error.error_type, message=str(error)
+            )
+        elif probe.reached:
+            log.info("route.preflight_inconclusive", route=route.name, error=type(error).__name__)
+        else:
+            if isinstance(error, EndpointUnreachableError):
+                endpoint, cause = error.endpoint, error.cause
+            elif isinstance(error, TimeoutError | ModelTimeoutError):
+                endpoint, cause = where(route), f"no answer within {timeout_s:g} s"
+            else:
+                endpoint, cause = where(route), " ".join(str(error).split()) or type(error).__name__
+            log.warning("route.unreachable", route=route.name, endpoint=endpoint, cause=cause)
+            unreachable.setdefault(f"{endpoint}: {cause}", []).append(route.name)
     if not router.active:
         reasons = "; ".join(f"{r.name}: {why}" for r, why in router.removed().items())
         raise PreflightError(f"no route passed preflight ({reasons})")
+    if unreachable and all(not p.reached for p in probes if p.route in router.active):
+        causes = "; ".join(unreachable)
+        raise PreflightError(
+            f"cannot reach Bedrock ({causes}): nothing was sent and no row was marked "
+            "(check the network, proxy settings and --endpoint-url, or rerun when it is back)"
+        )
 
 
 async def _watch_signals(pool: Pool) -> None:
