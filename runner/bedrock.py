@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # aioboto3 (and aiohttp under it) load when a client is opene
 
 from runner.errors import (
     AccessDeniedError,
+    AwsSetupError,
     BatchError,
     BatchJobError,
     EndpointUnavailableError,
@@ -434,7 +435,10 @@ async def _signing_session(
     local endpoint; ``missing()`` is raised for AWS without credentials."""
     import aioboto3
 
-    session = session or aioboto3.Session()
+    try:
+        session = session or aioboto3.Session()
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise AwsSetupError(f"{exc} (from --profile or AWS_PROFILE); nothing was sent") from None
     if await session.get_credentials() is not None:
         return session
     placeholders = placeholder_credentials(endpoint_url)
@@ -450,7 +454,10 @@ def control_client(
     """A plain boto3 ``bedrock`` client for a quick look at the account (``models``): no retries."""
     import boto3
 
-    session = boto3.Session()
+    try:
+        session = boto3.Session()
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise AwsSetupError(f"{exc} (from --profile or AWS_PROFILE)") from None
     if (placeholders := placeholder_credentials(endpoint_url)) and session.get_credentials() is None:
         key_id, secret = placeholders
         session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)

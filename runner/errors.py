@@ -9,6 +9,7 @@
     ├── StateError                 the job directory is inconsistent or in use         exit 2
     │   └── LockedError            another runner holds the job's lock
     ├── PreflightError             no route survived the checks before the first paid call   exit 2
+    ├── AwsSetupError              the AWS profile or config file cannot be used                exit 2
     ├── BatchJobError              a batch inference job cannot be created, uploaded or read  exit 2
     ├── RowError                   one row cannot become a request: becomes an error row
     └── InvocationError            one Bedrock call failed
@@ -60,6 +61,10 @@ class LockedError(StateError):
 
 class PreflightError(BatchError):
     """No route is usable: found before any paid call."""
+
+
+class AwsSetupError(BatchError):
+    """The AWS setup cannot be used as it is: an unknown profile, an unreadable config file."""
 
 
 class BatchJobError(BatchError):

@@ -181,15 +181,28 @@ def _open(
     structlog.contextvars.bind_contextvars(job=spec.name)
     if catalog.is_deprecated(model):
         log.warning("model.deprecated", model=model.name, since=str(model.deprecated))
+    home = spec.region_setting
     log.info(
         "job.started",
-        region=spec.region,
+        region=home.value,
+        region_source=home.source,
         routes=[r.name for r in routes],
         rows=fingerprint.rows,
         output=str(job.root),
         price_table=prices.name,
         endpoint_url=spec.model.endpoint_url or None,
     )
+    for route in routes:
+        if route.geography != "global" and route.region != home.value:
+            log.warning(
+                "route.region_switched",
+                route=route.name,
+                home_region=home.value,
+                region=route.region,
+                message=f"{route.model_id} is called from {route.region}, not from the home region "
+                f"{home.value} (outside the {route.geography!r} geography); set [model] region "
+                f"(or --region) to a {route.geography} region to choose which",
+            )
     schema = part_schema(source.keep_fields())
     recovered = job.recover(schema)
     if recovered:

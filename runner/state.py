@@ -119,7 +119,9 @@ class JobDir:
             for d in (self.root, self.work, self.parts, self.journal):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SinkError(f"cannot create the job directory {self.root}: {exc.strerror}") from exc
+            raise SinkError(
+                f"cannot create the job directory {self.root.absolute()}: {exc.strerror}"
+            ) from exc
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -165,7 +167,7 @@ class JobDir:
             data: dict[str, Any] = json.loads(self.state_file.read_text())
         except FileNotFoundError:
             raise StateError(
-                f"{self.root} is not a bedrock-batch job directory (no {WORK_DIR}/state.json)"
+                f"{self.root.absolute()} is not a bedrock-batch job directory (no {WORK_DIR}/state.json)"
             ) from None
         except (OSError, ValueError) as exc:
             raise StateError(

@@ -11,7 +11,6 @@ traceback: the catalogue is still worth printing. Credentials are only resolved,
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from runner import catalog
+from runner import awsconfig, catalog
 from runner.errors import BatchError
 from runner.exit_codes import EXIT_SPEC_INVALID
 from runner.pricing import PriceTable
@@ -54,12 +53,9 @@ class AccountCheck:
 
 
 def resolve_region(region: str | None) -> tuple[str, str]:
-    """The region and where it came from: ``--region``, else ``AWS_REGION``, else the default."""
-    if region:
-        return region, "--region"
-    if os.environ.get("AWS_REGION"):
-        return os.environ["AWS_REGION"], "AWS_REGION"
-    return catalog.DEFAULT_REGION, "default"
+    """The region and where it came from: ``--region``, else the environment, the profile, the default."""
+    setting = awsconfig.resolve_region(region)
+    return setting.value, setting.source
 
 
 def has_credentials() -> bool:
@@ -177,7 +173,12 @@ def catalogue_entries(prices: PriceTable, view: AccountView | None) -> list[dict
 
 
 @click.command("models")
-@click.option("--region", metavar="R", help="Region to ask (else AWS_REGION, else us-east-1).")
+@click.option(
+    "--region",
+    metavar="R",
+    help="Region to ask (else AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1).",
+)
+@click.option("--profile", metavar="NAME", help="AWS profile of ~/.aws/config to ask with (AWS_PROFILE).")
 @click.option("--endpoint-url", metavar="URL", help="Ask this endpoint instead of AWS (the emulator).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
 @click.option(
@@ -186,14 +187,17 @@ def catalogue_entries(prices: PriceTable, view: AccountView | None) -> list[dict
     type=click.Path(path_type=Path, dir_okay=False),
     help="Show prices from this price table instead of the built-in one.",
 )
-def models_command(region: str | None, endpoint_url: str | None, as_json: bool, prices: Path | None) -> None:
+def models_command(
+    region: str | None, profile: str | None, endpoint_url: str | None, as_json: bool, prices: Path | None
+) -> None:
     """The Claude models on Bedrock: ids, profiles, limits, prices, and what the account sees."""
     try:
+        awsconfig.use_profile(profile)
         table = PriceTable.load(prices)
+        region, region_source = resolve_region(region)
     except BatchError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         raise SystemExit(EXIT_SPEC_INVALID) from None
-    region, region_source = resolve_region(region)
     check = check_account(region, endpoint_url)
     entries = catalogue_entries(table, check.view)
     unknown = sorted(set(check.view.models) - {m.base_id for m in catalog.MODELS}) if check.view else []

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from runner.awsconfig import use_profile
 from runner.errors import BatchError
 from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
 from runner.spec import JobSpec, load_spec, resolve_spec
@@ -77,6 +78,12 @@ def interrupts_exit_130() -> Iterator[None]:
 @click.option("--output", metavar="DIR", help="Override [job] output, the job directory.")
 @click.option("--endpoint-url", metavar="URL", help="Send every Bedrock call here (e.g. the emulator).")
 @click.option(
+    "--region", metavar="R", help="Override [model] region, the home region (else AWS_REGION, ...)."
+)
+@click.option(
+    "--profile", metavar="NAME", help="AWS profile of ~/.aws/config for every AWS call (AWS_PROFILE)."
+)
+@click.option(
     "--max-in-flight", type=click.IntRange(min=1), metavar="N", help="Override [limits] max_in_flight."
 )
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Only the first N input rows.")
@@ -99,6 +106,8 @@ def run_command(
     input_: str | None,
     output: str | None,
     endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
     max_in_flight: int | None,
     limit: int | None,
     retry_failed: bool,
@@ -115,13 +124,23 @@ def run_command(
     """Run the job in SPEC.toml, or resume it: rerunning the same command after a crash or Ctrl-C
     continues where it stopped and never pays twice for a row that is done.
 
-    Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input or
-    preflight (nothing was paid), 130 interrupted (resumable).
+    Paths in the spec (input, output, prices) are relative to the spec file; --input and --output
+    to the working directory. Region: --region or [model] region, else AWS_REGION, AWS_DEFAULT_REGION,
+    the profile's region, us-east-1.
+
+    Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input, AWS
+    profile or preflight (nothing was paid), 130 interrupted (resumable).
     """
     with fail_cleanly(debug), interrupts_exit_130():
+        use_profile(profile)
         spec = load_spec(spec_path)
         spec = resolve_spec(
-            spec, input=input_, output=output, endpoint_url=endpoint_url, max_in_flight=max_in_flight
+            spec,
+            input=input_,
+            output=output,
+            endpoint_url=endpoint_url,
+            max_in_flight=max_in_flight,
+            region=region,
         )
         if batch:
             spec = resolve_spec(spec, mode="batch")

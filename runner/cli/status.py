@@ -9,26 +9,41 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runner.errors import BatchError
 from runner.exit_codes import EXIT_OK, EXIT_SPEC_INVALID
 
+if TYPE_CHECKING:
+    from runner.awsconfig import Setting
+    from runner.state import JobDir
+
 
 @click.command(context_settings={"show_default": True})
 @click.argument("job_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-def status_command(job_dir: Path, as_json: bool) -> None:
-    """Rows done / failed / pending in a job directory, and whether the job can be resumed."""
+@click.option(
+    "--region", metavar="R", help="The home region a rerun would use [the job's, else AWS_REGION, ...]."
+)
+@click.option("--profile", metavar="NAME", help="AWS profile of ~/.aws/config (AWS_PROFILE), for the region.")
+def status_command(job_dir: Path, as_json: bool, region: str | None, profile: str | None) -> None:
+    """Rows done / failed / pending in a job directory, and whether the job can be resumed.
+
+    It also names the home region a rerun would call Bedrock from (--region, else the job's
+    [model] region, else AWS_REGION, AWS_DEFAULT_REGION, the profile's region, us-east-1).
+    """
+    from runner import awsconfig
     from runner.batch.state import lane_status
     from runner.state import JobDir
 
     try:
+        awsconfig.use_profile(profile)
         job = JobDir(job_dir)
         p = job.progress()
         lanes = lane_status(job)
+        home = awsconfig.resolve_region(region) if region else _job_region(job)
     except BatchError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_SPEC_INVALID) from None
@@ -41,6 +56,8 @@ def status_command(job_dir: Path, as_json: bool) -> None:
         "running": p.running,
         "resumable": not p.running and (p.pending > 0 or p.failed_retryable > 0),
         "complete": p.pending == 0 and p.failed == 0,
+        "region": home.value,
+        "region_source": home.source,
         **lanes,
     }
     if as_json:
@@ -50,6 +67,7 @@ def status_command(job_dir: Path, as_json: bool) -> None:
         click.echo(f"  done     {p.ok:,}")
         click.echo(f"  failed   {p.failed:,} ({p.failed_retryable:,} retryable)")
         click.echo(f"  pending  {p.pending:,}")
+        click.echo(f"  region   {home.value} ({home.source})")
         click.echo("  lanes    " + ", ".join(f"{k} {v:,}" for k, v in lanes["lanes"].items()))
         if lanes["batch"] is not None:
             b = lanes["batch"]
@@ -67,3 +85,15 @@ def status_command(job_dir: Path, as_json: bool) -> None:
                 "  complete" if info["complete"] else "  finished (use --retry-failed to rerun failed rows)"
             )
     sys.exit(EXIT_OK)
+
+
+def _job_region(job: JobDir) -> Setting:
+    """The home region of the job's frozen spec, else what the environment and profile say."""
+    from runner import awsconfig
+
+    try:
+        spec = json.loads(job.spec_file.read_text(encoding="utf-8"))
+        region = str(spec.get("model", {}).get("region") or "")
+    except (OSError, ValueError, AttributeError):
+        region = ""
+    return awsconfig.resolve_region(region, source="the job's [model] region")

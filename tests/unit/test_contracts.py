@@ -22,6 +22,13 @@ class TestSchemaFiles:
         """docs/spec.md is exactly what the code generates."""
         assert (contracts.DOCS_DIR / "spec.md").read_text(encoding="utf-8") == contracts.spec_reference()
 
+    def test_spec_reference_documents_paths_braces_and_region(self) -> None:
+        """docs/spec.md says how paths resolve, how to write literal braces, and the region order."""
+        text = contracts.spec_reference()
+        assert "relative to the\ndirectory of the spec file" in text
+        assert "write `{{` and `}}` for a literal `{` or `}`" in text
+        assert "`AWS_REGION`, else `AWS_DEFAULT_REGION`,\nelse the `region` of the AWS profile" in text
+
     def test_results_schema_has_the_design_columns(self) -> None:
         """Every column DESIGN.md promises is in the output schema."""
         promised = {
