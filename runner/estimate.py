@@ -8,8 +8,11 @@ are not counted, so an estimate of a half-finished job is the cost of finishing 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
+from runner import __version__
 from runner.pricing import PriceTable
 from runner.routing import plan_routes
 from runner.source import Source
@@ -33,6 +36,10 @@ class Estimate:
     cost_high_usd: float
     price_table: str
     cap_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``run --estimate --json`` object (with the ``version`` of bedrock-batch that wrote it)."""
+        return {"version": __version__, **dataclasses.asdict(self)}
 
     def lines(self) -> list[str]:
         out = [

@@ -334,7 +334,7 @@ async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int 
         **{
             k: v
             for k, v in figures(counters, run.admission, run.before.pending).items()
-            if k not in ("routes", "ok", "failed")
+            if k not in ("routes", "ok", "failed", "elapsed_s", "eta_s")
         },
     )
     runner_logging.close()

@@ -97,6 +97,11 @@ class Progress:
     def pending(self) -> int:
         return max(0, self.rows - self.ok - self.failed)
 
+    @property
+    def complete(self) -> bool:
+        """Every input row has an outcome, ok or error (``stats`` and ``status`` mean the same)."""
+        return self.pending == 0
+
 
 class JobDir:
     """One job's directory. Hold :meth:`lock` while changing anything in it."""

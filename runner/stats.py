@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from runner import __version__
 from runner.errors import SpecError, StateError
 from runner.pricing import LANES, PriceTable
 from runner.schemas import INDEX_COLUMN, RESULT_SCHEMA
@@ -199,12 +200,13 @@ class JobStats:
 
     @property
     def complete(self) -> bool:
-        """Whether every input row has an outcome."""
+        """Every input row has an outcome, ok or error (as ``state.Progress.complete``, ``status``'s)."""
         return self.pending == 0
 
     def to_dict(self) -> dict[str, Any]:
         """The ``stats --json`` object: DESIGN.md keys first, then the rest; JSON-safe values only."""
         out: dict[str, Any] = {
+            "version": __version__,
             "rows": self.rows,
             "ok": self.ok,
             "failed": self.failed,

@@ -7,6 +7,7 @@ command is parsed, so ``run --help`` and a spec error answer at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 import traceback
@@ -94,6 +95,7 @@ def interrupts_exit_130() -> Iterator[None]:
     "--batch", is_flag=True, help="Bedrock batch inference first (mode = 'batch', half price); docs/batch.md."
 )
 @click.option("--estimate", is_flag=True, help="Print expected tokens and cost from the input; call nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --estimate: one JSON object instead of text.")
 @click.option("--emulate", is_flag=True, help="Dry run against a built-in emulator instead of AWS (no cost).")
 @click.option(
     "--grace", "grace_s", type=float, default=30.0, help="Seconds in-flight requests get after Ctrl-C."
@@ -115,6 +117,7 @@ def run_command(
     preflight: bool | None,
     batch: bool,
     estimate: bool,
+    as_json: bool,
     emulate: bool,
     grace_s: float,
     progress: bool | None,
@@ -131,6 +134,8 @@ def run_command(
     Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input, AWS
     profile or preflight (nothing was paid), 130 interrupted (resumable).
     """
+    if as_json and not estimate:
+        raise click.UsageError("--json goes with --estimate (a run prints its summary on stderr)")
     with fail_cleanly(debug), interrupts_exit_130():
         use_profile(profile)
         spec = load_spec(spec_path)
@@ -145,8 +150,12 @@ def run_command(
         if batch:
             spec = resolve_spec(spec, mode="batch")
         if estimate:
-            for line in estimate_job(spec, limit=limit, retry_failed=retry_failed).lines():
-                click.echo(line)
+            figures = estimate_job(spec, limit=limit, retry_failed=retry_failed)
+            if as_json:
+                click.echo(json.dumps(figures.to_dict()))
+            else:
+                for line in figures.lines():
+                    click.echo(line)
             sys.exit(EXIT_OK)
         with _maybe_emulator(emulate, batch=spec.job.mode == "batch") as url:
             if url:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from runner import __version__
 from runner.errors import BatchError
-from runner.exit_codes import EXIT_OK, EXIT_SPEC_INVALID
+from runner.exit_codes import EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
 
 if TYPE_CHECKING:
     from runner.awsconfig import Setting
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 @click.option("--profile", metavar="NAME", help="AWS profile of ~/.aws/config (AWS_PROFILE), for the region.")
 def status_command(job_dir: Path, as_json: bool, region: str | None, profile: str | None) -> None:
     """Rows done / failed / pending in a job directory, and whether the job can be resumed.
+
+    Exit codes: 0 complete (every row has an outcome) with every row ok, 1 rows failed or still
+    pending, 2 DIR is not a job directory (or a bad --profile).
 
     It also names the home region a rerun would call Bedrock from (--region, else the job's
     [model] region, else AWS_REGION, AWS_DEFAULT_REGION, the profile's region, us-east-1).
@@ -48,6 +52,7 @@ def status_command(job_dir: Path, as_json: bool, region: str | None, profile: st
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_SPEC_INVALID) from None
     info: dict[str, Any] = {
+        "version": __version__,
         "rows": p.rows,
         "ok": p.ok,
         "failed": p.failed,
@@ -55,7 +60,7 @@ def status_command(job_dir: Path, as_json: bool, region: str | None, profile: st
         "pending": p.pending,
         "running": p.running,
         "resumable": not p.running and (p.pending > 0 or p.failed_retryable > 0),
-        "complete": p.pending == 0 and p.failed == 0,
+        "complete": p.complete,
         "region": home.value,
         "region_source": home.source,
         **lanes,
@@ -80,11 +85,11 @@ def status_command(job_dir: Path, as_json: bool, region: str | None, profile: st
             click.echo("  a runner is working on this job now")
         elif info["resumable"]:
             click.echo("  resumable: rerun the same `bedrock-batch run` command to continue")
+        elif p.failed:
+            click.echo(f"  complete, {p.failed:,} rows failed (`run --retry-failed` reruns them)")
         else:
-            click.echo(
-                "  complete" if info["complete"] else "  finished (use --retry-failed to rerun failed rows)"
-            )
-    sys.exit(EXIT_OK)
+            click.echo("  complete")
+    sys.exit(EXIT_OK if p.complete and not p.failed else EXIT_ROWS_FAILED)
 
 
 def _job_region(job: JobDir) -> Setting:
