@@ -120,13 +120,18 @@ async def run_job_async(
         )  # fmt: skip
         stopped: str | None = None
         try:
-            stopped = await _run_lanes(
-                run, transport=transport, preflight=preflight, progress=progress,
-                handle_signals=handle_signals, grace_s=grace_s, retry_failed=retry_failed,
-            )  # fmt: skip
-        finally:
-            await _close(run)
-        return await _finish(run, stopped=stopped, started=started, limit=limit)
+            try:
+                stopped = await _run_lanes(
+                    run, transport=transport, preflight=preflight, progress=progress,
+                    handle_signals=handle_signals, grace_s=grace_s, retry_failed=retry_failed,
+                )  # fmt: skip
+            finally:
+                await _close(run)
+            return await _finish(run, stopped=stopped, started=started, limit=limit)
+        except BaseException:  # a failed preflight, a bug: the events file is closed all the same
+            runner_logging.close()
+            structlog.contextvars.unbind_contextvars("job")
+            raise
 
 
 @dataclass(eq=False)

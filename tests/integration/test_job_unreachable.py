@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import botocore.exceptions
 import pytest
 
+from runner import logging as runner_logging
 from runner.bedrock import map_botocore_errors, network_cause
 from runner.cli import main
 from runner.emulator import EmulatorThread
@@ -110,6 +111,7 @@ class TestPreflightDecides:
         assert "no route passed preflight" in capsys.readouterr().err
         assert nothing_marked(tmp_path / "out")
         assert emu.counters()["billed_requests"] == 0
+        assert runner_logging._events_stream is None  # the job's events file is closed, not leaked
 
     def test_a_throttling_bedrock_was_reached(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """A preflight answered by Bedrock with throttles is not "unreachable": the job runs."""
