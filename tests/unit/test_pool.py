@@ -201,12 +201,19 @@ class TestPool:
 
     async def test_stop_leaves_unsent_rows_pending(self, tmp_path: Path) -> None:
         """After stop(), queued rows are not sent; rows in flight finish and are written."""
-        transport = FakeTransport(lambda r, b, n: None, delay_s=0.5)
+        wave = anyio.Event()
+
+        class WaveTransport(FakeTransport):
+            async def invoke(self, route: Route, body: bytes) -> Completion:
+                if len(self.calls) == 7:  # this is the eighth: the whole first wave is in flight
+                    wave.set()
+                return await super().invoke(route, body)
+
+        transport = WaveTransport(lambda r, b, n: None, delay_s=0.5)
         pool = make_pool(tmp_path, transport, [G])
 
         async def stop_soon() -> None:
-            while len(transport.calls) < 8:  # the first wave is in flight (not a fixed sleep: a loaded
-                await anyio.sleep(0.001)  # machine may not have sent anything after 20 ms)
+            await wave.wait()  # not a fixed sleep: a loaded machine may have sent nothing after 20 ms
             pool.stop("interrupted")
 
         async with anyio.create_task_group() as tg:
