@@ -29,6 +29,15 @@ class TestSchemaFiles:
         assert "write `{{` and `}}` for a literal `{` or `}`" in text
         assert "`AWS_REGION`, else `AWS_DEFAULT_REGION`,\nelse the `region` of the AWS profile" in text
 
+    def test_readme_documents_the_conventions(self) -> None:
+        """README documents status's exit codes, what complete means, spec-relative paths and version."""
+        text = " ".join((contracts.DOCS_DIR.parent / "README.md").read_text(encoding="utf-8").split())
+        assert "Exit codes of `status`: **0** the job is complete" in text
+        assert "**1** rows failed or are still pending" in text
+        assert "`complete` means the same in `status --json` and `stats --json`" in text
+        assert "are relative to the spec file" in text
+        assert "with a `version` field" in text
+
     def test_results_schema_has_the_design_columns(self) -> None:
         """Every column DESIGN.md promises is in the output schema."""
         promised = {
