@@ -7,7 +7,7 @@ requests in flight over time from them.
 
 The terminal display is two lines, drawn by :func:`progress_lines` for the terminal's width::
 
-    ▕██████▍        ▏ 42%  4,200/10,000  350.2 rows/s  ETA 0:16  $1.24  err 3  429 12
+    ▕██████▍         ▏  42%   4,200/10,000   350.2 rows/s  ETA  0:16  $1.24  err 3  429 12
     global@us-east-1 61 in flight, quota 61% of 2,000k/min · us@us-east-1 3 in flight, quota 8% ...
 
 The first line keeps the percentage, done/total, rows/s and the ETA whatever the width and adds the
@@ -36,6 +36,8 @@ log = structlog.get_logger("runner.progress")
 SEPARATOR = "  "
 BAR_MIN, BAR_MAX = 10, 30
 """Columns of the bar, drawn only when the first line has that much room left."""
+EXTRAS_ROOM = 22
+"""Columns the bar leaves for cost, failed rows and throttles (``  $1.24  err 3  429 12``)."""
 
 
 def figures(counters: Counters, admission: Admission, total: int) -> dict[str, Any]:
@@ -97,23 +99,26 @@ def bar(fraction: float, width: int) -> str:
 
 
 def headline(f: Mapping[str, Any], width: int) -> str:
-    """First line: percentage, done/total, rows/s and ETA always; a bar and the rest while they fit."""
+    """First line: percentage, done/total, rows/s and ETA always; a bar and the rest while they fit.
+
+    The four are padded to steady widths and the bar's width depends on them alone, so the line does
+    not jitter from one redraw to the next.
+    """
     total, done = f["total"], f["done"]
     fraction = done / total if total else 1.0
     core = [
-        f"{fraction:.0%}",
-        f"{done:,}/{total:,}",
-        f"{f['rows_per_s']:,.1f} rows/s",
-        f"ETA {duration(f['eta_s'])}",
+        f"{fraction:>4.0%}",
+        f"{done:>{len(f'{total:,}')},}/{total:,}",
+        f"{f['rows_per_s']:>6,.1f} rows/s",
+        f"ETA {duration(f['eta_s']):>5}",
     ]
     line = SEPARATOR.join(core)
-    line = _fill(line, [f"${f['cost_usd']:,.2f}", f"err {f['failed']:,}", f"429 {f['throttles']:,}"], width)
-    room = width - len(line) - 1
+    room = width - len(line) - 1 - EXTRAS_ROOM
     if room >= BAR_MIN:
         line = bar(fraction, min(BAR_MAX, room)) + " " + line
-    extras = [f"{f['tokens']:,} tok", f"{f['in_flight']:,} in flight", f"{duration(f['elapsed_s'])} elapsed"]
-    line = _fill(line, extras, width)
-    return line[:width]
+    extras = [f"${f['cost_usd']:,.2f}", f"err {f['failed']:,}", f"429 {f['throttles']:,}"]
+    extras += [f"{f['tokens']:,} tok", f"{f['in_flight']:,} in flight", f"{duration(f['elapsed_s'])} elapsed"]
+    return _fill(line, extras, width)[:width]
 
 
 def _fill(line: str, extras: list[str], width: int) -> str:

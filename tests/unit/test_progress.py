@@ -62,7 +62,7 @@ def sample(**changes: Any) -> dict[str, Any]:
     return f
 
 
-HEADLINE = re.compile(r"^(▕[^▏]*▏ )?42%  4,200/10,000  350\.2 rows/s  ETA 0:16")
+HEADLINE = re.compile(r"^(▕[^▏]*▏ )? *42% +4,200/10,000 +350\.2 rows/s +ETA +0:16")
 
 
 class TestDisplay:
@@ -95,6 +95,14 @@ class TestDisplay:
         """Before the first row the ETA reads --:--; a job with nothing to do is 100 %."""
         assert "ETA --:--" in progress_lines(sample(eta_s=None), 80)[0]
         assert "100%  0/0" in progress_lines(sample(done=0, total=0), 80)[0]
+
+    def test_the_bar_does_not_jitter(self) -> None:
+        """The bar keeps its width while the figures change (padded counts, a reserve for the rest)."""
+        first = progress_lines(sample(done=91, rows_per_s=59.4, eta_s=15, failed=0, throttles=0), 80)[0]
+        later = progress_lines(sample(done=9_955, rows_per_s=1_210.5, eta_s=1, failed=12, throttles=340), 80)[
+            0
+        ]
+        assert first.index("%") == later.index("%") > 10
 
     def test_durations(self) -> None:
         """Minutes:seconds, hours when needed."""
