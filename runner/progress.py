@@ -109,7 +109,7 @@ def headline(f: Mapping[str, Any], width: int) -> str:
     core = [
         f"{fraction:>4.0%}",
         f"{done:>{len(f'{total:,}')},}/{total:,}",
-        f"{f['rows_per_s']:>6,.1f} rows/s",
+        f"{f['rows_per_s']:>7,.1f} rows/s",
         f"ETA {duration(f['eta_s']):>5}",
     ]
     line = SEPARATOR.join(core)
