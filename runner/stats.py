@@ -345,8 +345,9 @@ def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
 
 def _read_columns(path: Path, columns: list[str]) -> pa.Table:
     """Some columns of one result file; a file gone meanwhile (an atomic rename) is ``FileNotFoundError``."""
-    try:
-        return pq.read_table(path, columns=columns)
+    try:  # ParquetFile, not pq.read_table: no dataset scan to set up (nor pyarrow.dataset to import)
+        with pq.ParquetFile(path) as parquet:
+            return parquet.read(columns=columns, use_threads=False)
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:
