@@ -10,6 +10,7 @@ each figure. ``BENCH_QUICK=1`` runs everything at a small scale (a smoke test; i
 
     python -m bench                      # everything (~12 minutes on 2 cores)
     python -m bench overhead memory      # a subset
+    python -m bench startup              # start-up of --help, status and stats vs the baseline
     python -m bench --render             # only rewrite BENCHMARKS.md from bench/results.json
 """
 
@@ -88,6 +89,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "regions": _module("regions"),
     "goodput": _module("goodput"),
     "outage": _module("outage"),
+    "startup": _module("startup"),
 }
 
 

@@ -4,15 +4,10 @@ The library API is what the CLI uses: load a spec, run (or resume) it, read its 
 
     from runner import load_spec, run_job, compute_stats
     report = run_job(load_spec("jobs/demo.toml"))
-
-The names below are imported when first used (PEP 562), so ``import runner`` costs nothing: the
-``bedrock-batch`` console script can set up its signal handling before pyarrow and aioboto3 load, and
-``--help``, ``status`` and the emulator pay only for what they use.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -23,6 +18,52 @@ if sys.platform != "win32":  # the Windows wheels have no jemalloc
     # code"). Arrow reads this once, at its first allocation, so it only takes effect when runner is
     # imported before pyarrow is used (the CLI); a value already set wins.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
+__version__ = "0.1.0"
+
+# What each public name is imported from, on first use (PEP 562): ``import runner`` alone costs
+# nothing, so ``bedrock-batch --help``, ``status`` and the emulator never load aioboto3 or pyarrow.
+_LAZY: dict[str, str] = {
+    "BatchError": "runner.errors",
+    "Estimate": "runner.estimate",
+    "InvocationError": "runner.errors",
+    "JobEnvironmentError": "runner.errors",
+    "JobDir": "runner.state",
+    "JobReport": "runner.job",
+    "JobSpec": "runner.spec",
+    "LockedError": "runner.errors",
+    "PermanentError": "runner.errors",
+    "PreflightError": "runner.errors",
+    "PriceTable": "runner.pricing",
+    "RetryableError": "runner.errors",
+    "RowError": "runner.errors",
+    "SinkError": "runner.errors",
+    "SourceError": "runner.errors",
+    "SpecError": "runner.errors",
+    "StateError": "runner.errors",
+    "compute_stats": "runner.stats",
+    "estimate_job": "runner.estimate",
+    "load_spec": "runner.spec",
+    "run_job": "runner.job",
+    "run_job_async": "runner.job",
+    "spec_from_dict": "runner.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 if TYPE_CHECKING:
     from runner.errors import (
@@ -46,34 +87,6 @@ if TYPE_CHECKING:
     from runner.state import JobDir
     from runner.stats import compute_stats
 
-__version__ = "0.1.0"
-
-_EXPORTS: dict[str, str] = {
-    "BatchError": "runner.errors",
-    "Estimate": "runner.estimate",
-    "InvocationError": "runner.errors",
-    "JobDir": "runner.state",
-    "JobEnvironmentError": "runner.errors",
-    "JobReport": "runner.job",
-    "JobSpec": "runner.spec",
-    "LockedError": "runner.errors",
-    "PermanentError": "runner.errors",
-    "PreflightError": "runner.errors",
-    "PriceTable": "runner.pricing",
-    "RetryableError": "runner.errors",
-    "RowError": "runner.errors",
-    "SinkError": "runner.errors",
-    "SourceError": "runner.errors",
-    "SpecError": "runner.errors",
-    "StateError": "runner.errors",
-    "compute_stats": "runner.stats",
-    "estimate_job": "runner.estimate",
-    "load_spec": "runner.spec",
-    "run_job": "runner.job",
-    "run_job_async": "runner.job",
-    "spec_from_dict": "runner.spec",
-}
-"""Public name -> the module that defines it."""
 
 __all__ = [
     "BatchError",
@@ -100,16 +113,3 @@ __all__ = [
     "run_job_async",
     "spec_from_dict",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'runner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once imported, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})

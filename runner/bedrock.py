@@ -23,19 +23,23 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aioboto3
-import aiohttp
 import botocore.exceptions
 from botocore.config import Config
 
 from runner.answer import NotAMessageError, read_message
+
+if TYPE_CHECKING:  # aioboto3 (and aiohttp under it) load when a client is opened: `models` needs neither
+    import aioboto3
+
 from runner.errors import (
     AccessDeniedError,
+    AwsSetupError,
     BatchError,
     BatchJobError,
     EndpointUnavailableError,
+    EndpointUnreachableError,
     InvocationError,
     MalformedResponseError,
     ModelError,
@@ -76,13 +80,19 @@ class Transport(Protocol):
 
 
 @contextlib.contextmanager
-def map_botocore_errors(route: Route, *, timeout_s: float | None = None) -> Iterator[None]:
+def map_botocore_errors(
+    route: Route, *, timeout_s: float | None = None, endpoint: str | None = None
+) -> Iterator[None]:
     """Translate botocore/aiohttp failures into the most specific ``InvocationError``.
 
     ``timeout_s``: the client's read timeout, named in the message of a call that ran past it.
+    ``endpoint``: the URL the client calls, named when it cannot be reached.
 
-    Messages carry Bedrock's own message (which never echoes the prompt) and never the payload.
+    Messages carry Bedrock's own message (which never echoes the prompt) and never the payload. An
+    answer without Bedrock's headers (``x-amzn-RequestId``, ``x-amzn-ErrorType``) is not Bedrock's,
+    whatever its status: :class:`EndpointUnreachableError`, never a verdict on the row.
     """
+    where = endpoint or f"Bedrock in {route.region}"
     try:
         yield
     except botocore.exceptions.ClientError as exc:
@@ -91,6 +101,11 @@ def map_botocore_errors(route: Route, *, timeout_s: float | None = None) -> Iter
         code = str(err.get("Code") or "")
         status = int(meta.get("HTTPStatusCode") or 0)
         cls = _ERRORS.get(code)
+        if cls is None and not is_bedrock_answer(meta.get("HTTPHeaders") or {}):
+            cause = f"answered HTTP {status} without Bedrock's headers (not a Bedrock endpoint)"
+            raise EndpointUnreachableError(
+                f"{where}: {cause}", endpoint=where, cause=cause, status=status or None, route=route.name
+            ) from exc
         if cls is None:
             cls = EndpointUnavailableError if status >= 500 or status == 0 else PermanentError
         message = str(err.get("Message") or code or f"HTTP {status}")
@@ -101,24 +116,22 @@ def map_botocore_errors(route: Route, *, timeout_s: float | None = None) -> Iter
             request_id=meta.get("RequestId"),
             route=route.name,
         ) from exc
-    except (
-        botocore.exceptions.ReadTimeoutError,
-        botocore.exceptions.ConnectTimeoutError,
-        TimeoutError,
-    ) as exc:
+    except botocore.exceptions.ConnectTimeoutError as exc:
+        cause = "timed out connecting"
+        raise EndpointUnreachableError(
+            f"{where}: {cause}", endpoint=where, cause=cause, route=route.name
+        ) from exc
+    except (botocore.exceptions.ReadTimeoutError, TimeoutError) as exc:
         within = f"within {timeout_s:g} s" if timeout_s is not None else "in time"
         raise ModelTimeoutError(
             f"{route.model_id} in {route.region}: no answer {within}", route=route.name
         ) from exc
-    except (
-        botocore.exceptions.EndpointConnectionError,
-        botocore.exceptions.ConnectionClosedError,
-        botocore.exceptions.ResponseStreamingError,
-        botocore.exceptions.IncompleteReadError,
-        botocore.exceptions.HTTPClientError,
-        aiohttp.ClientError,
-        ConnectionError,
-    ) as exc:
+    except botocore.exceptions.ConnectionError as exc:  # refused, DNS, TLS, a proxy
+        cause = network_cause(exc)
+        raise EndpointUnreachableError(
+            f"{where}: {cause}", endpoint=where, cause=cause, route=route.name
+        ) from exc
+    except _connection_errors() as exc:
         raise EndpointUnavailableError(
             f"{route.model_id} in {route.region}: connection failed ({type(exc).__name__})",
             route=route.name,
@@ -128,6 +141,66 @@ def map_botocore_errors(route: Route, *, timeout_s: float | None = None) -> Iter
             "no AWS credentials found (environment, ~/.aws/credentials, profile or instance role)",
             route=route.name,
         ) from exc
+
+
+def is_bedrock_answer(headers: Mapping[str, str]) -> bool:
+    """Whether an HTTP answer carries Bedrock's headers (every AWS answer has a request id)."""
+    names = {name.lower() for name in headers}
+    return "x-amzn-requestid" in names or "x-amzn-errortype" in names
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Failures of a connection that was made (evaluated only when an exception is being matched,
+    so aiohttp is not imported before a client is)."""
+    import aiohttp
+
+    return (
+        botocore.exceptions.ConnectionClosedError,
+        botocore.exceptions.ResponseStreamingError,
+        botocore.exceptions.IncompleteReadError,
+        botocore.exceptions.HTTPClientError,
+        aiohttp.ClientError,
+        ConnectionError,
+    )
+
+
+def network_cause(exc: BaseException) -> str:
+    """A few words on why a connection could not be made, from the exception and what it wraps."""
+    import socket
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        err = todo.pop(0)
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(err, socket.gaierror):
+            return "DNS lookup failed"
+        if isinstance(err, ssl.SSLError):
+            reason = getattr(err, "reason", None) or getattr(getattr(err, "os_error", None), "reason", None)
+            return f"TLS failed ({reason or 'handshake'})"
+        if isinstance(err, ssl.CertificateError):
+            return f"TLS certificate rejected ({err})"
+        if isinstance(err, TimeoutError):
+            return "timed out connecting"
+        if isinstance(err, botocore.exceptions.ProxyConnectionError):
+            return f"the proxy {err.kwargs.get('proxy_url', '')} refused the connection".replace("  ", " ")
+        for inner in (
+            getattr(err, "kwargs", {}).get("error"),
+            getattr(err, "os_error", None),
+            getattr(err, "certificate_error", None),
+            err.__cause__,
+            err.__context__,
+        ):
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    if isinstance(exc, botocore.exceptions.SSLError):
+        return "TLS failed"
+    return f"could not connect ({type(exc).__name__})"
 
 
 def parse_completion(raw: bytes, headers: dict[str, str], latency_ms: float) -> Completion:
@@ -210,10 +283,14 @@ class AioBotoTransport:
                 )
             yield cls(clients, timeout_s=timeout_s)
 
+    def endpoint_url(self, route: Route) -> str:
+        """The URL the client of ``route``'s region calls (for messages)."""
+        return str(self._clients[route.region].meta.endpoint_url)
+
     async def invoke(self, route: Route, body: bytes) -> Completion:
         client = self._clients[route.region]
         start = time.perf_counter()
-        with map_botocore_errors(route, timeout_s=self._timeout_s):
+        with map_botocore_errors(route, timeout_s=self._timeout_s, endpoint=client.meta.endpoint_url):
             response = await client.invoke_model(
                 modelId=route.model_id, body=body, contentType="application/json", accept="application/json"
             )
@@ -224,6 +301,12 @@ class AioBotoTransport:
         try:
             return parse_completion(raw, headers, latency_ms)
         except (EndpointUnavailableError, MalformedResponseError) as exc:
+            if not is_bedrock_answer(headers):
+                where = self.endpoint_url(route)
+                cause = "answered HTTP 200 without Bedrock's headers (not a Bedrock endpoint)"
+                raise EndpointUnreachableError(
+                    f"{where}: {cause}", endpoint=where, cause=cause, status=200, route=route.name
+                ) from exc
             exc.route = route.name
             exc.request_id = headers.get("x-amzn-requestid")
             raise
@@ -374,7 +457,12 @@ async def _signing_session(
 ) -> aioboto3.Session:
     """``session`` (or the default chain's) when it finds credentials, else the placeholders' for a
     local endpoint; ``missing()`` is raised for AWS without credentials."""
-    session = session or aioboto3.Session()
+    import aioboto3
+
+    try:
+        session = session or aioboto3.Session()
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise AwsSetupError(f"{exc} (from --profile or AWS_PROFILE); nothing was sent") from None
     if await session.get_credentials() is not None:
         return session
     placeholders = placeholder_credentials(endpoint_url)
@@ -390,7 +478,10 @@ def control_client(
     """A plain boto3 ``bedrock`` client for a quick look at the account (``models``): no retries."""
     import boto3
 
-    session = boto3.Session()
+    try:
+        session = boto3.Session()
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise AwsSetupError(f"{exc} (from --profile or AWS_PROFILE)") from None
     if (placeholders := placeholder_credentials(endpoint_url)) and session.get_credentials() is None:
         key_id, secret = placeholders
         session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)

@@ -39,6 +39,19 @@ def spec_reference() -> str:
         "Generated from `runner/spec.py` by `make schemas`; a test keeps it current. The same facts as",
         "`schemas/job_spec.schema.json`. CLI flags override the keys they name (`run --help`).",
         "",
+        "**Paths** in a spec (`[job] input`, `[job] output`, `[output] prices`) are relative to the",
+        "directory of the spec file, not to where the command runs, so `jobs/x.toml` with",
+        '`input = "../data/x.parquet"` reads `data/x.parquet` of the repository from anywhere; `s3://` URIs',
+        "and absolute paths are used as written. `--input` and `--output` on the command line are relative",
+        "to the working directory. Errors name the absolute path that was tried.",
+        "",
+        "**Templates** (`[columns] template`) fill `{column}` placeholders per row (Python's `str.format`",
+        "syntax); write `{{` and `}}` for a literal `{` or `}`, e.g. `'Answer as JSON: {{\"label\": ...}}'`.",
+        "",
+        "**Region**: `[model] region` (or `run --region`), else `AWS_REGION`, else `AWS_DEFAULT_REGION`,",
+        "else the `region` of the AWS profile (`--profile`, else `AWS_PROFILE`, else `default`) in",
+        "`~/.aws/config`, else `us-east-1`: the order of the AWS CLI and boto3.",
+        "",
     ]
     for section, body in schema["properties"].items():
         required = set(body.get("required", []))

@@ -9,6 +9,7 @@
     ├── StateError                 the job directory is inconsistent or in use         exit 2
     │   └── LockedError            another runner holds the job's lock
     ├── PreflightError             no route survived the checks before the first paid call   exit 2
+    ├── AwsSetupError              the AWS profile or config file cannot be used                exit 2
     ├── BatchJobError              a batch inference job cannot be created, uploaded or read  exit 2
     ├── JobEnvironmentError        the disk, output or input failed after paid calls began  exit 3
     ├── RowError                   one row cannot become a request: becomes an error row
@@ -20,6 +21,7 @@
         │   ├── MalformedResponseError a whole 200 body that is not a Messages response (as a 424,
         │   │                          and the route's breaker is not told)
         │   └── EndpointUnavailableError  5xx, connection reset, cut-off body
+        │       └── EndpointUnreachableError  no Bedrock at the other end: refused, DNS, TLS, not Bedrock
         ├── PermanentError         another attempt would fail the same way
         │   ├── ModelValidationError   400 ValidationException: the row is bad
         │   ├── RouteError             the route, not the row, is wrong: never use it again
@@ -32,6 +34,8 @@ A failed row never leaves the task group as an exception: it becomes an ``error`
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class BatchError(Exception):
@@ -60,6 +64,10 @@ class LockedError(StateError):
 
 class PreflightError(BatchError):
     """No route is usable: found before any paid call."""
+
+
+class AwsSetupError(BatchError):
+    """The AWS setup cannot be used as it is: an unknown profile, an unreadable config file."""
 
 
 class BatchJobError(BatchError):
@@ -130,6 +138,7 @@ class InvocationError(BatchError):
         self.code = code
         self.status = status
         self.request_id = request_id
+        """Bedrock's ``x-amzn-RequestId``: set exactly when Bedrock itself answered."""
         self.route = route
 
     @property
@@ -165,6 +174,21 @@ class MalformedResponseError(RetryableError):
 
 class EndpointUnavailableError(RetryableError):
     """5xx, reset connection or truncated body: the endpoint, not the row, is unwell."""
+
+
+class EndpointUnreachableError(EndpointUnavailableError):
+    """Bedrock was not reached at all: the connection was refused or timed out, the name did not
+    resolve, TLS failed, or what answered is not Bedrock (a proxy, a wrong ``--endpoint-url``).
+
+    ``endpoint`` is the URL that was tried, ``cause`` a few words on what went wrong there. Retryable
+    (a network blip mid-job heals), but it says nothing about a row: preflight stops on it, and the
+    pool leaves rows pending rather than mark them failed for it.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, cause: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.endpoint = endpoint
+        self.cause = cause
 
 
 class PermanentError(InvocationError):

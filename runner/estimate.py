@@ -10,8 +10,11 @@ finishing it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
+from runner import __version__
 from runner.pricing import PriceTable
 from runner.routing import job_routes
 from runner.source import Source
@@ -35,6 +38,10 @@ class Estimate:
     cost_high_usd: float
     price_table: str
     cap_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``run --estimate --json`` object (with the ``version`` of bedrock-batch that wrote it)."""
+        return {"version": __version__, **dataclasses.asdict(self)}
 
     def lines(self) -> list[str]:
         out = [

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +30,9 @@ from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoControlPlane, AioBotoTransport, Transport, logging_destinations
 from runner.errors import (
     BatchError,
+    EndpointUnreachableError,
     JobEnvironmentError,
+    ModelTimeoutError,
     PreflightError,
     RouteError,
     SinkError,
@@ -212,9 +214,11 @@ def _open(
     structlog.contextvars.bind_contextvars(job=spec.name)
     if catalog.is_deprecated(model):
         log.warning("model.deprecated", model=model.name, since=str(model.deprecated))
+    home = spec.region_setting
     log.info(
         "job.started",
-        region=spec.region,
+        region=home.value,
+        region_source=home.source,
         routes=[r.name for r in routes],
         rows=fingerprint.rows,
         output=str(job.root),
@@ -222,6 +226,17 @@ def _open(
         endpoint_url=spec.model.endpoint_url or None,
         emulated=emulated,
     )
+    for route in routes:
+        if route.geography != "global" and route.region not in spec.regions:
+            log.warning(
+                "route.region_switched",
+                route=route.name,
+                home_region=home.value,
+                region=route.region,
+                message=f"{route.model_id} is called from {route.region}, not from the home region "
+                f"{home.value} (outside the {route.geography!r} geography); set [model] region "
+                f"(or --region) to a {route.geography} region to choose which",
+            )
     schema = part_schema(source.keep_fields(), source.id_type())
     recovered = job.recover(schema)
     if recovered:
@@ -284,7 +299,13 @@ async def _run_lanes(
     async with _transport(transport, spec, run.routes) as bedrock:
         do_preflight = spec.model.preflight if preflight is None else preflight
         if do_preflight and before.pending:
-            await _preflight(bedrock, run.router, run.routes)
+            await _preflight(
+                bedrock,
+                run.router,
+                run.routes,
+                timeout_s=min(PREFLIGHT_TIMEOUT_S, spec.retry.timeout_s),
+                where=bedrock.endpoint_url if isinstance(bedrock, AioBotoTransport) else lambda r: r.name,
+            )
             if transport is None and not run.emulated:  # Bedrock (or an emulator it stands for)
                 await check_invocation_logging(spec, run.routes)
         pool = Pool(
@@ -396,7 +417,7 @@ async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int 
         **{
             k: v
             for k, v in figures(counters, run.admission, run.before.pending).items()
-            if k not in ("routes", "ok", "failed")
+            if k not in ("routes", "ok", "failed", "elapsed_s", "eta_s")
         },
     )
     runner_logging.close()
@@ -477,27 +498,82 @@ PREFLIGHT_BODY = dumps_body(
 )
 
 
-async def _preflight(bedrock: Transport, router: Router, routes: list[Route]) -> None:
-    """One minimal request per route: drop the routes that deny access or do not exist.
+PREFLIGHT_TIMEOUT_S = 10.0
+"""How long a preflight ping may take (at most ``[retry] timeout_s``): a 1-token answer takes a second
+or two, so a route silent for this long cannot be reached."""
+
+
+class _Probe(NamedTuple):
+    """What one route's preflight ping found."""
+
+    route: Route
+    error: BaseException | None
+
+    @property
+    def reached(self) -> bool:
+        """Bedrock answered: an answer, or an error with Bedrock's request id (a throttle, a 5xx)."""
+        return self.error is None or getattr(self.error, "request_id", None) is not None
+
+
+async def _preflight(
+    bedrock: Transport,
+    router: Router,
+    routes: list[Route],
+    *,
+    timeout_s: float = PREFLIGHT_TIMEOUT_S,
+    where: Callable[[Route], str] = lambda route: route.name,
+) -> None:
+    """One minimal request per route, all at once: drop the routes that deny access or do not exist,
+    and stop the job when Bedrock cannot be reached at all.
 
     Throttles and 5xx do not drop a route (they say nothing about access). No route left: exit 2.
+    No route where Bedrock answered (refused, timed out, DNS, TLS, not Bedrock): exit 2 too, naming
+    the endpoint and the cause, before any row is sent or marked. ``where`` names a route's endpoint.
     """
-    for route in routes:
+    probes: list[_Probe] = []
+
+    async def ping(route: Route) -> None:
         try:
-            with anyio.fail_after(60):
+            with anyio.fail_after(timeout_s):
                 await bedrock.invoke(route, PREFLIGHT_BODY)
-        except RouteError as exc:
-            router.remove(route, str(exc))
-            log.warning(
-                "route.preflight_failed", route=route.name, error_type=exc.error_type, message=str(exc)
-            )
         except Exception as exc:
-            log.info("route.preflight_inconclusive", route=route.name, error=type(exc).__name__)
+            probes.append(_Probe(route, exc))
         else:
+            probes.append(_Probe(route, None))
+
+    async with anyio.create_task_group() as tg:
+        for route in routes:
+            tg.start_soon(ping, route)
+    unreachable: dict[str, list[str]] = {}
+    for probe in sorted(probes, key=lambda p: routes.index(p.route)):
+        route, error = probe
+        if error is None:
             log.info("route.preflight_ok", route=route.name)
+        elif isinstance(error, RouteError):
+            router.remove(route, str(error))
+            log.warning(
+                "route.preflight_failed", route=route.name, error_type=error.error_type, message=str(error)
+            )
+        elif probe.reached:
+            log.info("route.preflight_inconclusive", route=route.name, error=type(error).__name__)
+        else:
+            if isinstance(error, EndpointUnreachableError):
+                endpoint, cause = error.endpoint, error.cause
+            elif isinstance(error, TimeoutError | ModelTimeoutError):
+                endpoint, cause = where(route), f"no answer within {timeout_s:g} s"
+            else:
+                endpoint, cause = where(route), " ".join(str(error).split()) or type(error).__name__
+            log.warning("route.unreachable", route=route.name, endpoint=endpoint, cause=cause)
+            unreachable.setdefault(f"{endpoint}: {cause}", []).append(route.name)
     if not router.active:
         reasons = "; ".join(f"{r.name}: {why}" for r, why in router.removed().items())
         raise PreflightError(f"no route passed preflight ({reasons})")
+    if unreachable and all(not p.reached for p in probes if p.route in router.active):
+        causes = "; ".join(unreachable)
+        raise PreflightError(
+            f"cannot reach Bedrock ({causes}): nothing was sent and no row was marked "
+            "(check the network, proxy settings and --endpoint-url, or rerun when it is back)"
+        )
 
 
 LOGGING_CHECK_TIMEOUT_S = 15.0

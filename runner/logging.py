@@ -41,6 +41,11 @@ class Redact:
         return event
 
 
+FILE_ONLY = "_file_only"
+"""An event logged with ``_file_only=True`` goes to the events file and not to stderr (the progress
+figures on a terminal, where the live display already shows them)."""
+
+
 class TeeJSON:
     """Append each event as one JSON line to a file (the job's ``events.jsonl``), then pass it on."""
 
@@ -48,10 +53,20 @@ class TeeJSON:
         self._stream = stream
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+        file_only = event.pop(FILE_ONLY, False)
         if not self._stream.closed:  # a logger bound during the run may outlive the job's file
             self._stream.write(json.dumps(event, default=str) + "\n")
             self._stream.flush()
+        if file_only:
+            raise structlog.DropEvent
         return event
+
+
+def drop_file_only(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    """Without an events file, a file-only event goes nowhere."""
+    if event.pop(FILE_ONLY, False):
+        raise structlog.DropEvent
+    return event
 
 
 class _Stderr:
@@ -96,6 +111,8 @@ def configure(
         )  # private, like the job directory
         _events_stream = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - lives until reconfigured
         processors.append(TeeJSON(_events_stream))
+    else:
+        processors.append(drop_file_only)
     processors.append(
         structlog.dev.ConsoleRenderer(colors=True) if console else structlog.processors.JSONRenderer()
     )

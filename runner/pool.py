@@ -32,6 +32,7 @@ from tenacity.wait import wait_random_exponential
 from runner.bedrock import Transport
 from runner.errors import (
     EndpointUnavailableError,
+    EndpointUnreachableError,
     InvocationError,
     MalformedResponseError,
     ModelError,
@@ -52,6 +53,10 @@ STOP_INTERRUPTED = "interrupted"
 """Why a run stopped early (``Pool.stopped``, ``JobReport.stopped``): Ctrl-C or SIGTERM, exit 130."""
 STOP_COST_CAP = "max_cost_usd reached"
 """Why a run stopped early: the next call could pass ``[limits] max_cost_usd`` (the rows stay pending)."""
+STOP_UNREACHABLE = "Bedrock could not be reached"
+"""Why a run stopped early: a row ran out of attempts while Bedrock could not be reached at all
+(connection refused, DNS, TLS, not Bedrock). The row and the rest stay pending, none is marked failed:
+the endpoint failed, not the rows. ``Pool.stopped`` adds the endpoint and the cause after a colon."""
 
 Pricer = Callable[[str, Usage], float]
 
@@ -161,6 +166,10 @@ class _CapReached(Exception):
     """Raised inside a worker when the cost cap refuses a row: the row stays pending."""
 
 
+class _Unreached(Exception):
+    """Raised inside a worker when a row gave up while Bedrock was unreachable: the row stays pending."""
+
+
 @dataclass(eq=False, slots=True)
 class _RowState:
     attempts: int = 0
@@ -209,6 +218,8 @@ class Pool:
         self._work_scope: anyio.CancelScope | None = None
         self._commit_wanted = anyio.Event()
         self._workers_done = False
+        self._unreachable: EndpointUnreachableError | None = None
+        """The last failure to reach Bedrock, cleared as soon as Bedrock answers anything."""
         self._retrying = AsyncRetrying(
             stop=stop_any(
                 stop_after_attempt(retry.max_attempts), StopOnModelErrors(retry.model_error_attempts)
@@ -295,6 +306,8 @@ class Pool:
                 except _CapReached:
                     self.stop(STOP_COST_CAP)
                     continue
+                except _Unreached:
+                    continue
                 # Journal the result in the same step that produced it (no await in between): a
                 # paid answer sitting in a queue would be lost, and paid for again, at a hard kill.
                 self.sink.add(result)
@@ -343,6 +356,10 @@ class Pool:
                             raise replay.pop()
                         completion = await self._attempt(record, row)
         except InvocationError as exc:
+            if isinstance(exc, RetryableError) and self._unreachable is not None:
+                unreachable = self._unreachable
+                self.stop(f"{STOP_UNREACHABLE}: {unreachable.endpoint}: {unreachable.cause}")
+                raise _Unreached from exc
             self.counters.failed += 1
             retryable = isinstance(exc, RetryableError)
             message = str(exc)
@@ -417,6 +434,7 @@ class Pool:
                     server_s = completion.server_latency_ms / 1000.0
                 outcome = "ok"
             except ThrottledError:
+                self._unreachable = None
                 outcome = "throttled"
                 self.counters.throttles += 1
                 row.last_route = route
@@ -428,6 +446,7 @@ class Pool:
                 row.last_route = route
                 raise  # the endpoint answered, with no answer in it: not ill health, no breaker
             except RouteError as exc:
+                self._unreachable = None
                 row.last_route = route
                 self.router.remove(route, str(exc))
                 log.warning("route.removed", route=route.name, reason=exc.error_type, message=str(exc))
@@ -436,10 +455,15 @@ class Pool:
                 continue
             except RetryableError as exc:
                 row.last_route = route
+                if isinstance(exc, EndpointUnreachableError):
+                    self._unreachable = exc
+                elif exc.request_id is not None:
+                    self._unreachable = None
                 if self.router.failure(route):
                     log.warning("route.breaker_opened", route=route.name, error_type=exc.error_type)
                 raise
             except PermanentError:
+                self._unreachable = None
                 row.last_route = route
                 raise  # the route is fine, the row is bad: no breaker, no limit change
             except BaseException:
@@ -450,6 +474,7 @@ class Pool:
                 if self.cost_cap is not None:
                     cost = self.pricer(route.model_id, usage) if usage is not None else 0.0
                     self.cost_cap.settle(reserved_cost, cost)
+            self._unreachable = None
             self.router.success(route)
             row.served_by = route
             return completion

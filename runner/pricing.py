@@ -165,9 +165,9 @@ class PriceTable:
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:
-                raise SpecError(f"{path}: price table not found") from None
+                raise SpecError(f"{path.absolute()}: price table not found") from None
             except OSError as exc:
-                raise SpecError(f"{path}: cannot read the price table ({exc.strerror})") from None
+                raise SpecError(f"{path.absolute()}: cannot read the price table ({exc.strerror})") from None
             table = cls.from_toml(text, origin=str(path), name=str(path))
         return table.with_catalog(catalog.current())
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,13 @@ import pyarrow.compute as pc
 
 from runner.atomic import atomic_write
 from runner.errors import SinkError
+from runner.state import JobDir
 from runner.stats import Collected, JobStats, Tally
 
 INSTALL_HINT = "pip install 'bedrock-batch[report]'"
 
 THROUGHPUT_TITLE = "Throughput over time"
+ACTIVITY_TITLE = "Throttles and requests in flight over time"
 LATENCY_TITLE = "Latency distribution (ok rows)"
 ROUTES_TITLE = "Tokens and cost per route"
 ERRORS_TITLE = "Errors by type"
@@ -124,8 +128,9 @@ def tally_cells(tally: Tally) -> list[str]:
 
 
 def write_html(path: Path, collected: Collected) -> Path:
-    """Write the report to ``path`` atomically (a half-written report never replaces a good one)."""
-    text = build_html(collected)
+    """Write the report to ``path`` atomically (a half-written report never replaces a good one),
+    created like every other output (``0666`` less the umask: ``0644`` by default)."""
+    text = build_html(collected, samples=progress_samples(Path(collected.stats.job_dir)))
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,17 +141,26 @@ def write_html(path: Path, collected: Collected) -> Path:
     return path
 
 
-def build_html(collected: Collected) -> str:
-    """The whole report as one HTML document (plotly.js inlined once, before the first chart)."""
+def build_html(collected: Collected, *, samples: Sequence[ProgressSample] = ()) -> str:
+    """The whole report as one HTML document (plotly.js inlined once, before the first chart).
+
+    ``samples``: the runs' ``job.progress`` figures (:func:`progress_samples`), for the throttles and
+    in-flight chart. A chart with nothing to draw is left out.
+    """
     go, make_subplots = _plotly()
     stats = collected.stats
-    figures = [
-        throughput_figure(go, collected.timeline),
-        latency_figure(go, collected.latencies),
-        routes_figure(go, make_subplots, stats),
-        errors_figure(go, stats),
-    ]
-    if stats.by is not None:
+    figures = []
+    if collected.timeline.num_rows:
+        figures.append(throughput_figure(go, collected.timeline))
+    if samples:
+        figures.append(activity_figure(go, samples))
+    if len(collected.latencies):
+        figures.append(latency_figure(go, collected.latencies))
+    if stats.routes:
+        figures.append(routes_figure(go, make_subplots, stats))
+    if stats.errors:
+        figures.append(errors_figure(go, stats))
+    if stats.by is not None and stats.groups:
         figures.append(groups_figure(go, stats))
     charts = [
         fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
@@ -161,11 +175,77 @@ def build_html(collected: Collected) -> str:
         body += ["<h2>Errors</h2>", _table(("error type", "rows"), rows)]
     if stats.by is not None and stats.groups is not None:
         body += [f"<h2>By {_e(stats.by)}</h2>", _tally_table(stats.by, stats.groups)]
+    if not figures:
+        body.append('<p class="foot">No charts yet: no row of this job has finished.</p>')
     for fig, chart in zip(figures, charts, strict=True):
         body += [f"<h2>{_e(fig.layout.title.text)}</h2>", f'<div class="chart">{chart}</div>']
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body.append(f'<p class="foot">Generated {generated} by bedrock-batch stats --html.</p>')
     return _PAGE.format(title=_e(title), body="\n".join(body))
+
+
+# -- the runs' progress events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSample:
+    """One ``job.progress`` event: when, requests in flight, throttled attempts per minute."""
+
+    at: dt.datetime
+    in_flight: int
+    throttles_per_min: float
+    routes_in_flight: Mapping[str, int]
+    run: int
+    """Which run of the job (0, 1, ...): lines are not drawn across runs."""
+
+
+_SAMPLED = ("job.started", "job.progress")
+
+
+def progress_samples(job_dir: Path) -> list[ProgressSample]:
+    """The ``job.progress`` figures every run logged into ``_job/events.jsonl``, oldest first.
+
+    Throttles are counted per run in the events; here they become throttled attempts per minute
+    between two samples. Unreadable lines (a run killed mid-write) are skipped.
+    """
+    path = JobDir(job_dir).events_file
+    samples: list[ProgressSample] = []
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError:
+        return samples
+    run, last_at, last_throttles = -1, None, 0
+    with handle:
+        for line in handle:
+            if not any(name in line for name in _SAMPLED):
+                continue
+            try:
+                event = json.loads(line)
+                at = dt.datetime.fromisoformat(event["timestamp"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if event.get("event") == "job.started":
+                run, last_at, last_throttles = run + 1, at, 0
+                continue
+            if event.get("event") != "job.progress" or last_at is None:
+                continue
+            throttles = int(event.get("throttles") or 0)
+            span_min = max((at - last_at).total_seconds(), 1e-3) / 60
+            routes = event.get("routes")
+            samples.append(
+                ProgressSample(
+                    at=at,
+                    in_flight=int(event.get("in_flight") or 0),
+                    throttles_per_min=max(0, throttles - last_throttles) / span_min,
+                    routes_in_flight={
+                        name: int(r.get("in_flight") or 0)
+                        for name, r in (routes if isinstance(routes, dict) else {}).items()
+                    },
+                    run=max(run, 0),
+                )
+            )
+            last_at, last_throttles = at, throttles
+    return samples
 
 
 # -- charts ------------------------------------------------------------------------------------------
@@ -198,6 +278,48 @@ def throughput_figure(go: Any, timeline: pa.Table) -> Any:
         yaxis={"title": {"text": "rows per minute"}, "rangemode": "tozero"},
         yaxis2={
             "title": {"text": "tokens per minute"},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+        },
+    )
+    return fig
+
+
+def activity_figure(go: Any, samples: Sequence[ProgressSample]) -> Any:
+    """Requests in flight (all routes, and each route when there are several) and throttled attempts
+    per minute, from the runs' ``job.progress`` events; lines break between runs."""
+    fig = go.Figure()
+    _layout(fig, ACTIVITY_TITLE)
+    x: list[Any] = []
+    total: list[Any] = []
+    throttles: list[Any] = []
+    names = sorted({name for s in samples for name in s.routes_in_flight})
+    per_route: dict[str, list[Any]] = {name: [] for name in names}
+    previous_run = samples[0].run
+    for sample in samples:
+        if sample.run != previous_run:  # a gap, not a line, between two runs
+            x.append(None)
+            total.append(None)
+            throttles.append(None)
+            for values in per_route.values():
+                values.append(None)
+            previous_run = sample.run
+        x.append(sample.at)
+        total.append(sample.in_flight)
+        throttles.append(round(sample.throttles_per_min, 1))
+        for name, values in per_route.items():
+            values.append(sample.routes_in_flight.get(name))
+    fig.add_trace(go.Scatter(x=x, y=total, name="in flight (all routes)", mode="lines+markers"))
+    if len(names) > 1:
+        for name, values in per_route.items():
+            fig.add_trace(go.Scatter(x=x, y=values, name=f"in flight {name}", mode="lines", line_dash="dot"))
+    fig.add_trace(go.Bar(x=x, y=throttles, name="throttled attempts/min", yaxis="y2", opacity=0.5))
+    fig.update_layout(
+        xaxis_title="time (UTC, one point per progress event)",
+        yaxis={"title": {"text": "requests in flight"}, "rangemode": "tozero"},
+        yaxis2={
+            "title": {"text": "throttled attempts per minute"},
             "overlaying": "y",
             "side": "right",
             "rangemode": "tozero",

@@ -97,6 +97,7 @@ def _open_files(uri: str) -> tuple[pafs.FileSystem, list[tuple[str, str, str]]]:
             return f"{scheme}://{path}"
     else:
         fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
+        uri = root  # messages name the absolute path that was tried
 
         def display(path: str) -> str:
             return path

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from runner import catalog
+from runner.awsconfig import Setting, resolve_region
 from runner.errors import SpecError
 from runner.schemas import INDEX_COLUMN, RESULT_COLUMNS
 
@@ -52,8 +53,16 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class JobSection:
     name: str = _f("", "Job name for logs and reports; defaults to the spec file's stem.")
-    input: str = _f("", "Parquet file, directory of Parquet files, or s3:// URI.", required=True)
-    output: str = _f("", "Job directory: results.parquet and the runner's working files.", required=True)
+    input: str = _f(
+        "",
+        "Parquet file, directory of Parquet files, or s3:// URI; relative to the spec file.",
+        required=True,
+    )
+    output: str = _f(
+        "",
+        "Job directory (results.parquet, the runner's working files); relative to the spec file.",
+        required=True,
+    )
     mode: Mode = _f("on_demand", "on_demand (InvokeModel) or batch (Bedrock batch inference, 50 % price).")
 
 
@@ -61,7 +70,9 @@ class JobSection:
 class ModelSection:
     id: str = _f("", "Base model id (anthropic.claude-...) or an inference profile id.", required=True)
     region: str = _f(
-        "", "Home region (a Bedrock region the catalogue knows); else AWS_REGION, else us-east-1."
+        "",
+        "Home region (a Bedrock region the catalogue knows); else AWS_REGION, AWS_DEFAULT_REGION, "
+        "the profile's region, us-east-1.",
     )
     regions: list[str] = _f(
         [], "Source regions to call from, each with its own quota (e.g. ['us-east-1', 'us-west-2'])."
@@ -86,7 +97,9 @@ class ColumnsSection:
     id: str = _f("", "Column with a unique row id; default: the row number.")
     prompt: str = _f("", "Column with the user prompt text (or use messages, or template).")
     messages: str = _f("", "Column with Messages API turns: JSON text or a list of {role, content} structs.")
-    template: str = _f("", "User prompt template with {column} placeholders, filled per row.")
+    template: str = _f(
+        "", "User prompt template with {column} placeholders, filled per row; {{ and }} for literal braces."
+    )
     system: str = _f("", "System prompt shared by every row.")
     system_column: str = _f("", "Column with a per-row system prompt.")
     cache_system: bool = _f(False, "Mark the shared system prompt with cache_control (prompt caching).")
@@ -153,7 +166,9 @@ class OutputSection:
     part_seconds: float = _f(10.0, "...or after this many seconds, whichever comes first.")
     read_batch_rows: int = _f(1024, "Rows read from the input per Parquet record batch.")
     log_prompts: bool = _f(False, "Allow prompt and completion text in logs (off: redacted).")
-    prices: str = _f("", "TOML price table replacing the built-in one (runner/prices.toml).")
+    prices: str = _f(
+        "", "TOML price table replacing the built-in one (runner/prices.toml); relative to the spec file."
+    )
     s3_uri: str = _f("", "Also upload results.parquet under this s3:// prefix after each run.")
 
 
@@ -189,10 +204,19 @@ class JobSpec:
 
     @property
     def region(self) -> str:
-        """Explicit setting, else ``AWS_REGION``, else us-east-1 (BEDROCK.md)."""
+        """The first of ``[model] regions``, else ``[model] region`` (or ``--region``), else
+        ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile's region, us-east-1
+        (:func:`runner.awsconfig.resolve_region`)."""
         if self.model.regions:
             return self.model.regions[0]
-        return self.model.region or os.environ.get("AWS_REGION") or catalog.DEFAULT_REGION
+        return self.region_setting.value
+
+    @property
+    def region_setting(self) -> Setting:
+        """The home region and where it came from."""
+        if self.model.regions:
+            return resolve_region(self.model.regions[0], source="[model] regions")
+        return resolve_region(self.model.region, source="[model] region or --region")
 
     @property
     def regions(self) -> list[str]:
@@ -246,12 +270,30 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
         raise SpecError(f"{path}: not valid TOML ({exc})") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the job spec ({exc.strerror})") from None
+    _resolve_paths(raw, path.parent)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})[key] = value
     return spec_from_dict(raw, source=str(path))
+
+
+SPEC_PATHS: tuple[tuple[str, str], ...] = (("job", "input"), ("job", "output"), ("output", "prices"))
+"""Keys whose local paths are relative to the spec file's directory (not to the working directory), so
+a spec means the same files wherever it is run from. CLI flags (``--input``, ``--output``) stay
+relative to the working directory, as flags are."""
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the :data:`SPEC_PATHS` of a freshly read spec absolute, against ``base``; ``s3://`` (any
+    ``scheme://``) is left alone, and so is a value of the wrong type (validation names it)."""
+    for section, key in SPEC_PATHS:
+        table = raw.get(section)
+        value = table.get(key) if isinstance(table, dict) else None
+        if isinstance(value, str) and value and "://" not in value:
+            assert isinstance(table, dict)
+            table[key] = os.path.normpath(os.path.join(base.absolute(), os.path.expanduser(value)))
 
 
 def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>") -> JobSpec:
@@ -635,15 +677,25 @@ def resolve_spec(
     endpoint_url: str | None = None,
     max_in_flight: int | None = None,
     mode: str | None = None,
+    region: str | None = None,
 ) -> JobSpec:
-    """Apply CLI overrides to a loaded spec (re-validated, so a bad flag is a ``SpecError`` too)."""
+    """Apply CLI overrides to a loaded spec (re-validated, so a bad flag is a ``SpecError`` too).
+
+    ``region`` may list several source regions, comma-separated (``us-east-1,us-west-2``): they
+    replace ``[model] regions`` (and the home region is the first).
+    """
     raw = spec.to_dict()
+    if region is not None:
+        listed = [r.strip() for r in region.split(",") if r.strip()]
+        raw["model"]["regions"] = listed if len(listed) > 1 else []
+        region = listed[0] if listed else region
     for dotted, value in (
         ("job.input", input),
         ("job.output", output),
         ("model.endpoint_url", endpoint_url),
         ("limits.max_in_flight", max_in_flight),
         ("job.mode", mode),
+        ("model.region", region),
     ):
         if value is not None:
             section, _, key = dotted.partition(".")

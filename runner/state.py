@@ -103,6 +103,11 @@ class Progress:
     def pending(self) -> int:
         return max(0, self.rows - self.ok - self.failed)
 
+    @property
+    def complete(self) -> bool:
+        """Every input row has an outcome, ok or error (``stats`` and ``status`` mean the same)."""
+        return self.pending == 0
+
 
 class JobDir:
     """One job's directory. Hold :meth:`lock` while changing anything in it."""
@@ -135,7 +140,9 @@ class JobDir:
             for d in (self.root, self.work, self.parts, self.journal):
                 d.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
-            raise SinkError(f"cannot create the job directory {self.root}: {exc.strerror}") from exc
+            raise SinkError(
+                f"cannot create the job directory {self.root.absolute()}: {exc.strerror}"
+            ) from exc
 
     def check_output(self) -> None:
         """Before anything is paid for: the files a run writes can be written (:class:`SinkError` if not).
@@ -203,7 +210,7 @@ class JobDir:
             data: dict[str, Any] = json.loads(self.state_file.read_text())
         except FileNotFoundError:
             raise StateError(
-                f"{self.root} is not a bedrock-batch job directory (no {WORK_DIR}/state.json)"
+                f"{self.root.absolute()} is not a bedrock-batch job directory (no {WORK_DIR}/state.json)"
             ) from None
         except (OSError, ValueError) as exc:
             raise StateError(

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from runner import __version__
 from runner.errors import SpecError, StateError
 from runner.pricing import LANES, PriceTable
 from runner.schemas import INDEX_COLUMN, RESULT_SCHEMA
@@ -247,12 +248,13 @@ class JobStats:
 
     @property
     def complete(self) -> bool:
-        """Whether every input row has an outcome."""
+        """Every input row has an outcome, ok or error (as ``state.Progress.complete``, ``status``'s)."""
         return self.pending == 0
 
     def to_dict(self) -> dict[str, Any]:
         """The ``stats --json`` object: DESIGN.md keys first, then the rest; JSON-safe values only."""
         out: dict[str, Any] = {
+            "version": __version__,
             "rows": self.rows,
             "ok": self.ok,
             "failed": self.failed,
@@ -422,8 +424,9 @@ def iter_rows(job: JobFiles, columns: Sequence[str]) -> Iterator[pa.Table]:
 
 def _read_columns(path: Path, columns: list[str]) -> pa.Table:
     """Some columns of one result file; a file gone meanwhile (an atomic rename) is ``FileNotFoundError``."""
-    try:
-        return pq.read_table(path, columns=columns)
+    try:  # ParquetFile, not pq.read_table: no dataset scan to set up (nor pyarrow.dataset to import)
+        with pq.ParquetFile(path) as parquet:
+            return parquet.read(columns=columns, use_threads=False)
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:

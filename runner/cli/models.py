@@ -13,7 +13,6 @@ printing. Credentials are only resolved, never printed.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from runner import catalog
+from runner import awsconfig, catalog
 from runner.errors import BatchError
 from runner.exit_codes import EXIT_SPEC_INVALID
 from runner.pricing import PriceTable
@@ -56,12 +55,9 @@ class AccountCheck:
 
 
 def resolve_region(region: str | None) -> tuple[str, str]:
-    """The region and where it came from: ``--region``, else ``AWS_REGION``, else the default."""
-    if region:
-        return region, "--region"
-    if os.environ.get("AWS_REGION"):
-        return os.environ["AWS_REGION"], "AWS_REGION"
-    return catalog.DEFAULT_REGION, "default"
+    """The region and where it came from: ``--region``, else the environment, the profile, the default."""
+    setting = awsconfig.resolve_region(region)
+    return setting.value, setting.source
 
 
 def has_credentials() -> bool:
@@ -233,9 +229,10 @@ def catalogue_entries(prices: PriceTable, view: AccountView | None) -> list[dict
     "regions",
     metavar="R",
     multiple=True,
-    help="Region to ask (else AWS_REGION, else us-east-1); repeat it to check invocation logging in "
-    "several regions (the first is the one whose models and profiles are listed).",
+    help="Region to ask (else AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1); repeat it to "
+    "check invocation logging in several regions (the first is the one whose models are listed).",
 )
+@click.option("--profile", metavar="NAME", help="AWS profile of ~/.aws/config to ask with (AWS_PROFILE).")
 @click.option("--endpoint-url", metavar="URL", help="Ask this endpoint instead of AWS (the emulator).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
 @click.option(
@@ -253,6 +250,7 @@ def catalogue_entries(prices: PriceTable, view: AccountView | None) -> list[dict
 )
 def models_command(
     regions: tuple[str, ...],
+    profile: str | None,
     endpoint_url: str | None,
     as_json: bool,
     prices: Path | None,
@@ -261,12 +259,13 @@ def models_command(
     """The Claude models on Bedrock: ids, profiles, limits, prices, what the account sees, and whether
     model invocation logging is on in each region."""
     try:
+        awsconfig.use_profile(profile)
         active = catalog.activate(catalog_file)
         table = PriceTable.load(prices)
+        region, region_source = resolve_region(regions[0] if regions else None)
     except BatchError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         raise SystemExit(EXIT_SPEC_INVALID) from None
-    region, region_source = resolve_region(regions[0] if regions else None)
     asked = list(dict.fromkeys((region, *regions[1:])))
     clients = _clients(asked, endpoint_url)
     check = check_account(region, endpoint_url, client=clients.get(region))

@@ -1,4 +1,8 @@
-"""``bedrock-batch run`` and ``bedrock-batch status``: parse flags, call ``run_job``, print one summary."""
+"""``bedrock-batch run``: parse flags, call ``run_job``, print one summary.
+
+The engine (``runner.job``: aioboto3, pyarrow, structlog) is imported when a job runs, not when the
+command is parsed, so ``run --help`` and a spec error answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,13 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner.batch.state import lane_status
+from runner.awsconfig import use_profile
 from runner.cli import interrupts_exit_130
 from runner.errors import BatchError, JobEnvironmentError, leaf_error
-from runner.estimate import estimate_job
 from runner.exit_codes import (
     EXIT_ENVIRONMENT,
     EXIT_INTERRUPTED,
@@ -23,9 +26,25 @@ from runner.exit_codes import (
     EXIT_ROWS_FAILED,
     EXIT_SPEC_INVALID,
 )
-from runner.job import JobReport, run_job
-from runner.spec import load_spec, resolve_spec
-from runner.state import JobDir
+from runner.spec import JobSpec, load_spec, resolve_spec
+
+if TYPE_CHECKING:
+    from runner.estimate import Estimate
+    from runner.job import JobReport
+
+
+def run_job(spec: JobSpec, **kwargs: Any) -> JobReport:
+    """``runner.job.run_job``, imported on first use (the seam the CLI tests replace)."""
+    from runner.job import run_job as run
+
+    return run(spec, **kwargs)
+
+
+def estimate_job(spec: JobSpec, **kwargs: Any) -> Estimate:
+    """``runner.estimate.estimate_job``, imported on first use."""
+    from runner.estimate import estimate_job as estimate
+
+    return estimate(spec, **kwargs)
 
 
 @contextlib.contextmanager
@@ -72,6 +91,15 @@ def fail_cleanly(debug: bool, *, internal: bool = False) -> Iterator[None]:
 @click.option("--output", metavar="DIR", help="Override [job] output, the job directory.")
 @click.option("--endpoint-url", metavar="URL", help="Send every Bedrock call here (e.g. the emulator).")
 @click.option(
+    "--region",
+    metavar="R[,R...]",
+    help="Override [model] region, the home region (else AWS_REGION, ...); several, comma-separated, "
+    "override [model] regions (each its own quota).",
+)
+@click.option(
+    "--profile", metavar="NAME", help="AWS profile of ~/.aws/config for every AWS call (AWS_PROFILE)."
+)
+@click.option(
     "--max-in-flight", type=click.IntRange(min=1), metavar="N", help="Override [limits] max_in_flight."
 )
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Only the first N input rows.")
@@ -82,6 +110,7 @@ def fail_cleanly(debug: bool, *, internal: bool = False) -> Iterator[None]:
     "--batch", is_flag=True, help="Bedrock batch inference first (mode = 'batch', half price); docs/batch.md."
 )
 @click.option("--estimate", is_flag=True, help="Print expected tokens and cost from the input; call nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --estimate: one JSON object instead of text.")
 @click.option(
     "--emulate",
     is_flag=True,
@@ -98,6 +127,8 @@ def run_command(
     input_: str | None,
     output: str | None,
     endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
     max_in_flight: int | None,
     limit: int | None,
     retry_failed: bool,
@@ -105,6 +136,7 @@ def run_command(
     preflight: bool | None,
     batch: bool,
     estimate: bool,
+    as_json: bool,
     emulate: bool,
     grace_s: float,
     progress: bool | None,
@@ -114,20 +146,36 @@ def run_command(
     """Run the job in SPEC.toml, or resume it: rerunning the same command after a crash or Ctrl-C
     continues where it stopped and never pays twice for a row that is done.
 
-    Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input or
-    preflight (nothing was paid), 3 the disk, output or input failed after paid calls began
-    (resumable), 130 interrupted (resumable).
+    Paths in the spec (input, output, prices) are relative to the spec file; --input and --output
+    to the working directory. Region: --region or [model] region, else AWS_REGION, AWS_DEFAULT_REGION,
+    the profile's region, us-east-1.
+
+    Exit codes: 0 every row ok, 1 finished with failed (or pending) rows, 2 bad spec, input, AWS
+    profile or preflight (nothing was paid), 3 the disk, output or input failed after paid calls
+    began (resumable), 130 interrupted (resumable).
     """
+    if as_json and not estimate:
+        raise click.UsageError("--json goes with --estimate (a run prints its summary on stderr)")
     with fail_cleanly(debug, internal=True), interrupts_exit_130():
+        use_profile(profile)
         spec = load_spec(spec_path)
         spec = resolve_spec(
-            spec, input=input_, output=output, endpoint_url=endpoint_url, max_in_flight=max_in_flight
+            spec,
+            input=input_,
+            output=output,
+            endpoint_url=endpoint_url,
+            max_in_flight=max_in_flight,
+            region=region,
         )
         if batch:
             spec = resolve_spec(spec, mode="batch")
         if estimate:
-            for line in estimate_job(spec, limit=limit, retry_failed=retry_failed).lines():
-                click.echo(line)
+            figures = estimate_job(spec, limit=limit, retry_failed=retry_failed)
+            if as_json:
+                click.echo(json.dumps(figures.to_dict()))
+            else:
+                for line in figures.lines():
+                    click.echo(line)
             sys.exit(EXIT_OK)
         if emulate and output is None:
             spec = resolve_spec(spec, output=emulated_output(spec.job.output))
@@ -181,6 +229,8 @@ def _maybe_emulator(enabled: bool, *, batch: bool = False, output: str = "") -> 
 
 
 def _print_summary(report: JobReport) -> None:
+    from runner.pool import STOP_COST_CAP
+
     p, c = report.progress, report.counters
     rate = (c.ok + c.failed) / report.elapsed_s if report.elapsed_s else 0.0
     lines = [
@@ -193,59 +243,13 @@ def _print_summary(report: JobReport) -> None:
     ]
     if report.exit_code == EXIT_INTERRUPTED:
         lines.append("interrupted: rerun the same command to resume")
+    elif report.stopped == STOP_COST_CAP:
+        lines.append(f"stopped early: {report.stopped}; rerun with a higher cap to continue")
     elif report.stopped:
-        lines.append(f"stopped early: {report.stopped}; rerun (with a higher cap) to continue")
+        lines.append(f"stopped early: {report.stopped}; rerun the same command to continue")
     elif report.exit_code == EXIT_ROWS_FAILED and p.failed_retryable:
         lines.append(
             f"{p.failed_retryable:,} failed rows are retryable: rerun the same command to retry them"
         )
     for line in lines:
         click.echo(line, err=True)
-
-
-@click.command(context_settings={"show_default": True})
-@click.argument("job_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-def status_command(job_dir: Path, as_json: bool) -> None:
-    """Rows done / failed / pending in a job directory, and whether the job can be resumed."""
-    with fail_cleanly(False):
-        job = JobDir(job_dir)
-        p = job.progress()
-        lanes = lane_status(job)
-    info: dict[str, Any] = {
-        "rows": p.rows,
-        "ok": p.ok,
-        "failed": p.failed,
-        "failed_retryable": p.failed_retryable,
-        "pending": p.pending,
-        "running": p.running,
-        "resumable": not p.running and (p.pending > 0 or p.failed_retryable > 0),
-        "complete": p.pending == 0 and p.failed == 0,
-        "emulated": job.is_emulated(),
-        **lanes,
-    }
-    if as_json:
-        click.echo(json.dumps(info))
-    else:
-        emulated = " (a dry run: emulated answers, run --emulate)" if info["emulated"] else ""
-        click.echo(f"{job_dir}: {p.rows:,} rows{emulated}")
-        click.echo(f"  done     {p.ok:,}")
-        click.echo(f"  failed   {p.failed:,} ({p.failed_retryable:,} retryable)")
-        click.echo(f"  pending  {p.pending:,}")
-        click.echo("  lanes    " + ", ".join(f"{k} {v:,}" for k, v in lanes["lanes"].items()))
-        if lanes["batch"] is not None:
-            b = lanes["batch"]
-            jobs = ", ".join(f"{n} {state}" for state, n in sorted(b["jobs"].items()))
-            click.echo(
-                f"  batch    {b['shards']:,} jobs ({jobs or 'none'}), {b['in_flight_records']:,} records "
-                f"in flight, {b['to_on_demand']:,} sent on to on-demand"
-            )
-        if p.running:
-            click.echo("  a runner is working on this job now")
-        elif info["resumable"]:
-            click.echo("  resumable: rerun the same `bedrock-batch run` command to continue")
-        else:
-            click.echo(
-                "  complete" if info["complete"] else "  finished (use --retry-failed to rerun failed rows)"
-            )
-    sys.exit(EXIT_OK)

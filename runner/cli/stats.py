@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from runner.errors import BatchError
 from runner.exit_codes import EXIT_SPEC_INVALID
-from runner.pricing import PriceTable
-from runner.report import TALLY_HEADERS, fmt_int, overview_rows, tally_cells, write_html
-from runner.stats import JobStats, Tally, collect
+
+if TYPE_CHECKING:  # imported when the command runs: `stats --help` loads neither pyarrow nor rich
+    from rich.console import Console
+    from rich.table import Table
+
+    from runner.stats import JobStats, Tally
 
 WIDE = 180
 """Columns of the table view when stdout is not a terminal (nothing to fit, so nothing to wrap)."""
@@ -50,6 +52,12 @@ def stats_command(
     job_dir: Path, as_json: bool, by: str | None, html_path: Path | None, prices: Path | None
 ) -> None:
     """Usage statistics of the job in DIR: rows, tokens, cost per route, latency, errors."""
+    from rich.console import Console
+
+    from runner.pricing import PriceTable
+    from runner.report import write_html
+    from runner.stats import collect
+
     try:
         table = PriceTable.load(prices) if prices is not None else None
         collected = collect(job_dir, by=by, prices=table)
@@ -73,6 +81,10 @@ def stats_command(
 
 def render(stats: JobStats, console: Console) -> None:
     """The terminal view: overview, routes, errors and groups, each a rich table."""
+    from rich.table import Table
+
+    from runner.report import fmt_int, overview_rows
+
     overview = Table(title="Job statistics", show_header=False, title_justify="left")
     overview.add_column(style="bold")
     overview.add_column()
@@ -106,6 +118,8 @@ def render(stats: JobStats, console: Console) -> None:
 
 def output_fit_lines(stats: JobStats) -> list[str]:
     """Per route, what ``max_tokens`` reserved and the answers left unused, and what would fit."""
+    from runner.report import fmt_int
+
     lines = []
     for route, fit in stats.output_fit.items():
         if fit.max_tokens is None or not fit.answers:
@@ -123,6 +137,10 @@ def output_fit_lines(stats: JobStats) -> list[str]:
 
 
 def _tally_table(title: str, key: str, tallies: Mapping[str, Tally]) -> Table:
+    from rich.table import Table
+
+    from runner.report import TALLY_HEADERS, tally_cells
+
     table = Table(title=title, title_justify="left")
     table.add_column(key, overflow="fold")
     for header in TALLY_HEADERS:

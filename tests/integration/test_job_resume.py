@@ -22,7 +22,7 @@ import pytest
 
 from runner.cli import main
 from runner.emulator import EmulatorThread
-from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_SPEC_INVALID
+from runner.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, EXIT_SPEC_INVALID
 from runner.job import run_job
 from tests.helpers import (
     duplicate_bills,
@@ -193,7 +193,7 @@ class TestLock:
             wait_until(lambda: emu.counters()["billed_requests"] > 0, timeout=30, what="the first runner")
             code = main(["run", str(spec), "--endpoint-url", emu.url])
             err = capsys.readouterr().err
-            assert main(["status", str(tmp_path / "out"), "--json"]) == EXIT_OK
+            assert main(["status", str(tmp_path / "out"), "--json"]) == EXIT_ROWS_FAILED  # rows pending
             status = json.loads(capsys.readouterr().out)
         finally:
             first_code = stop_process(first, signal.SIGTERM)
@@ -293,7 +293,7 @@ class TestResumeInProcess:
         spec = crash_spec(tmp_path, source)
         killed, _proc = kill_while_sending(emu, ["run", str(spec), "--endpoint-url", emu.url], tmp_path, 0.3)
         assert killed
-        assert main(["status", str(tmp_path / "out"), "--json"]) == EXIT_OK
+        assert main(["status", str(tmp_path / "out"), "--json"]) == EXIT_ROWS_FAILED  # not complete
         info = json.loads(capsys.readouterr().out)
         assert info["pending"] > 0
         assert info["running"] is False

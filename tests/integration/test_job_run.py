@@ -113,17 +113,17 @@ class TestStatusAndStats:
         return tmp_path / "out"
 
     def test_status_json(self, done_job: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """``status --json`` counts done, failed and pending rows of a finished job."""
-        assert main(["status", str(done_job), "--json"]) == EXIT_OK
+        """``status --json`` counts done, failed and pending rows of a finished job; failed rows: exit 1."""
+        assert main(["status", str(done_job), "--json"]) == EXIT_ROWS_FAILED
         info = json.loads(capsys.readouterr().out)
         assert info["rows"] == 30
         assert (info["ok"], info["failed"], info["pending"]) == (29, 1, 0)
         assert info["running"] is False
-        assert info["complete"] is False
+        assert info["complete"] is True  # every row has an outcome, as `stats` says
 
     def test_status_text(self, done_job: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Plain ``status`` prints the same counts as text."""
-        assert main(["status", str(done_job)]) == EXIT_OK
+        assert main(["status", str(done_job)]) == EXIT_ROWS_FAILED
         out = capsys.readouterr().out
         assert "30 rows" in out
         assert "done     29" in out

@@ -235,21 +235,19 @@ class TestPool:
 
     async def test_stop_leaves_unsent_rows_pending(self, tmp_path: Path) -> None:
         """After stop(), queued rows are not sent; rows in flight finish and are written."""
-        first_call = anyio.Event()
+        wave = anyio.Event()
 
-        class Transport(FakeTransport):
+        class WaveTransport(FakeTransport):
             async def invoke(self, route: Route, body: bytes) -> Completion:
-                first_call.set()
+                if len(self.calls) == 7:  # this is the eighth: the whole first wave is in flight
+                    wave.set()
                 return await super().invoke(route, body)
 
-        transport = Transport(lambda r, b, n: None, delay_s=0.05)
+        transport = WaveTransport(lambda r, b, n: None, delay_s=0.5)
         pool = make_pool(tmp_path, transport, [G])
 
         async def stop_soon() -> None:
-            # As soon as the first call is out (a fixed 20 ms sleep raced the reader thread on a busy
-            # host and stopped before anything was sent).
-            with anyio.fail_after(10):
-                await first_call.wait()
+            await wave.wait()  # not a fixed sleep: a loaded machine may have sent nothing after 20 ms
             pool.stop("interrupted")
 
         async with anyio.create_task_group() as tg:

@@ -50,7 +50,7 @@ class TestValid:
             f'[job]\ninput = "a"\noutput = "b"\n[model]\nid = "{HAIKU}"\n[columns]\nprompt = "p"\n'
         )
         spec = load_spec(path, {"job.input": "c", "limits.max_in_flight": 7, "job.output": None})
-        assert (spec.job.input, spec.job.output, spec.limits.max_in_flight) == ("c", "b", 7)
+        assert (spec.job.input, spec.job.output, spec.limits.max_in_flight) == ("c", str(tmp_path / "b"), 7)
 
     def test_region_falls_back_to_env_then_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Region: spec, else AWS_REGION, else us-east-1."""
@@ -59,6 +59,51 @@ class TestValid:
         monkeypatch.setenv("AWS_REGION", "eu-west-1")
         assert spec_from_dict(base()).region == "eu-west-1"
         assert spec_from_dict(base(model={"region": "us-west-2"})).region == "us-west-2"
+
+
+class TestPaths:
+    def write(self, path: Path, job: str, output: str = "") -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f'[job]\n{job}\n[model]\nid = "{HAIKU}"\n[columns]\nprompt = "p"\n{output}', encoding="utf-8"
+        )
+        return path
+
+    def test_input_and_output_are_relative_to_the_spec_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`input`, `output` and `[output] prices` resolve against the spec's directory, not the cwd."""
+        monkeypatch.chdir(tmp_path)
+        path = self.write(
+            tmp_path / "jobs" / "x.toml",
+            'input = "../data/in.parquet"\noutput = "out/x"',
+            '[output]\nprices = "prices.toml"\n',
+        )
+        spec = load_spec(Path("jobs/x.toml"))
+        assert spec.job.input == str(tmp_path / "data" / "in.parquet")
+        assert spec.job.output == str(tmp_path / "jobs" / "out" / "x")
+        assert spec.output.prices == str(tmp_path / "jobs" / "prices.toml")
+        assert load_spec(path) == spec  # wherever it is loaded from
+
+    def test_absolute_and_s3_paths_stay(self, tmp_path: Path) -> None:
+        """Absolute paths and s3:// URIs are used as written."""
+        path = self.write(tmp_path / "x.toml", 'input = "s3://bucket/prompts/"\noutput = "/srv/out"')
+        spec = load_spec(path)
+        assert (spec.job.input, spec.job.output) == ("s3://bucket/prompts/", "/srv/out")
+
+    def test_a_missing_input_names_the_absolute_path_tried(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The error for a missing input shows the absolute path it tried, resolved beside the spec."""
+        from runner.errors import SourceError
+        from runner.source import Source
+
+        monkeypatch.chdir(tmp_path)
+        path = self.write(tmp_path / "jobs" / "x.toml", 'input = "in.parquet"\noutput = "out"')
+        with pytest.raises(SourceError) as caught:
+            Source(load_spec(Path("jobs/x.toml")))
+        assert str(caught.value).startswith(f"{tmp_path / 'jobs' / 'in.parquet'}: no such file")
+        assert path.exists()
 
 
 ERRORS = [
@@ -244,3 +289,11 @@ class TestRegions:
         raw["limits"] = {"tpm": {"us-east-1": -5}}
         with pytest.raises(SpecError, match="`tpm` 'us-east-1' must not be negative"):
             spec_from_dict(raw)
+
+    def test_region_flag_takes_a_list(self) -> None:
+        """`--region us-east-1,us-west-2` sets the source regions, the first being the home region."""
+        from runner.spec import resolve_spec
+
+        spec = resolve_spec(spec_from_dict(self._spec(region="eu-west-1")), region="us-east-1,us-west-2")
+        assert spec.regions == ["us-east-1", "us-west-2"]
+        assert spec.region == "us-east-1"
