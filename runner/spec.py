@@ -24,7 +24,6 @@ from typing import Any, Literal
 from runner import catalog
 from runner.awsconfig import Setting, resolve_region
 from runner.errors import SpecError
-from runner.schemas import INDEX_COLUMN, RESULT_COLUMNS
 
 Mode = Literal["on_demand", "batch"]
 
@@ -498,15 +497,19 @@ def _check(spec: JobSpec) -> None:
         raise SpecError(f"{src}: [batch] need 0 < `poll_initial_s` <= `poll_max_s`")
 
 
-_RESULT_NAMES = frozenset([*(c.name for c in RESULT_COLUMNS), INDEX_COLUMN])
-"""Column names results.parquet and the part files already use: a kept input column cannot take one."""
-
-
 def _check_keep(src: str, keep: list[str]) -> None:
-    """Kept columns land beside the result columns: no name may collide with one, or come twice."""
+    """Kept columns land beside the result columns: no name may collide with one, or come twice.
+
+    The result columns come from ``runner.schemas`` (pyarrow), imported only when there is a ``keep``
+    to check: loading a spec for ``--help`` or ``status`` must not load Arrow."""
+    if not keep:
+        return
+    from runner.schemas import INDEX_COLUMN, RESULT_COLUMNS
+
+    result_names = {*(c.name for c in RESULT_COLUMNS), INDEX_COLUMN}
     seen: set[str] = set()
     for name in keep:
-        if name in _RESULT_NAMES:
+        if name in result_names:
             raise SpecError(
                 f"{src}: [columns] `keep` has {name!r}, which results.parquet already uses for its own "
                 "column; rename that input column (or drop it from `keep`)"

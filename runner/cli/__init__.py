@@ -41,7 +41,8 @@ COMMANDS: dict[str, Subcommand] = {
     ),
     "models": Subcommand(
         "runner.cli.models:models_command",
-        "The Claude models on Bedrock: ids, profiles, limits, prices, and what the account sees.",
+        "The Claude models on Bedrock: ids, profiles, limits, prices, what the account sees, and whether "
+        "model invocation logging is on in each region.",
     ),
     "run": Subcommand(
         "runner.cli.run:run_command",

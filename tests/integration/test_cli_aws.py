@@ -82,12 +82,11 @@ class TestRegionAndProfileFlags:
 
         def spy(spec: Any, **kwargs: Any) -> Any:
             seen.append(spec)
-            raise ZeroDivisionError
+            raise SystemExit(0)  # stop here: the parsed spec is what the test looks at
 
         monkeypatch.setattr("runner.cli.run.run_job", spy)
         spec = write_spec(tmp_path / "job.toml", spec_data(tmp_path / "in.parquet", tmp_path / "out", ""))
-        with pytest.raises(ZeroDivisionError):
-            main(["run", str(spec), "--region", "eu-central-1", "--profile", "dev"])
+        assert main(["run", str(spec), "--region", "eu-central-1", "--profile", "dev"]) == 0
         assert seen[0].model.region == "eu-central-1"
         assert os.environ["AWS_PROFILE"] == "dev"
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,7 @@ class TestReport:
         self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """A run that met throttles: `stats --html` draws throttles and in-flight over time, from the
-        run's own progress events, into a file created 0666 less the umask (0644 by default)."""
+        run's own progress events, into a file as private as results.parquet (0600)."""
         emu.script(GLOBAL_HAIKU, "*", ["ThrottlingException"] * 5)
         source = write_prompts(tmp_path / "in.parquet", 40)
         report = run_job(
@@ -119,8 +118,6 @@ class TestReport:
         text = html.read_text(encoding="utf-8")
         assert f"<h2>{ACTIVITY_TITLE}</h2>" in text
         assert "<h2>Errors by type</h2>" not in text  # no failed row: no empty chart
-        umask = os.umask(0)
-        os.umask(umask)
-        assert stat.S_IMODE(html.stat().st_mode) == 0o666 & ~umask
+        assert stat.S_IMODE(html.stat().st_mode) == 0o600  # private, like everything in the job
         results = tmp_path / "out" / "results.parquet"
         assert stat.S_IMODE(html.stat().st_mode) == stat.S_IMODE(results.stat().st_mode)

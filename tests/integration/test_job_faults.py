@@ -408,7 +408,7 @@ class TestStatus:
         wait_until(lambda: emu.counters()["billed_requests"] >= 40, timeout=30, what="40 billed calls")
         proc.kill()
         proc.wait(10)
-        assert main(["status", str(out), "--json"]) == EXIT_OK
+        assert main(["status", str(out), "--json"]) == EXIT_ROWS_FAILED  # rows still pending
         info = json.loads(capsys.readouterr().out)
         assert info["ok"] >= 30
         assert info["ok"] + info["pending"] == 300
