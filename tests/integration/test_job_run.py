@@ -242,6 +242,8 @@ class TestThrottling:
         assert report.counters.throttles == 80
         assert counters["billed_requests"] == 80
 
+    @pytest.mark.timeout(360)  # half the calls refused at random: the quota model paces itself down
+    # before it learns they are capacity 429s (issue 10, open), so this takes 30 to 120 s
     def test_random_throttles_are_retried_to_success(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """Half of all calls throttled at random: every row still ends ok, each billed once."""
         emu.set_faults({"defaults": {"throttle_rate": 0.5}})
