@@ -169,7 +169,7 @@ class TestMidJob:
     def test_endpoint_gone_for_good_leaves_rows_pending(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """The endpoint stops answering for good mid-job: the run stops with rows pending, none failed,
         and says which endpoint it could not reach; a rerun once it is back finishes the job."""
-        n = 300
+        n = 150
         with TcpProxy(urlsplit(emu.url).port or 0) as proxy:
             spec = self.proxied_job(emu, tmp_path, proxy, n)
 
