@@ -17,7 +17,6 @@ four multiplications.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import math
 import tomllib
 from collections.abc import Mapping
@@ -282,6 +281,8 @@ class PriceTable:
 @functools.cache
 def _builtin() -> PriceTable:
     """The packaged table, parsed once per process (it cannot change while we run)."""
+    import importlib.resources  # here, not at the top: `stats` rarely needs the table (start-up)
+
     resource = importlib.resources.files("runner").joinpath(BUILTIN_FILE)
     return PriceTable.from_toml(resource.read_text(encoding="utf-8"), origin=f"runner/{BUILTIN_FILE}")
 
