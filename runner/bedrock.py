@@ -180,15 +180,15 @@ def network_cause(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(err, socket.gaierror):
             return "DNS lookup failed"
-        if isinstance(err, ssl.SSLError):
+        if isinstance(err, ssl.SSLError):  # certificate failures too (CERTIFICATE_VERIFY_FAILED)
             reason = getattr(err, "reason", None) or getattr(getattr(err, "os_error", None), "reason", None)
             return f"TLS failed ({reason or 'handshake'})"
-        if isinstance(err, ssl.CertificateError):
-            return f"TLS certificate rejected ({err})"
         if isinstance(err, TimeoutError):
             return "timed out connecting"
         if isinstance(err, botocore.exceptions.ProxyConnectionError):
-            return f"the proxy {err.kwargs.get('proxy_url', '')} refused the connection".replace("  ", " ")
+            proxy = urllib.parse.urlsplit(str(err.kwargs.get("proxy_url") or ""))
+            where = f" {proxy.hostname}:{proxy.port}" if proxy.hostname else ""  # never its password
+            return f"could not connect through the proxy{where}"
         for inner in (
             getattr(err, "kwargs", {}).get("error"),
             getattr(err, "os_error", None),

@@ -544,7 +544,7 @@ async def _preflight(
     async with anyio.create_task_group() as tg:
         for route in routes:
             tg.start_soon(ping, route)
-    unreachable: dict[str, list[str]] = {}
+    unreachable: dict[str, None] = {}  # "endpoint: cause", each once, in route order
     for probe in sorted(probes, key=lambda p: routes.index(p.route)):
         route, error = probe
         if error is None:
@@ -564,7 +564,7 @@ async def _preflight(
             else:
                 endpoint, cause = where(route), " ".join(str(error).split()) or type(error).__name__
             log.warning("route.unreachable", route=route.name, endpoint=endpoint, cause=cause)
-            unreachable.setdefault(f"{endpoint}: {cause}", []).append(route.name)
+            unreachable[f"{endpoint}: {cause}"] = None
     if not router.active:
         reasons = "; ".join(f"{r.name}: {why}" for r, why in router.removed().items())
         raise PreflightError(f"no route passed preflight ({reasons})")

@@ -23,7 +23,6 @@ dict look-up, one comparison and four multiplications.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import math
 import tomllib
 from collections.abc import Mapping
@@ -397,6 +396,8 @@ class PriceTable:
 def _builtin_data() -> Mapping[str, Any]:
     """The packaged table's TOML, parsed once per process (checked by ``from_dict`` on each load,
     since which models it surcharges depends on the active catalogue)."""
+    import importlib.resources  # here, not at the top: `stats` rarely needs the table (start-up)
+
     resource = importlib.resources.files("runner").joinpath(BUILTIN_FILE)
     return MappingProxyType(tomllib.loads(resource.read_text(encoding="utf-8")))
 

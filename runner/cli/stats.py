@@ -71,9 +71,9 @@ def stats_command(
     if as_json:
         click.echo(stats.to_json())
     else:
-        console = Console(highlight=False)
+        console = Console(highlight=False, markup=False, emoji=False)  # plain cells: no markup to parse
         if not console.is_terminal:  # a file or a pipe: long route ids read better unwrapped
-            console = Console(highlight=False, width=max(console.width, WIDE))
+            console = Console(highlight=False, markup=False, emoji=False, width=max(console.width, WIDE))
         render(stats, console)
     if html_path is not None:
         click.echo(f"report written to {html_path}", err=True)

@@ -105,14 +105,14 @@ class TestReport:
     ) -> None:
         """A run that met throttles: `stats --html` draws throttles and in-flight over time, from the
         run's own progress events, into a file as private as results.parquet (0600)."""
-        emu.script(GLOBAL_HAIKU, "*", ["ThrottlingException"] * 5)
+        emu.script(GLOBAL_HAIKU, "*", ["ThrottlingException"] * 2)
         source = write_prompts(tmp_path / "in.parquet", 40)
         report = run_job(
             make_spec(tmp_path, spec_data(source, tmp_path / "out", emu.url)),
             handle_signals=False,
             progress=False,
         )
-        assert report.counters.throttles == 5
+        assert report.counters.throttles == 2
         html = tmp_path / "report.html"
         assert main(["stats", str(tmp_path / "out"), "--html", str(html)]) == EXIT_OK
         text = html.read_text(encoding="utf-8")

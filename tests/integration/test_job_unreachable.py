@@ -169,7 +169,7 @@ class TestMidJob:
     def test_endpoint_gone_for_good_leaves_rows_pending(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """The endpoint stops answering for good mid-job: the run stops with rows pending, none failed,
         and says which endpoint it could not reach; a rerun once it is back finishes the job."""
-        n = 300
+        n = 150
         with TcpProxy(urlsplit(emu.url).port or 0) as proxy:
             spec = self.proxied_job(emu, tmp_path, proxy, n)
 
@@ -224,3 +224,16 @@ class TestClassification:
         outer = botocore.exceptions.EndpointConnectionError(endpoint_url="u", error=OSError("wrapped"))
         outer.__cause__ = inner
         assert network_cause(outer) == "connection refused"
+
+    def test_proxy_failure_names_the_proxy_not_its_password(self) -> None:
+        """A proxy that cannot be reached is named by host and port; credentials in its URL are not shown."""
+        error = botocore.exceptions.ProxyConnectionError(
+            proxy_url="http://user:secret@proxy.internal:3128", error=OSError("down")
+        )
+        with (
+            pytest.raises(EndpointUnreachableError) as caught,
+            map_botocore_errors(ROUTE, endpoint="https://x"),
+        ):
+            raise error
+        assert caught.value.cause == "could not connect through the proxy proxy.internal:3128"
+        assert "secret" not in str(caught.value)

@@ -458,6 +458,14 @@ class TestCli:
         for text in ("ok", "pending", "p95", "bedrock-on-demand-2025-11", "us-west-2", "support"):
             assert text in result.output
 
+    def test_group_values_are_shown_as_they_are(self, tmp_path: Path) -> None:
+        """A --by value that looks like rich markup (`[bold]x[/bold]`) is printed literally, not styled."""
+        rows = [make_row(i, random.Random(i), status="ok") | {"team": "[bold]x[/bold]"} for i in range(5)]
+        job = write_job(tmp_path / "job", rows)
+        result = CliRunner().invoke(stats_command, [str(job), "--by", "team"], terminal_width=160)
+        assert result.exit_code == 0, result.output
+        assert "[bold]x[/bold]" in result.output
+
     def test_not_a_job_exits_2(self, tmp_path: Path) -> None:
         """A directory that is not a job: exit 2 and one line."""
         result = CliRunner().invoke(stats_command, [str(tmp_path), "--json"])
