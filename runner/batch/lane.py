@@ -428,7 +428,7 @@ class BatchLane:
 
     async def run(self, done: Set[int]) -> LaneOutcome:
         """Re-attach, plan, submit, poll and collect until every shard is collected or the run stops."""
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self.shard_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, like the job directory
         state = self._load()
         self._drop_unsent(state)
         self._clean_strays(state)
