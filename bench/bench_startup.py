@@ -7,7 +7,8 @@ alternating baseline and current, as ``python -c "from runner.cli import main; .
 ``PYTHONPATH`` pointing at the tree, from a directory outside the repository (the same Python, the
 same installed packages). ``status`` and ``stats`` read a small finished job (made once against an
 emulator process). The machine is shared: the best of the rounds is the checked figure (what the code
-costs when the machine is free), the median is listed beside it.
+costs when the machine is free), the median and the CPU time (user + system, best of the rounds, much
+less sensitive to other load) are listed beside it, with the load average.
 
 Target: every command's best time < 0.3 s.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import compileall
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,10 +84,14 @@ def _env(tree: Path) -> dict[str, str]:
     return env
 
 
-def time_once(tree: Path, argv: list[str], cwd: Path) -> float:
+def time_once(tree: Path, argv: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run of the command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([PYTHON, "-c", MAIN, *argv], cwd=cwd, env=_env(tree), capture_output=True, check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run(*, rounds: int | None = None) -> dict[str, Any]:
@@ -97,14 +103,17 @@ def run(*, rounds: int | None = None) -> dict[str, Any]:
     job = finished_job(200)
     commands = {"--help": ["--help"], "status": ["status", str(job)], "stats": ["stats", str(job)]}
     times: dict[str, dict[str, list[float]]] = {c: {t: [] for t in trees} for c in commands}
+    cpu: dict[str, dict[str, list[float]]] = {c: {t: [] for t in trees} for c in commands}
     with tempfile.TemporaryDirectory() as cwd:
         for name, argv in commands.items():
             for tree in trees.values():  # warm the page cache once for each
                 time_once(tree, argv, Path(cwd))
             for _ in range(rounds):
                 for label, tree in trees.items():
-                    times[name][label].append(time_once(tree, argv, Path(cwd)))
-    figures: dict[str, Any] = {}
+                    wall, cpu_s = time_once(tree, argv, Path(cwd))
+                    times[name][label].append(wall)
+                    cpu[name][label].append(cpu_s)
+    figures: dict[str, Any] = {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
     checks = []
     for name in commands:
         best = {label: min(times[name][label]) for label in trees}
@@ -114,6 +123,8 @@ def run(*, rounds: int | None = None) -> dict[str, Any]:
             "current_best_s": rounded(best["current"]),
             "baseline_median_s": rounded(median["baseline"]),
             "current_median_s": rounded(median["current"]),
+            "baseline_cpu_best_s": rounded(min(cpu[name]["baseline"])),
+            "current_cpu_best_s": rounded(min(cpu[name]["current"])),
             "speed-up (best)": rounded(best["baseline"] / best["current"], 2),
         }
         checks.append(
