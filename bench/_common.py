@@ -394,6 +394,10 @@ def run_child(target: str, params: Mapping[str, Any], *, name: str, timeout: flo
         return result
 
 
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "warning")
+"""The jobs' log level: ``info`` keeps each route's quota decisions in its job's ``events.jsonl``."""
+
+
 def run_jobs(specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0) -> dict[str, dict[str, Any]]:
     """Run each spec as a ``bench._child job`` process side by side; their results by name.
 
@@ -410,7 +414,7 @@ def run_jobs(specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0) 
             children[name] = Child(
                 [PYTHON, "-m", "bench._child", "job"],
                 name=name,
-                stdin=json.dumps({"spec": spec, "grace_s": 1.0, "log_level": "warning"}),
+                stdin=json.dumps({"spec": spec, "grace_s": 1.0, "log_level": LOG_LEVEL}),
             )
         for name, child in children.items():
             child.wait(timeout=1800)

@@ -17,18 +17,30 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import anyio
+import structlog
 
 from runner.quota import Charge, RouteQuota
 from runner.types import Route, Usage
 from runner.window import DEFAULT_HEADROOM, WINDOW_S
 
+log = structlog.get_logger("runner.quota")
+
 SPILL_AFTER_S = 1.0
 """A request spills to the next route only when its preferred route would hold it longer than this."""
 
 Outcome = Literal["ok", "throttled", "failed", "cancelled"]
+
+
+def _notifier(route: str) -> Callable[[str, dict[str, Any]], None]:
+    """Log a route's quota decisions (a rate measured, cut, undone, probed; a drained start) as events."""
+
+    def notify(event: str, fields: dict[str, Any]) -> None:
+        (log.debug if fields.get("why") in ("probe", "discovery") else log.info)(event, route=route, **fields)
+
+    return notify
 
 
 class RouteFigures(NamedTuple):
@@ -90,7 +102,9 @@ class Admission:
         quotas = tpm if isinstance(tpm, Mapping) else dict.fromkeys(routes, tpm)
         self._routes: dict[Route, _RouteState] = {
             r: _RouteState(
-                quota=RouteQuota.create(tpm=quotas.get(r, 0), headroom=headroom, now=now)
+                quota=RouteQuota.create(
+                    tpm=quotas.get(r, 0), headroom=headroom, now=now, notify=_notifier(r.name)
+                )
                 if (adaptive or quotas.get(r, 0))
                 else None
             )
@@ -244,7 +258,7 @@ class Admission:
             elif outcome == "cancelled":
                 quota.cancelled(charge, now)
             else:
-                quota.failed(charge)
+                quota.failed(charge, now)
         self._grant()
 
     def figures(self) -> dict[str, RouteFigures]:

@@ -8,29 +8,42 @@ job on the account), another consumer may share it, it may be raised or cut mid-
 also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes none of these:
 
 * **A paced bucket that books like the service.** Admissions draw from a client-side bucket refilled
-  at ``rate`` (quota tokens per second) up to a minute of it; each admission takes its reservation
-  and each settlement the difference, so what the model believes and what the service charges do
-  not drift apart (and ``quota_share`` means what it says). A throttle says the quota is empty
-  *now*: the level goes to zero, less what the requests still in flight will add when they settle.
+  at ``rate`` (quota tokens per second) up to a minute of it. Each admission takes its reservation
+  *and* what its settlement is expected to add (a running mean); the settlement books only the
+  surprise. So the level is what the service will hold once the requests in flight have settled,
+  and ``quota_share`` means what it says. A throttle says the service's level is about zero *now*:
+  the model's goes to zero less what the requests in flight still owe, so the route waits for that
+  debt to be refilled instead of sending into it.
+* **Evidence dated by admission.** A 429 tells the quota's state when its request was admitted,
+  however late a busy client reads it: throttles are counted against the moment (and the startup
+  wave) their request went out in, and a throttle of a request admitted before the model last acted
+  (emptied, cut) is part of what it acted on, not news.
 * **Startup in waves.** The first admissions are released in waves that double every
   :data:`STARTUP_DOUBLING_S` while nothing throttles: a full quota is used within a second or two;
-  a drained one costs the first small wave, not a storm.
+  a drained one costs the first small waves, not a storm.
 * **The rate is measured, not guessed.** Between two throttles the quota was empty at both ends, so
-  what it took in between (reservations admitted, settlements landed) is what it refilled: that
-  sample is the rate to pace at. A sample is taken only over :data:`MIN_SAMPLE_S` or more, never
-  from one moment's level. With the quota unknown the rate doubles every second until the first
-  sample (discovery); with ``tpm`` given it starts at ``tpm`` and only samples lower it (another
-  consumer, a cut).
+  what it took in between is what it refilled: that sample is the rate to pace at. A sample spans
+  :data:`MIN_SAMPLE_S` or more and :data:`MIN_SAMPLE_REQUESTS` requests, begins a round trip after
+  the model last acted (the burst that led to a cut, and the debt it left, are not the quota), and
+  cuts by half at most. With the quota unknown, a burst refused in a row sets the rate from what the
+  quota took (at most its minute of capacity plus its refill), and discovery doubles the rate every
+  two round trips until the first sample; with ``tpm`` given the rate starts at ``tpm`` and only
+  samples lower it (another consumer, a cut).
 * **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
-  steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, 10 %, 20 %, ...):
-  a raised quota is found within a minute, a steady one costs a throttle or two per probe.
-* **Capacity 429s are not the quota.** A throttle while the quota took all that was sent is no
-  over-sending; and a cut after which the next sample fell with the rate (the quota would not
-  have moved) was capacity throttling: it is undone.
+  steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, 10 %, 20 %, ...) and
+  the rate is what holds the route back: a raised quota is found within a minute, a steady one costs
+  a throttle or two per probe.
+* **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
+  random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
+  while the quota took all that was sent is no over-sending; and a cut after which the quota still
+  refused the same share of requests (it would not, had it been the quota) is undone.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket); when the guard holds
   requests back, one is sent past it now and then, and once one is admitted the guard is lifted.
+
+Each decision is told to ``notify`` (``quota.rate`` with why, ``quota.startup_ended``,
+``quota.emptied``, ``quota.guard_lifted``): the job logs them as events.
 
 All figures are quota tokens; ``now`` is any monotonic clock in seconds (tests drive it).
 """
@@ -39,8 +52,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from runner.window import WINDOW_S, TokenWindow, WindowCharge
 
@@ -53,39 +67,66 @@ STARTUP_FIRST_WAVE = 4
 STARTUP_MAX_S = 4.0
 """Startup ends after this long at the latest (its allowance is then 65,000 requests)."""
 STARTUP_EXIT_THROTTLES = 3
-STARTUP_EXIT_SHARE = 0.5
-"""A startup wave with at least 3 throttles, and at least this share of its admissions, says the
-quota is not full: startup ends. Capacity throttles, a few per cent, do not end it."""
+STARTUP_EXIT_SHARE = 0.25
+"""At least 3 throttles, and at least this share of the admissions, of the startup waves up to one
+say the quota is not full: startup ends. Capacity throttles, a few per cent, do not end it. A
+throttle counts against the wave its request went out in, not the wave under way when it is read: a
+busy client reads a 429 late, after the next wave went out, and must not dilute it among that
+wave's admissions."""
 MIN_SAMPLE_S = 1.0
 """Shortest span between two throttles that measures the refill (shorter: one request's size is
 a large error)..."""
 MAX_SAMPLE_S = 15.0
+MIN_SAMPLE_REQUESTS = 10
+"""...and over at least this many requests: at a few requests a second, a span of 1 s whose one
+request a capacity 429 refused read as a quota of 0."""
 """...and longest (longer: the quota may have filled up in between, and the sample be too low)."""
 PACED_SLACK = 2.0
 """A throttle counts as a measure of the rate only when the model had at most this many
 reservations' worth of room left: the route was sending as fast as its rate let it."""
 UNPACED_THROTTLES = 3
-UNPACED_SHARE = 0.1
-"""Throttles with room left in the model empty it only when at least 3 came within a second, and
-at least this share of that second's admissions: a drained or shared quota, not capacity 429s."""
+DRAIN_P = 1e-5
+CAPACITY_PRIOR = 0.02
+"""Throttles with room left in the model empty it only when at least 3 came within a second and
+capacity 429s, refusing requests at random at the share seen so far (at least 2 %), would refuse so
+many of the admissions among them with a probability under :data:`DRAIN_P`. A quota drained by
+someone else refuses requests in a row; capacity 429s are spread among admitted ones (a share
+threshold instead, 3 of 8 admissions, fired about once a job on 2 % capacity 429s and spent a full
+quota's burst)."""
+CAPACITY_HORIZON = 200
+"""Admissions over which the share of capacity 429s (throttles with room left that did not empty the
+model) is averaged."""
 ADMITTED_KEPT = 4096
 OVER_SENDING = 0.95
 """A sample under this share of what was sent (less the capacity throttles) is over-sending."""
 PACE_MARGIN = 0.97
 """The rate is set a little under a sample, so an empty quota refills a little."""
-CAPACITY_SAME = 0.05
-"""After a cut, a next sample that took no larger share of what was sent (within this) says the
-throttles did not depend on the rate: capacity 429s; the cut is undone..."""
+MAX_CUT = 0.5
+"""One sample cuts the rate by half at most. A bucket that a slow rate let fill lets a faster one
+run on its credit for a while, then refuses everything until the debt of what is in flight is paid:
+a sample across that debt reads near zero (one read 0 of a 600,000 TPM quota and cut the rate to
+its floor, 9,000). A real cut still shows in the next samples, one a second or so."""
+CAPACITY_SAME = 0.1
+"""After a cut, a next sample that took the same share of what was sent (within this) says the
+throttles did not depend on the rate: capacity 429s; the cut is undone (a *smaller* share is a
+quota still in debt after the burst that led to the cut, not capacity: undoing on it re-opened a
+shared quota to a storm)..."""
 CAPACITY_MIN_ACCEPTED = 0.4
 """...unless the quota took less than this share before the cut (a quota in debt, not capacity)."""
 DISCOVERY_S = 1.0
-"""An unknown quota's rate doubles this often while requests wait for it, until a sample."""
+"""An unknown quota's rate doubles this often while requests wait for it, until a sample, or once
+per round trip (admission to answer) when that is longer: a bucket admits on the reservation and
+learns of the rest at settlement, so an overshoot shows only a round trip later (doubling each
+second with 2.4 s answers overshot fivefold, and the debt made the next samples read high)."""
 PROBE_HOLD_S = 20.0
 """After a sample the rate holds this long..."""
 PROBE_EVERY_S = 5.0
 """...then grows every so often by a step that doubles each time no throttle answered..."""
 PROBE_FIRST_STEP = 0.05
 PROBE_MAX_STEP = 0.2
+PROBE_BINDING = 0.9
+"""A probe raises the rate only when the quota took at least this share of it over the last
+:data:`PROBE_EVERY_S`: the rate was what held the route back."""
 GUARD_PROBE_S = 2.0
 """When the guard first holds requests back, one is sent past it at once; after each refusal the
 next waits this long, doubling..."""
@@ -102,35 +143,66 @@ MIN_REQUESTS_PER_S = 0.5
 SLOT_S = 0.1
 
 Phase = Literal["startup", "steady"]
+Notify = Callable[[str, dict[str, Any]], None]
+"""Told each decision of the model (``quota.rate``, ``quota.drained``, ...) with its figures, for logs."""
 
 
-@dataclass(eq=False, slots=True)
+def _ignore(event: str, fields: dict[str, Any]) -> None:
+    pass
+
+
+LEDGER_SLOTS = int(WINDOW_S / SLOT_S)
+
+
 class _Ledger:
-    """Quota tokens the service took, summed per 0.1 s slot over the last minute.
+    """Quota tokens the service took, summed per 0.1 s slot over the last minute (a ring).
 
-    A reservation counts when admitted (a throttle takes it back: the service booked nothing) and a
-    settlement its difference when it lands. One entry per request would hold ~90,000 a minute.
+    It books what the model's level is debited: a request's *expected* charge when admitted
+    (reservation and expected settlement) and the surprise when it settles. Booking settlements when
+    they land, as the service does, made a sample after a burst count the burst's settlements, which
+    drive a bucket below zero, as refill: ~30,000 tokens landing in the first second of a drained
+    quota read as three times its rate. A throttle or a cancel takes the charge back *at the time it
+    was booked*: a 429 read late must not make the span it is read in look as if the quota took less.
+    One entry per request would hold ~90,000 a minute.
     """
 
-    slots: deque[list[float]] = field(default_factory=deque)
+    __slots__ = ("_slots", "_stamps")
 
-    def add(self, tokens: float, now: float) -> None:
-        slots = self.slots
-        if slots and now < slots[-1][0] + SLOT_S:
-            slots[-1][1] += tokens
-        else:
-            slots.append([now, tokens])
-            while slots[0][0] < now - WINDOW_S:
-                slots.popleft()
+    def __init__(self) -> None:
+        self._slots = [0.0] * LEDGER_SLOTS
+        self._stamps = [-1] * LEDGER_SLOTS
 
-    def since(self, start: float) -> float:
-        """Tokens taken from ``start`` on (a slot counts when it began at or after ``start``)."""
+    def add(self, tokens: float, at: float) -> None:
+        k = int(at / SLOT_S)
+        i = k % LEDGER_SLOTS
+        if self._stamps[i] != k:
+            if self._stamps[i] > k:
+                return  # older than the ring holds
+            self._stamps[i], self._slots[i] = k, 0.0
+        self._slots[i] += tokens
+
+    def since(self, start: float, now: float) -> float:
+        """Tokens booked from ``start`` to ``now`` (by whole slots: the slot holding ``start`` counts)."""
         total = 0.0
-        for begun, tokens in reversed(self.slots):
-            if begun < start:
-                break
-            total += tokens
+        for k in range(int(start / SLOT_S), int(now / SLOT_S) + 1):
+            i = k % LEDGER_SLOTS
+            if self._stamps[i] == k:
+                total += self._slots[i]
         return total
+
+
+def _tail(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how likely random refusals at share ``p`` refuse ``k`` of ``n``."""
+    if p >= 1.0:
+        return 1.0
+    term = math.comb(n, k) * p**k * (1.0 - p) ** (n - k)
+    total = 0.0
+    for i in range(k, n + 1):
+        total += term
+        if term < total * 1e-9:
+            break
+        term *= (n - i) / (i + 1) * p / (1.0 - p)
+    return min(total, 1.0)
 
 
 class QuotaFigures(NamedTuple):
@@ -154,7 +226,12 @@ class Charge:
     reserved: float
     window_charge: WindowCharge
     probe: bool
-    startup: bool
+    wave: int
+    """The startup wave the request went out in (-1: after startup)."""
+    at: float
+    """When it was admitted: a throttle tells the quota's state then, whenever it is read."""
+    room: float
+    """The model's level just after the admission: a throttle with no room left was paced."""
     owed: float = 0.0
     """What the settlement is expected to add to the reservation, taken from the level already
     (so the settlement books only the surprise)."""
@@ -177,48 +254,59 @@ class RouteQuota:
     discovering: bool = False
     guard: bool = True
     capacity_share: float = 0.0
+    notify: Notify = _ignore
     window: TokenWindow = field(default_factory=lambda: TokenWindow(tpm=math.inf, headroom=1.0))
     """The route's own charges of the last 60 s (reserved, then settled): the window guard."""
     settled: TokenWindow = field(default_factory=lambda: TokenWindow(tpm=math.inf, headroom=1.0))
     _stamp: float = 0.0
     _startup_from: float = 0.0
     _startup_released: float = 0.0
-    _wave: int = 0
-    """The startup wave (one per doubling) whose admissions and throttles are counted."""
-    _wave_admitted: int = 0
-    _wave_throttled: int = 0
+    _waves: dict[int, list[int]] = field(default_factory=dict)
+    """Admissions and throttles per startup wave (one wave per doubling)."""
     _guard_probe_at: float = -math.inf
     _guard_probe_wait: float = GUARD_PROBE_S
     _probe_in_flight: bool = False
     _taken: _Ledger = field(default_factory=_Ledger)
+    _sent: _Ledger = field(default_factory=_Ledger)
+    """Requests admitted, per slot..."""
+    _accepted: _Ledger = field(default_factory=_Ledger)
+    """...and of those, the ones the service did not refuse (a throttle takes one back at admission)."""
     _in_flight: set[Charge] = field(default_factory=set)
     _extra: float = 0.0
     """Running mean of what a settlement adds to its reservation (output burndown over max_tokens)."""
     _settled_n: int = 0
+    _round_trip: float = 0.0
+    """Running mean of the time from admission to settlement."""
     _floor: float = 1.0
     _admitted: deque[float] = field(default_factory=deque)
     """Times of the last admissions (a second's worth at most, for the share of unpaced throttles)."""
     _unpaced: deque[float] = field(default_factory=deque)
     _throttles: deque[float] = field(default_factory=deque)
     """Times of the recent throttles that may start a sample."""
+    _capacity_seen: float = 0.0
+    """Running share of admissions refused with room left in the model (capacity 429s)."""
     _cut: tuple[float, float] | None = None
     """(rate before, share of it the quota took) of the last cut, until the next sample says
     whether it was capacity 429s."""
     _last_sample_rate: float | None = None
     """The last rate measured between two throttles (quota tokens per second), for logs and tests."""
+    _epoch: float = -math.inf
+    """When the model last acted on throttles (emptied, cut): older requests' 429s are not news."""
     _grown_at: float = 0.0
     _probe_at: float = 0.0
     _probe_step: float = PROBE_FIRST_STEP
 
     @classmethod
-    def create(cls, *, tpm: float, headroom: float, now: float) -> RouteQuota:
+    def create(cls, *, tpm: float, headroom: float, now: float, notify: Notify = _ignore) -> RouteQuota:
         """A route's model: ``tpm`` > 0 is the user's quota (a ceiling), 0 is unknown."""
         if tpm > 0:
             rate = tpm / WINDOW_S * headroom
-            q = cls(ceiling=rate, known=True, headroom=headroom, rate=rate, burst=rate * WINDOW_S)
+            q = cls(
+                ceiling=rate, known=True, headroom=headroom, rate=rate, burst=rate * WINDOW_S, notify=notify
+            )
             q.level = q.burst
         else:
-            q = cls(ceiling=math.inf, known=False, headroom=headroom)
+            q = cls(ceiling=math.inf, known=False, headroom=headroom, notify=notify)
         q._stamp = q._startup_from = q._grown_at = now
         q._probe_at = now + PROBE_HOLD_S
         return q
@@ -232,6 +320,7 @@ class RouteQuota:
             self._startup_released >= self.burst or now - self._startup_from > STARTUP_MAX_S
         ):
             self.phase = "steady"  # the burst went out without a storm: pacing alone from here
+            self.notify("quota.startup_ended", {"drained": False, "released": round(self._startup_released)})
         wait = 0.0
         if self.phase == "startup":
             released = (self._startup_released + tokens) / (STARTUP_FIRST_WAVE * tokens)
@@ -264,18 +353,19 @@ class RouteQuota:
         owed = max(self._extra, 0.0)
         self.level -= tokens + owed
         self._floor = max(self._floor, tokens * MIN_REQUESTS_PER_S)
-        self._taken.add(tokens, now)
+        self._taken.add(tokens + owed, now)
+        self._sent.add(1.0, now)
+        self._accepted.add(1.0, now)
         self._admitted.append(now)
+        self._capacity_seen *= 1.0 - 1.0 / CAPACITY_HORIZON
         if len(self._admitted) > ADMITTED_KEPT:
             self._admitted.popleft()
-        startup = self.phase == "startup"
-        if startup:
+        wave = -1
+        if self.phase == "startup":
             self._startup_released += tokens
             wave = int((now - self._startup_from) / STARTUP_DOUBLING_S)
-            if wave != self._wave:
-                self._wave, self._wave_admitted, self._wave_throttled = wave, 0, 0
-            self._wave_admitted += 1
-        charge = Charge(tokens, self.window.reserve(tokens, now), probe, startup, owed)
+            self._waves.setdefault(wave, [0, 0])[0] += 1
+        charge = Charge(tokens, self.window.reserve(tokens, now), probe, wave, now, self.level, owed)
         self._in_flight.add(charge)
         return charge
 
@@ -286,12 +376,16 @@ class RouteQuota:
         extra = tokens - charge.reserved
         self.level -= extra - charge.owed
         self._settled_n += 1
-        self._extra += max(EXTRA_WEIGHT, 1.0 / self._settled_n) * (extra - self._extra)
+        weight = max(EXTRA_WEIGHT, 1.0 / self._settled_n)
+        self._extra += weight * (extra - self._extra)
+        self._round_trip += weight * (now - charge.at - self._round_trip)
         self.window.settle(charge.window_charge, tokens, booked_at)
         self.settled.add(tokens, now)
-        self._taken.add(extra, now)
+        self._taken.add(extra - charge.owed, now)
         if charge.probe:
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
+            if self.guard:
+                self.notify("quota.guard_lifted", {})
             self.guard = False
             self._probe_in_flight = False
 
@@ -299,60 +393,87 @@ class RouteQuota:
         """The service refused the request: it booked nothing, and the quota is empty now."""
         self._refill(now)
         self._in_flight.discard(charge)
-        self._taken.add(-charge.reserved, now)
+        self._taken.add(-charge.reserved - charge.owed, charge.at)
+        self._accepted.add(-1.0, charge.at)
         self.window.settle(charge.window_charge, 0.0)
         if charge.probe:  # a refused probe tells the shape, not the rate
             self._probe_in_flight = False
             self._guard_probe_wait = min(self._guard_probe_wait * 2, GUARD_PROBE_MAX_S)
             self._guard_probe_at = now + self._guard_probe_wait
             return
-        if self.phase == "startup":
-            self._wave_throttled += 1
-            if (
-                self._wave_throttled >= STARTUP_EXIT_THROTTLES
-                and self._wave_throttled >= STARTUP_EXIT_SHARE * self._wave_admitted
+        if self.phase == "startup" and charge.wave >= 0:
+            counts = self._waves[charge.wave]
+            counts[1] += 1
+            # This wave, or all the waves up to it: a quota drained but refilling admits part of
+            # each wave, and a few throttles per wave must add up.
+            admitted = throttled = 0
+            for wave, (a, t) in self._waves.items():
+                if wave <= charge.wave:
+                    admitted, throttled = admitted + a, throttled + t
+            if any(
+                t >= STARTUP_EXIT_THROTTLES and t >= STARTUP_EXIT_SHARE * a
+                for a, t in (counts, (admitted, throttled))
             ):
-                self._drained(now)
+                self._drained(charge.at, now)
             return
         # Paced to the end of its allowance, a throttle measures the rate; with room left in the
         # model it says the quota was taken by someone else, or refused for capacity: the level
         # empties (and the next throttle, paced, will measure), the rate stays.
-        paced = self.level <= PACED_SLACK * charge.reserved
+        # Dated by its admission: the quota refused it then, however late the 429 is read. A request
+        # admitted before the model last acted on a throttle (emptied, cut) is part of what it acted
+        # on: a busy client reads a storm's 429s over a second or more, and cutting once per 429
+        # read took an unknown quota's rate to a third of its measure.
+        at = charge.at
+        if at < self._epoch:
+            return
+        paced = charge.room <= PACED_SLACK * charge.reserved
         if not math.isfinite(self.rate):
             # An unpaced route: one throttle is no quota (capacity 429s come alone). A run of them
-            # is a burst into a quota that filled: pace at half what it took lately, and let the
-            # next samples say more (or undo it, if they fall with the rate: capacity after all).
-            refused = self._refused(now)
+            # is a burst into a quota that filled: what it took over the last ``span`` seconds is
+            # at most a minute's worth (its capacity, a bucket's or a window's) plus its refill over
+            # the span, so the rate is at least that over 60 s + span. (Half of what it took, the
+            # rule before, read a 300,000 TPM window filled in 4 s as 1,200,000.) The next samples
+            # say more, or undo it if they fall with the rate: capacity 429s after all.
+            refused = self._refused(at)
             if refused:
-                span = min(now - self._startup_from, MAX_SAMPLE_S)
-                taken = self._taken.since(now - span) / max(span, MIN_SAMPLE_S)
-                self._set_rate(taken / 2.0)
+                span = max(min(at - self._startup_from, WINDOW_S), MIN_SAMPLE_S)
+                taken = self._taken.since(at - span, at)
+                self._set_rate(taken / (WINDOW_S + span), "refused", refused=round(refused, 3))
                 self._cut = (math.inf, 1.0 - refused)
-                self._throttles.append(now)
+                self._throttles.append(at)
                 self._hold(now)
-                self._empty()
+                self._empty(now)
             return
-        self._sample(now, paced=paced)
-        if paced or self._refused(now) > 0.0:
-            self._empty()
+        self._sample(at, now, paced=paced)
+        if paced:
+            self._empty(now)
+        elif refused := self._refused(at):
+            self._epoch = now  # drained by someone else: the rest of this run of 429s is no news
+            self.notify("quota.emptied", {"refused": round(refused, 3)})
+            self._empty(now)
 
     def cancelled(self, charge: Charge, now: float) -> None:
         """Admitted but never sent: give the reservation back."""
         self._refill(now)
         self._in_flight.discard(charge)
-        self._taken.add(-charge.reserved, now)
+        self._taken.add(-charge.reserved - charge.owed, charge.at)
+        self._sent.add(-1.0, charge.at)
+        self._accepted.add(-1.0, charge.at)
         if math.isfinite(self.level):
             self.level = min(self.burst, self.level + charge.reserved + charge.owed)
         self.window.settle(charge.window_charge, 0.0)
-        if charge.startup:
+        if charge.wave >= 0:
             self._startup_released -= charge.reserved
+            if self.phase == "startup":
+                self._waves[charge.wave][0] -= 1
         if charge.probe:
             self._probe_in_flight = False
 
-    def failed(self, charge: Charge) -> None:
+    def failed(self, charge: Charge, now: float) -> None:
         """Sent, no answer (5xx, timeout): the service may have booked the reservation; keep it."""
         self._in_flight.discard(charge)
         self.level += charge.owed
+        self._taken.add(-charge.owed, charge.at)
         if charge.probe:
             self._probe_in_flight = False
 
@@ -372,7 +493,7 @@ class RouteQuota:
             rate_tpm=rate * WINDOW_S if rate is not None else None,
             settled_last_minute=settled,
             quota_share=settled / (rate * WINDOW_S) if rate else None,
-            capacity_share=self.capacity_share,
+            capacity_share=max(self.capacity_share, self._capacity_seen),
             guard=self.guard,
         )
 
@@ -384,95 +505,136 @@ class RouteQuota:
                 self.level = min(self.burst, self.level + (now - self._stamp) * self.rate)
             self._stamp = now
 
-    def _set_rate(self, rate: float) -> None:
+    def _set_rate(self, rate: float, why: str, **fields: Any) -> None:
+        before = self.rate
         if not math.isfinite(self.rate):
             self.level = 0.0  # from unpaced to paced: the quota has just been found full
         self.rate = max(self._floor, min(rate, self.ceiling))
         self.burst = self.rate * WINDOW_S
         self.level = min(self.level, self.burst) if math.isfinite(self.level) else 0.0
+        tpm = round(self.rate * WINDOW_S)
+        was = round(before * WINDOW_S) if math.isfinite(before) else None
+        self.notify("quota.rate", {"why": why, "rate_tpm": tpm, "was_tpm": was, **fields})
 
-    def _empty(self) -> None:
-        """The quota is empty now, and what the requests in flight will settle to is owed already."""
-        self.level = min(self.level, 0.0)
+    def _empty(self, now: float) -> None:
+        """The quota is empty now: the level the service sees is about zero, and what the requests in
+        flight will add when they settle is owed on top of it. (Setting the model's level to zero
+        instead, as if nothing were owed, sent a round trip's worth of requests into the debt those
+        settlements made as they landed: a second storm after each throttle.)"""
         expected = max(self._extra, 0.0)
-        if expected:
-            for other in self._in_flight:
-                if not other.owed:
-                    other.owed = expected
-                    self.level -= expected
+        owed = 0.0
+        for other in self._in_flight:
+            if not other.owed and expected:
+                other.owed = expected
+                self.level -= expected
+                self._taken.add(expected, other.at)
+            owed += other.owed
+        self.level = min(self.level, -owed)
 
-    def _refused(self, now: float) -> float:
-        """The share of the last second's admissions refused, when the throttles that came with room
-        left in the model are too many for capacity 429s (:data:`UNPACED_THROTTLES` within a second,
-        and :data:`UNPACED_SHARE` of its admissions above the capacity share); else 0."""
+    def _refused(self, at: float) -> float:
+        """The share of admissions refused, when the throttles that came with room left in the model
+        are too many for capacity 429s, else 0: at least :data:`UNPACED_THROTTLES` of requests
+        admitted within a second, and at least :data:`UNPACED_SHARE` (above twice the capacity share)
+        of the admissions from the first of them to the last. A drained quota refuses nearly every
+        request in a row; random 429s are spread among admitted ones."""
         times = self._unpaced
-        times.append(now)
-        while times[0] < now - 1.0:
+        times.append(at)
+        latest = max(times)
+        while times and times[0] < latest - 1.0:
             times.popleft()
+        earliest = min(times)
         admitted = self._admitted
-        while admitted and admitted[0] < now - 1.0:
+        while admitted and admitted[0] < latest - 2.0:
             admitted.popleft()
-        share = len(times) / max(len(admitted), 1)
-        if len(times) >= UNPACED_THROTTLES and share >= UNPACED_SHARE + self.capacity_share:
-            return min(share, 1.0)
+        refused = len(times)
+        between = max(sum(1 for t in reversed(admitted) if earliest <= t <= latest), refused)
+        capacity = max(self.capacity_share, self._capacity_seen, CAPACITY_PRIOR)
+        if refused >= UNPACED_THROTTLES and _tail(between, refused, capacity) < DRAIN_P:
+            return refused / between
+        self._capacity_seen += 1.0 / CAPACITY_HORIZON
         return 0.0
 
     def _hold(self, now: float) -> None:
         """A sample was taken: no probing upward for a while, and the next probe a small one."""
         self.discovering = False
+        self._epoch = now
         self._probe_at = now + PROBE_HOLD_S
         self._probe_step = PROBE_FIRST_STEP
 
-    def _drained(self, now: float) -> None:
+    def _drained(self, at: float, now: float) -> None:
         """A startup wave was mostly refused: the quota is not full (drained, or shared)."""
         self.phase = "steady"
+        self.notify("quota.startup_ended", {"drained": True, "released": round(self._startup_released)})
         if not self.known:
             # Half the rate of the wave that overshot, and discovery from there.
             span = max(now - self._startup_from, STARTUP_DOUBLING_S)
-            self._set_rate(self._startup_released / span / 2.0)
+            self._set_rate(self._startup_released / span / 2.0, "drained")
             self.discovering = True
             self._grown_at = now
-        self._throttles.append(now)
-        self._empty()
+        self._throttles.append(at)
+        self._epoch = now
+        self._empty(now)
 
-    def _sample(self, now: float, *, paced: bool) -> None:
-        """A throttle: measure what the quota took since an earlier one, and act on it."""
+    def _sample(self, at: float, now: float, *, paced: bool) -> None:
+        """A throttle of a request admitted at ``at``: measure what the quota took since an earlier
+        one (both dated by admission), and act on it."""
         throttles = self._throttles
-        while throttles and throttles[0] < now - MAX_SAMPLE_S:
+        while throttles and throttles[0] < at - MAX_SAMPLE_S:
             throttles.popleft()
-        start = None
-        for t in throttles:  # the latest throttle at least MIN_SAMPLE_S ago
-            if t > now - MIN_SAMPLE_S:
-                break
-            start = t
-        throttles.append(now)
+        # The latest throttle at least MIN_SAMPLE_S before this one (read out of order: search all),
+        # and a round trip after the model last acted: a span that began earlier measures the
+        # sending that led to the cut, or the debt it left (settlements of requests admitted before
+        # it keep landing for a round trip, and a bucket below zero refuses what it refills).
+        lo = max(at - MAX_SAMPLE_S, self._epoch + self._round_trip)
+        start = max((t for t in throttles if lo <= t <= at - MIN_SAMPLE_S), default=None)
+        throttles.append(at)
         if start is None:
-            if self.discovering:
-                self._set_rate(self.rate * 0.75)  # the last doubling overshot: between r/2 and r
+            span = max(self._round_trip, MIN_SAMPLE_S)
+            if self.discovering and at >= self._epoch + span:
+                # Discovery overshot. What was sent over the last round trip went in before the
+                # quota could refuse it (a bucket books the settlement after admitting): half of it
+                # is under the quota, as in TCP's halving of what it had in flight. (Within a round
+                # trip of a drained start, a throttle is the drain itself, not an overshoot.)
+                sent = self._taken.since(at - span, at) / span
+                self._set_rate(max(min(self.rate, sent) / 2.0, self.rate * MAX_CUT / 2.0), "overshoot")
                 self._hold(now)
+                self._empty(now)
             return
-        if not paced:
+        requests = self._sent.since(start, at)
+        if not paced or requests < MIN_SAMPLE_REQUESTS:
             return
-        sample = self._taken.since(start) / (now - start)
+        sample = self._taken.since(start, at) / (at - start)
         self._last_sample_rate = sample
         sent = self.rate * (1.0 - self.capacity_share)
-        accepted = sample / self.rate
+        accepted = self._accepted.since(start, at) / requests
         cut = self._cut
         if cut is not None:
             self._cut = None
             before, accepted_before = cut
-            if accepted_before >= CAPACITY_MIN_ACCEPTED and accepted <= accepted_before + CAPACITY_SAME:
+            if accepted_before >= CAPACITY_MIN_ACCEPTED and abs(accepted - accepted_before) <= CAPACITY_SAME:
                 # Cut, the quota still refused the same share: those were capacity 429s, not it.
                 self.capacity_share = max(self.capacity_share, min(0.9, 1.0 - accepted))
                 if math.isfinite(before):
-                    self._set_rate(before)
+                    self._set_rate(before, "capacity", capacity_share=round(self.capacity_share, 3))
                 else:
                     self.rate = self.burst = self.level = math.inf
+                    self.notify(
+                        "quota.rate",
+                        {
+                            "why": "capacity",
+                            "rate_tpm": None,
+                            "capacity_share": round(self.capacity_share, 3),
+                        },
+                    )
                 self._hold(now)
                 return
         if sample < OVER_SENDING * sent:
             before = self.rate
-            self._set_rate(sample * PACE_MARGIN)
+            self._set_rate(
+                max(sample * PACE_MARGIN, self.rate * MAX_CUT),
+                "measured",
+                sample_tpm=round(sample * WINDOW_S),
+            )
             self._cut = (before, accepted)
             self._hold(now)
         elif self.discovering:
@@ -483,13 +645,20 @@ class RouteQuota:
         if not math.isfinite(self.rate) or self.rate >= self.ceiling:
             return
         if self.discovering:
-            if now >= self._grown_at + DISCOVERY_S:
-                self._set_rate(self.rate * 2.0)
+            if now >= self._grown_at + max(DISCOVERY_S, 2.0 * self._round_trip):
+                self._set_rate(self.rate * 2.0, "discovery")
                 self._grown_at = now
         elif now >= self._probe_at:
-            self._set_rate(self.rate * (1.0 + self._probe_step))
-            self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
             self._probe_at = now + PROBE_EVERY_S
+            delivered = self._taken.since(now - PROBE_EVERY_S, now) / PROBE_EVERY_S
+            if delivered < PROBE_BINDING * self.rate:
+                # The rate did not hold the route back for the last period (answers slow, rows few,
+                # max_in_flight): a higher one would prove nothing, and raced past the quota while
+                # nothing throttled (to 2.5 times it, then a storm when the debt came due).
+                self._probe_step = PROBE_FIRST_STEP
+                return
+            self._set_rate(self.rate * (1.0 + self._probe_step), "probe")
+            self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
             self._cut = None
 
     def _guard_probe_due(self, now: float) -> bool:

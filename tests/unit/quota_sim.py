@@ -104,8 +104,13 @@ def run(
     other_share: float = 0.0,
     seed: int = 1,
     dt: float = 0.005,
+    lag_s: float = 0.0,
 ) -> Outcome:
-    """Run ``rows`` identical requests to the end; returns the job's time and its throttles."""
+    """Run ``rows`` identical requests to the end; returns the job's time and its throttles.
+
+    ``lag_s``: a busy client reads each answer late, by a random delay of this mean (a 429 that the
+    service sent in 10 ms reaches the quota model after the next wave may have gone out).
+    """
     rnd = random.Random(seed)
     service: Bucket | Window = Bucket(tpm, start) if shape == "bucket" else Window(tpm, start)
     quota = RouteQuota.create(tpm=tpm if known else 0, headroom=0.98, now=0.0)
@@ -141,9 +146,11 @@ def run(
                 accepted = service.admit(reserved, t)
             if not accepted:
                 throttled += 1
-                heapq.heappush(events, (t + 0.01, seq, False, charge, None, t))
+                late = rnd.expovariate(1.0 / lag_s) if lag_s else 0.0
+                heapq.heappush(events, (t + 0.01 + late, seq, False, charge, None, t))
                 continue
             wait = latency_s * math.exp(0.3 * rnd.gauss(0.0, 1.0))
+            wait += rnd.expovariate(1.0 / lag_s) if lag_s else 0.0
             entry = accepted if isinstance(accepted, list) else None
             heapq.heappush(events, (t + wait, seq, True, charge, entry, t))
     return Outcome(t, requests, throttled, quota)

@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from runner.quota import STARTUP_FIRST_WAVE, RouteQuota
+from runner.quota import DRAIN_P, STARTUP_FIRST_WAVE, RouteQuota, _tail
 from tests.unit.quota_sim import run
 
 ROWS, SETTLED, RATE, LATENCY = 1200, 800, 10_000, 2.4
@@ -56,10 +56,33 @@ class TestKnownQuota:
         assert not out.quota.guard
         assert out.throttled / out.requests <= 0.02
 
-    def test_capacity_throttles_do_not_spend_the_burst(self) -> None:
-        """2 % refused at random: a full quota is still used at once, near the concurrency bound."""
-        out = run(shape="bucket", start=1.0, capacity_429=0.02)
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_capacity_throttles_do_not_spend_the_burst(self, seed: int) -> None:
+        """2 % refused at random, read late by a busy client: a full quota is still used at once."""
+        out = run(shape="bucket", start=1.0, capacity_429=0.02, lag_s=0.15, seed=seed)
         assert limit(1.0) / out.seconds >= 0.85
+
+    @pytest.mark.parametrize("shape", ["bucket", "window"])
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_a_busy_client_reading_429s_late_costs_no_storm(self, shape: str, seed: int) -> None:
+        """A drained start read ~150 ms late (a loaded machine): the next waves go out before the
+        first 429s are read, and still the job throttles <= 2 % and runs near its limit."""
+        out = run(shape=shape, start=0.0, lag_s=0.15, seed=seed)  # type: ignore[arg-type]
+        assert out.throttled / out.requests <= 0.02
+        assert limit(0.0) / out.seconds >= 0.9
+
+    def test_throttles_count_against_the_wave_they_went_out_in(self) -> None:
+        """Three 429s of the first wave, read during the third, end the startup: the later waves'
+        admissions do not dilute them."""
+        q = RouteQuota.create(tpm=600_000, headroom=1.0, now=0.0)
+        first = [q.admit(300.0, 0.0) for _ in range(STARTUP_FIRST_WAVE)]
+        for t in (0.26, 0.51):
+            while q.delay(300.0, t) == 0.0:
+                q.admit(300.0, t)
+        for charge in first[:3]:
+            q.throttled(charge, 0.55)
+        assert q.phase == "steady"
+        assert q.level <= 0.0
 
 
 class TestUnknownQuota:
@@ -92,6 +115,33 @@ class TestUnknownQuota:
 
 
 class TestModel:
+    def test_random_refusals_in_a_row_are_told_from_a_drain(self) -> None:
+        """Three 429s in a row are a drained quota (2 % capacity 429s would do it once in 125,000
+        tries); three among eight admissions are chance."""
+        assert _tail(3, 3, 0.02) < DRAIN_P
+        assert _tail(8, 3, 0.02) > DRAIN_P
+        assert _tail(10, 10, 0.3) < DRAIN_P < _tail(10, 6, 0.3)
+        assert _tail(5, 0, 0.5) == pytest.approx(1.0)
+
+    def test_a_late_429_is_dated_by_its_admission(self) -> None:
+        """A throttle read a second late takes its reservation back from the span it was sent in, so
+        the span it is read in does not look as if the quota took less."""
+        q = RouteQuota.create(tpm=60_000, headroom=1.0, now=0.0)
+        early = q.admit(500.0, 1.0)
+        q.admit(700.0, 2.0)
+        q.throttled(early, 2.05)
+        assert q._taken.since(1.9, 2.1) == pytest.approx(700.0)
+        assert q._taken.since(0.9, 1.1) == pytest.approx(0.0)
+
+    def test_decisions_are_told(self) -> None:
+        """Each decision of the model reaches its ``notify`` with its figures (for the job's events)."""
+        told: list[tuple[str, dict[str, object]]] = []
+        q = RouteQuota.create(tpm=600_000, headroom=1.0, now=0.0, notify=lambda e, f: told.append((e, f)))
+        charges = [q.admit(300.0, 0.0) for _ in range(STARTUP_FIRST_WAVE)]
+        for charge in charges:
+            q.throttled(charge, 0.02)
+        assert ("quota.startup_ended", {"drained": True, "released": 1200}) in told
+
     def test_quota_share_is_settled_usage_over_the_quota(self) -> None:
         """``quota_share`` divides what requests settled to in the last minute by the paced quota."""
         q = RouteQuota.create(tpm=60_000, headroom=1.0, now=0.0)
