@@ -107,10 +107,11 @@ run on its credit for a while, then refuses everything until the debt of what is
 a sample across that debt reads near zero (one read 0 of a 600,000 TPM quota and cut the rate to
 its floor, 9,000). A real cut still shows in the next samples, one a second or so."""
 CAPACITY_SAME = 0.1
-"""After a cut, a next sample that took the same share of what was sent (within this) says the
+"""After a cut, a next sample that took the share of requests it took before (nearer to that than
+to what a quota would let through after the cut, the two at least this far apart) says the
 throttles did not depend on the rate: capacity 429s; the cut is undone (a *smaller* share is a
-quota still in debt after the burst that led to the cut, not capacity: undoing on it re-opened a
-shared quota to a storm)..."""
+quota still in debt after the burst that led to the cut: undoing on it re-opened a shared quota to
+a storm; and a small cut of a share near 1 tells nothing)..."""
 CAPACITY_MIN_ACCEPTED = 0.4
 """...unless the quota took less than this share before the cut (a quota in debt, not capacity)."""
 DISCOVERY_S = 1.0
@@ -119,11 +120,20 @@ per round trip (admission to answer) when that is longer: a bucket admits on the
 learns of the rest at settlement, so an overshoot shows only a round trip later (doubling each
 second with 2.4 s answers overshot fivefold, and the debt made the next samples read high)."""
 PROBE_HOLD_S = 20.0
-"""After a sample the rate holds this long..."""
+"""After a sample the rate holds this long (doubling, up to :data:`PROBE_HOLD_MAX_S`, while samples
+agree within :data:`STEADY_SAMPLES`: each probe of a steady quota ends in a throttle or two, one
+every 35 s or so, 2-3 % of the requests of a route sending 2 a second)..."""
+PROBE_HOLD_MAX_S = 60.0
+STEADY_SAMPLES = 0.15
 PROBE_EVERY_S = 5.0
 """...then grows every so often by a step that doubles each time no throttle answered..."""
 PROBE_FIRST_STEP = 0.05
 PROBE_MAX_STEP = 0.2
+PROBE_MAX_RISE = 2.0
+"""Probes raise the rate to at most this multiple of the last rate the model set from evidence (a
+sample, a refused burst): a quota that lets a route run on credit (a bucket a slower rate let fill,
+a window whose earlier charges are expiring) shows no throttle while probes climb, and one climb
+went to 2.4 times a window's quota before the debt came due. A doubled quota is still found."""
 PROBE_BINDING = 0.9
 """A probe raises the rate only when the quota took at least this share of it over the last
 :data:`PROBE_EVERY_S`: the rate was what held the route back."""
@@ -295,6 +305,11 @@ class RouteQuota:
     _grown_at: float = 0.0
     _probe_at: float = 0.0
     _probe_step: float = PROBE_FIRST_STEP
+    _hold_s: float = PROBE_HOLD_S
+    _anchor: float = math.inf
+    """The last rate set from evidence; probes stay within :data:`PROBE_MAX_RISE` of it."""
+    _last_cut_sample: float | None = None
+    """The sample of the last cut: a next one that agrees says the quota is steady."""
 
     @classmethod
     def create(cls, *, tpm: float, headroom: float, now: float, notify: Notify = _ignore) -> RouteQuota:
@@ -381,7 +396,7 @@ class RouteQuota:
         self._round_trip += weight * (now - charge.at - self._round_trip)
         self.window.settle(charge.window_charge, tokens, booked_at)
         self.settled.add(tokens, now)
-        self._taken.add(extra - charge.owed, now)
+        self._taken.add(extra - charge.owed, charge.at)  # a request's whole cost, at its admission
         if charge.probe:
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
             if self.guard:
@@ -507,6 +522,8 @@ class RouteQuota:
 
     def _set_rate(self, rate: float, why: str, **fields: Any) -> None:
         before = self.rate
+        if why != "probe":
+            self._anchor = max(self._floor, min(rate, self.ceiling))
         if not math.isfinite(self.rate):
             self.level = 0.0  # from unpaced to paced: the quota has just been found full
         self.rate = max(self._floor, min(rate, self.ceiling))
@@ -558,7 +575,7 @@ class RouteQuota:
         """A sample was taken: no probing upward for a while, and the next probe a small one."""
         self.discovering = False
         self._epoch = now
-        self._probe_at = now + PROBE_HOLD_S
+        self._probe_at = now + self._hold_s
         self._probe_step = PROBE_FIRST_STEP
 
     def _drained(self, at: float, now: float) -> None:
@@ -586,7 +603,13 @@ class RouteQuota:
         # sending that led to the cut, or the debt it left (settlements of requests admitted before
         # it keep landing for a round trip, and a bucket below zero refuses what it refills).
         lo = max(at - MAX_SAMPLE_S, self._epoch + self._round_trip)
-        start = max((t for t in throttles if lo <= t <= at - MIN_SAMPLE_S), default=None)
+        # The latest such throttle with MIN_SAMPLE_REQUESTS requests since (a slow route needs a
+        # longer span: at 6 requests a second, 1 s spans never sampled a storm into a full window).
+        start = None
+        for t in sorted((t for t in throttles if lo <= t <= at - MIN_SAMPLE_S), reverse=True):
+            start = t
+            if self._sent.since(t, at) >= MIN_SAMPLE_REQUESTS:
+                break
         throttles.append(at)
         if start is None:
             span = max(self._round_trip, MIN_SAMPLE_S)
@@ -611,7 +634,15 @@ class RouteQuota:
         if cut is not None:
             self._cut = None
             before, accepted_before = cut
-            if accepted_before >= CAPACITY_MIN_ACCEPTED and abs(accepted - accepted_before) <= CAPACITY_SAME:
+            # Had the quota refused them, the cut would have raised the share accepted by the cut's
+            # ratio; capacity 429s refuse the same share at any rate. Undo when the share stayed
+            # nearer the second, the two being told apart (a small cut of a share near 1 is not).
+            if_quota = min(1.0, accepted_before * before / self.rate) if math.isfinite(before) else 1.0
+            if (
+                accepted_before >= CAPACITY_MIN_ACCEPTED
+                and if_quota - accepted_before >= CAPACITY_SAME
+                and abs(accepted - accepted_before) < abs(accepted - if_quota)
+            ):
                 # Cut, the quota still refused the same share: those were capacity 429s, not it.
                 self.capacity_share = max(self.capacity_share, min(0.9, 1.0 - accepted))
                 if math.isfinite(before):
@@ -636,6 +667,10 @@ class RouteQuota:
                 sample_tpm=round(sample * WINDOW_S),
             )
             self._cut = (before, accepted)
+            last = self._last_cut_sample
+            steady = last is not None and abs(sample - last) <= STEADY_SAMPLES * last
+            self._hold_s = min(2.0 * self._hold_s, PROBE_HOLD_MAX_S) if steady else PROBE_HOLD_S
+            self._last_cut_sample = sample
             self._hold(now)
         elif self.discovering:
             self._hold(now)  # the quota took all that was sent: a capacity 429, or the rate is right
@@ -650,6 +685,11 @@ class RouteQuota:
                 self._grown_at = now
         elif now >= self._probe_at:
             self._probe_at = now + PROBE_EVERY_S
+            if self.guard and self.window.used(now) >= PROBE_BINDING * self.guard_quota:
+                # The window guard holds the route: probing the rate would raise the guard's own
+                # quota and send into a window that may be full (a probe from 290,000 to 400,000
+                # TPM on a 300,000 window made a 40 s storm). The guard probes the window itself.
+                return
             delivered = self._taken.since(now - PROBE_EVERY_S, now) / PROBE_EVERY_S
             if delivered < PROBE_BINDING * self.rate:
                 # The rate did not hold the route back for the last period (answers slow, rows few,
@@ -657,7 +697,10 @@ class RouteQuota:
                 # nothing throttled (to 2.5 times it, then a storm when the debt came due).
                 self._probe_step = PROBE_FIRST_STEP
                 return
-            self._set_rate(self.rate * (1.0 + self._probe_step), "probe")
+            rate = min(self.rate * (1.0 + self._probe_step), PROBE_MAX_RISE * self._anchor)
+            if rate <= self.rate:
+                return
+            self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
             self._cut = None
 
