@@ -347,7 +347,7 @@ class RouteQuota:
             self._grow(now)  # the rate holds requests back: time to probe it upward, if due
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
-            held = self.window.wait_time(tokens, now)
+            held = self.window.wait_time(tokens + max(self._extra, 0.0), now)
             if held > 0.0:
                 if wait <= 0.0 and held > GUARD_PROBE_MIN_HOLD_S and self._guard_probe_due(now):
                     return 0.0
@@ -360,7 +360,7 @@ class RouteQuota:
         probe = False
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
-            if self.window.wait_time(tokens, now) > GUARD_PROBE_MIN_HOLD_S:
+            if self.window.wait_time(tokens + max(self._extra, 0.0), now) > GUARD_PROBE_MIN_HOLD_S:
                 probe = self._probe_in_flight = True
         # Book what the request is expected to cost in the end, not only its reservation: the
         # service charges the rest when the answer ends, and an answer read late (a busy client)
@@ -380,7 +380,10 @@ class RouteQuota:
             self._startup_released += tokens
             wave = int((now - self._startup_from) / STARTUP_DOUBLING_S)
             self._waves.setdefault(wave, [0, 0])[0] += 1
-        charge = Charge(tokens, self.window.reserve(tokens, now), probe, wave, now, self.level, owed)
+        # The guard's window books the expected cost too: counting reservations only, it saw room
+        # for another round trip of requests into a window that their settlements would overfill.
+        booked = self.window.reserve(tokens + owed, now)
+        charge = Charge(tokens, booked, probe, wave, now, self.level, owed)
         self._in_flight.add(charge)
         return charge
 
@@ -444,16 +447,25 @@ class RouteQuota:
         paced = charge.room <= PACED_SLACK * charge.reserved
         if not math.isfinite(self.rate):
             # An unpaced route: one throttle is no quota (capacity 429s come alone). A run of them
-            # is a burst into a quota that filled: what it took over the last ``span`` seconds is
-            # at most a minute's worth (its capacity, a bucket's or a window's) plus its refill over
-            # the span, so the rate is at least that over 60 s + span. (Half of what it took, the
-            # rule before, read a 300,000 TPM window filled in 4 s as 1,200,000.) The next samples
-            # say more, or undo it if they fall with the rate: capacity 429s after all.
+            # is a burst into a quota that filled: what it took over the last ``span`` seconds
+            # (up to a minute) is a window's whole quota, or a bucket's capacity plus its refill
+            # over the span: pace at a minute of it. Exact for a window; a bucket's samples cut it
+            # (by span / 60 at most). Half of what it took per second, the rule before, read a
+            # 300,000 TPM window filled in 4 s as 1,200,000; over 60 s + span it read a window
+            # filled in 30 s as two thirds of itself, and the window guard, proved wrong when the
+            # window slid, was lifted. The next samples say more, or undo it (capacity 429s).
             refused = self._refused(at)
             if refused:
                 span = max(min(at - self._startup_from, WINDOW_S), MIN_SAMPLE_S)
-                taken = self._taken.since(at - span, at)
-                self._set_rate(taken / (WINDOW_S + span), "refused", refused=round(refused, 3))
+                # What the quota admitted is what it took less what the requests in flight will
+                # add when they settle: it refused with those not yet booked (a window so filled
+                # holds more than its quota once they land; pacing at what it took, with them,
+                # read a 600,000 TPM window as 632,000 and sent into it as it slid). With the
+                # headroom, like a given tpm: the guard's quota is then what the window admitted.
+                owed = sum(c.owed for c in self._in_flight)
+                taken = self._taken.since(at - span, at) - owed
+                rate = taken / WINDOW_S * self.headroom
+                self._set_rate(rate, "refused", refused=round(refused, 3))
                 self._cut = (math.inf, 1.0 - refused)
                 self._throttles.append(at)
                 self._hold(now)
@@ -705,4 +717,8 @@ class RouteQuota:
             self._cut = None
 
     def _guard_probe_due(self, now: float) -> bool:
-        return not self._probe_in_flight and now >= self._guard_probe_at
+        """A request goes past the guard only with nothing else in flight on the route: the service
+        books the settlements of requests in flight only when they end, so a window has room for a
+        probe then (one it will overfill) and its admission proved nothing; a window wrongly
+        taken for a bucket lost its guard and a storm followed."""
+        return not self._probe_in_flight and not self._in_flight and now >= self._guard_probe_at
