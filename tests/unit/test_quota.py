@@ -84,7 +84,7 @@ class TestKnownQuota:
         """Three 429s of the first wave, read during the third, end the startup: the later waves'
         admissions do not dilute them."""
         q = RouteQuota.create(tpm=600_000, headroom=1.0, now=0.0)
-        first = [q.admit(300.0, 0.0) for _ in range(STARTUP_FIRST_WAVE)]
+        first = [q.admit(300.0, 0.0) for _ in range(4)]
         for t in (0.26, 0.51):
             while q.delay(300.0, t) == 0.0:
                 q.admit(300.0, t)
@@ -208,7 +208,7 @@ class TestModel:
         """Each decision of the model reaches its ``notify`` with its figures (for the job's events)."""
         told: list[tuple[str, dict[str, object]]] = []
         q = RouteQuota.create(tpm=600_000, headroom=1.0, now=0.0, notify=lambda e, f: told.append((e, f)))
-        charges = [q.admit(300.0, 0.0) for _ in range(STARTUP_FIRST_WAVE)]
+        charges = [q.admit(300.0, 0.0) for _ in range(4)]
         for charge in charges:
             q.throttled(charge, 0.02)
         assert ("quota.startup_ended", {"drained": True, "released": 1200}) in told
