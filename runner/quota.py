@@ -30,7 +30,7 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   two round trips until the first sample; with ``tpm`` given the rate starts at ``tpm`` and only
   samples lower it (another consumer, a cut).
 * **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
-  steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, 10 %, 20 %, ...) and
+  steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, then 10 %) and
   the rate is what holds the route back: a raised quota is found within a minute, a steady one costs
   a throttle or two per probe.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
@@ -113,7 +113,9 @@ throttles did not depend on the rate: capacity 429s; the cut is undone (a *small
 quota still in debt after the burst that led to the cut: undoing on it re-opened a shared quota to
 a storm; and a small cut of a share near 1 tells nothing)..."""
 CAPACITY_MIN_ACCEPTED = 0.4
-"""...unless the quota took less than this share before the cut (a quota in debt, not capacity)."""
+"""...unless the quota took less than this share before the cut (a quota in debt, not capacity), or
+the route has seen few 429s with room left in its model (under half of :data:`CAPACITY_SAME` of its
+admissions): after a cut not deep enough, a shared quota keeps refusing the same share too."""
 DISCOVERY_S = 1.0
 """An unknown quota's rate doubles this often while requests wait for it, until a sample, or once
 per round trip (admission to answer) when that is longer: a bucket admits on the reservation and
@@ -128,7 +130,7 @@ STEADY_SAMPLES = 0.15
 PROBE_EVERY_S = 5.0
 """...then grows every so often by a step that doubles each time no throttle answered..."""
 PROBE_FIRST_STEP = 0.05
-PROBE_MAX_STEP = 0.2
+PROBE_MAX_STEP = 0.1
 PROBE_MAX_RISE = 2.0
 """Probes raise the rate to at most this multiple of the last rate the model set from evidence (a
 sample, a refused burst): a quota that lets a route run on credit (a bucket a slower rate let fill,
@@ -606,9 +608,12 @@ class RouteQuota:
         self.phase = "steady"
         self.notify("quota.startup_ended", {"drained": True, "released": round(self._startup_released)})
         if not self.known:
-            # Half the rate of the wave that overshot, and discovery from there.
+            # Half the rate at which the quota admitted the startup's requests (what it refused
+            # taken back), and discovery from there. (Half of all that was released, refused
+            # included, read a drained 300,000 TPM window as 557,000.)
             span = max(now - self._startup_from, STARTUP_DOUBLING_S)
-            self._set_rate(self._startup_released / span / 2.0, "drained")
+            admitted = self._taken.since(self._startup_from, now)
+            self._set_rate(admitted / span / 2.0, "drained")
             self.discovering = True
             self._grown_at = now
         self._throttles.append(at)
@@ -663,6 +668,7 @@ class RouteQuota:
             if_quota = min(1.0, accepted_before * before / self.rate) if math.isfinite(before) else 1.0
             if (
                 accepted_before >= CAPACITY_MIN_ACCEPTED
+                and self._capacity_seen >= CAPACITY_SAME / 2.0
                 and if_quota - accepted_before >= CAPACITY_SAME
                 and abs(accepted - accepted_before) < abs(accepted - if_quota)
             ):
@@ -703,7 +709,9 @@ class RouteQuota:
         if not math.isfinite(self.rate) or self.rate >= self.ceiling:
             return
         if self.discovering:
-            if now >= self._grown_at + max(DISCOVERY_S, 2.0 * self._round_trip):
+            # Not before the first answer: until then the round trip is unknown, and so is what a
+            # request costs once settled (a doubling a second after a drained start overshot 3x).
+            if self._settled_n and now >= self._grown_at + max(DISCOVERY_S, 2.0 * self._round_trip):
                 self._set_rate(self.rate * 2.0, "discovery")
                 self._grown_at = now
         elif now >= self._probe_at:
