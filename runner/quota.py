@@ -709,9 +709,12 @@ class RouteQuota:
         if not math.isfinite(self.rate) or self.rate >= self.ceiling:
             return
         if self.discovering:
-            # Not before the first answer: until then the round trip is unknown, and so is what a
-            # request costs once settled (a doubling a second after a drained start overshot 3x).
-            if self._settled_n and now >= self._grown_at + max(DISCOVERY_S, 2.0 * self._round_trip):
+            # Before the first answer, every 2 s: the round trip is unknown, and so is what a
+            # request costs once settled (a doubling a second after a drained start overshot 3x);
+            # a quota refusing everything still gets probed (a storm of 40 429s at the floor's
+            # one request per 2 s took 80 s).
+            every = max(DISCOVERY_S, 2.0 * self._round_trip) if self._settled_n else 2.0 * DISCOVERY_S
+            if now >= self._grown_at + every:
                 self._set_rate(self.rate * 2.0, "discovery")
                 self._grown_at = now
         elif now >= self._probe_at:
