@@ -647,6 +647,13 @@ class RouteQuota:
                 # is under the quota, as in TCP's halving of what it had in flight. (Within a round
                 # trip of a drained start, a throttle is the drain itself, not an overshoot.)
                 sent = self._taken.since(at - span, at) / span
+                if sent <= 0.0:
+                    # The quota admitted nothing over the round trip: still drained, not overshot.
+                    # Hold the rate (the next doubling a full period from now) and stay in
+                    # discovery, so the rate climbs once it admits again. (Ending discovery here
+                    # left a route that met a storm of 429s at the floor, probed up 5 % at a time.)
+                    self._grown_at = now
+                    return
                 self._set_rate(max(min(self.rate, sent) / 2.0, self.rate * MAX_CUT / 2.0), "overshoot")
                 self._hold(now)
                 self._empty(now)
