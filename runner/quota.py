@@ -335,8 +335,10 @@ class RouteQuota:
     def delay(self, tokens: float, now: float) -> float:
         """0 when a request reserving ``tokens`` may start now, else the seconds to wait."""
         self._refill(now)
-        if self.phase == "startup" and (
-            self._startup_released >= self.burst or now - self._startup_from > STARTUP_MAX_S
+        if (
+            self.phase == "startup"
+            and self._startup_released
+            and (self._startup_released >= self.burst or now - self._startup_from > STARTUP_MAX_S)
         ):
             self.phase = "steady"  # the burst went out without a storm: pacing alone from here
             self.notify("quota.startup_ended", {"drained": False, "released": round(self._startup_released)})
@@ -381,6 +383,11 @@ class RouteQuota:
             self._admitted.popleft()
         wave = -1
         if self.phase == "startup":
+            if not self._startup_released:
+                # The waves' clock starts with the first request, not with the job: a job reads
+                # its input and opens its connections first, and waves due by then went out before
+                # the first 429 could come back (9 requests refused per drained route, not 3).
+                self._startup_from = now
             self._startup_released += tokens
             wave = int((now - self._startup_from) / STARTUP_DOUBLING_S)
             self._waves.setdefault(wave, [0, 0])[0] += 1

@@ -80,6 +80,15 @@ class TestKnownQuota:
         assert out.throttled / out.requests <= 0.02
         assert limit(0.0) / out.seconds >= 0.9
 
+    def test_the_waves_start_with_the_first_request(self) -> None:
+        """A job that starts sending 5 s after its routes were made (input read, connections opened)
+        still releases one small wave first: the waves due by then are not all released at once."""
+        q = RouteQuota.create(tpm=600_000, headroom=1.0, now=0.0)
+        for _ in range(STARTUP_FIRST_WAVE):
+            assert q.delay(300.0, 5.0) == 0.0
+            q.admit(300.0, 5.0)
+        assert q.delay(300.0, 5.0) == pytest.approx(0.25 * math.log2(1.5), abs=0.01)
+
     def test_throttles_count_against_the_wave_they_went_out_in(self) -> None:
         """Three 429s of the first wave, read during the third, end the startup: the later waves'
         admissions do not dilute them."""
@@ -98,7 +107,8 @@ class TestUnknownQuota:
     def test_one_throttle_sets_no_rate(self) -> None:
         """A lone 429 on an unpaced route (capacity, most likely) leaves it unpaced."""
         q = RouteQuota.create(tpm=0, headroom=1.0, now=0.0)
-        assert q.delay(100.0, 5.0) == 0.0  # past startup
+        q.phase = "steady"  # past startup
+        assert q.delay(100.0, 5.0) == 0.0
         charges = [q.admit(100.0, 5.0) for _ in range(50)]
         q.throttled(charges[0], 5.01)
         assert math.isinf(q.rate)
