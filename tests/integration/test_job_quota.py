@@ -62,7 +62,10 @@ class TestKnownQuota:
         of requests throttled, 61 % at 256 in flight)."""
         rule = {"quota_shape": "bucket", "quota_start": "empty", "tpm": 240_000}
         outcomes = run_quota_job(emu, tmp_path, rule, rows=150, tpm=240_000)
-        assert outcomes.get("ThrottlingException", 0) <= 0.1 * sum(outcomes.values())
+        # This bucket refills ~30 reservations a second, so the first waves are partly admitted and
+        # their settlements (about twice the reservation) come due later: 2-11 % throttled, alone
+        # or beside the rest of the suite; a storm was 25 % and more.
+        assert outcomes.get("ThrottlingException", 0) <= 0.15 * sum(outcomes.values())
         ended = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.startup_ended"]
         assert [e["drained"] for e in ended] == [True]
 

@@ -243,7 +243,9 @@ class TestPool:
                     wave.set()
                 return await super().invoke(route, body)
 
-        transport = WaveTransport(lambda r, b, n: None, delay_s=0.5)
+        # Answers slower than the startup waves (0.5 s to release 8): the first wave is still in
+        # flight when the eighth request goes out, so no worker has taken a ninth row yet.
+        transport = WaveTransport(lambda r, b, n: None, delay_s=1.5)
         pool = make_pool(tmp_path, transport, [G])
 
         async def stop_soon() -> None:
