@@ -553,15 +553,19 @@ class RouteQuota:
             self._stamp = now
 
     def _set_rate(self, rate: float, why: str, **fields: Any) -> None:
+        """Pace at ``rate`` (``inf``: unpaced again, the throttles were capacity 429s) and tell why."""
         before = self.rate
+        rate = max(self._floor, min(rate, self.ceiling))
         if why != "probe":
-            self._anchor = max(self._floor, min(rate, self.ceiling))
-        if not math.isfinite(self.rate):
-            self.level = 0.0  # from unpaced to paced: the quota has just been found full
-        self.rate = max(self._floor, min(rate, self.ceiling))
-        self.burst = self.rate * WINDOW_S
-        self.level = min(self.level, self.burst) if math.isfinite(self.level) else 0.0
-        tpm = round(self.rate * WINDOW_S)
+            self._anchor = rate
+        if not math.isfinite(rate):
+            self.rate = self.burst = self.level = math.inf
+        else:
+            if not math.isfinite(self.rate):
+                self.level = 0.0  # from unpaced to paced: the quota has just been found full
+            self.rate, self.burst = rate, rate * WINDOW_S
+            self.level = min(self.level, self.burst)
+        tpm = round(rate * WINDOW_S) if math.isfinite(rate) else None
         was = round(before * WINDOW_S) if math.isfinite(before) else None
         self.notify("quota.rate", {"why": why, "rate_tpm": tpm, "was_tpm": was, **fields})
 
@@ -688,18 +692,7 @@ class RouteQuota:
             ):
                 # Cut, the quota still refused the same share: those were capacity 429s, not it.
                 self.capacity_share = max(self.capacity_share, min(0.9, 1.0 - accepted))
-                if math.isfinite(before):
-                    self._set_rate(before, "capacity", capacity_share=round(self.capacity_share, 3))
-                else:
-                    self.rate = self.burst = self.level = math.inf
-                    self.notify(
-                        "quota.rate",
-                        {
-                            "why": "capacity",
-                            "rate_tpm": None,
-                            "capacity_share": round(self.capacity_share, 3),
-                        },
-                    )
+                self._set_rate(before, "capacity", capacity_share=round(self.capacity_share, 3))
                 self._hold(now)
                 return
         if sample < OVER_SENDING * sent:
