@@ -71,6 +71,7 @@ def job(params: dict[str, Any]) -> dict[str, Any]:
             "rows": report.progress.rows,
             "ok": report.progress.ok,
             "failed": report.progress.failed,
+            "failed_retryable": report.progress.failed_retryable,
             "pending": report.progress.pending,
         },
     }

@@ -429,6 +429,67 @@ def run_jobs(specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0) 
     return results
 
 
+def run_jobs_rerun(
+    specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0, max_reruns: int = 5
+) -> dict[str, dict[str, Any]]:
+    """:func:`run_jobs`, then each job rerun while it has retryable failed rows, as its user would.
+
+    ``bedrock-batch run`` ends a job with retryable failed rows with "rerun the same command to
+    retry them": a rerun of the same spec on the same output directory resumes it and sends those
+    rows again (``JobDir.done_keys``: retryable errors are not done, without ``--retry-failed``).
+    Each job gets a thread that reruns it, in a new ``bench._child job`` process, as soon as its own
+    previous pass ends, at most ``max_reruns`` times; the jobs still start ``stagger_s`` apart.
+
+    A result is the first pass's, plus ``passes`` (every pass's result, each with ``wall_s``: its
+    process's wall time, interpreter start-up included) and ``reruns``; the last pass's
+    ``progress`` holds the job's final counts. A job whose child fails gives ``{"error": ...}``.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    live: dict[str, Child] = {}
+    stop = threading.Event()
+
+    def one(name: str, spec: Mapping[str, Any]) -> None:
+        stdin = json.dumps({"spec": spec, "grace_s": 1.0, "log_level": LOG_LEVEL})
+        passes: list[dict[str, Any]] = []
+        try:
+            while len(passes) <= max_reruns and not stop.is_set():
+                label = name if not passes else f"{name}-rerun{len(passes)}"
+                child = Child([PYTHON, "-m", "bench._child", "job"], name=label, stdin=stdin)
+                live[name] = child
+                child.wait(timeout=1800)
+                result = child.result()
+                result["wall_s"] = child.rusage["wall_s"]
+                passes.append(result)
+                if not result["progress"].get("failed_retryable"):
+                    break
+        except (RuntimeError, TimeoutError) as exc:
+            results[name] = {"error": str(exc)}
+            return
+        if not passes:  # stopped before the first pass started
+            results[name] = {"error": "not run"}
+            return
+        results[name] = {**passes[0], "passes": passes, "reruns": len(passes) - 1}
+
+    threads: list[threading.Thread] = []
+    try:
+        for name, spec in specs.items():
+            if threads:
+                time.sleep(stagger_s)
+            thread = threading.Thread(target=one, args=(name, spec), name=f"bench-{name}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()
+        for child in list(live.values()):
+            if child.returncode is None:
+                child.kill()
+        for thread in threads:
+            thread.join(10)
+    return results
+
+
 @contextlib.contextmanager
 def sampler(
     emulator: EmulatorProcess, interval_s: float = 0.5

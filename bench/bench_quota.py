@@ -10,6 +10,18 @@ two side by side, then the fixed pools (whose storms of 429s would starve the ot
 * **unknown**: this runner not told (``tpm = 0``);
 * **fixed**: what most tools do: 64 fixed workers with exponential backoff (``adaptive = false``).
 
+The fixed client gives up the rows its backoff runs out on (throttled to the end: 30-110 of 600,
+5-18 %, per scenario in the 2026-11-30 run), which ``bedrock-batch run`` reports as retryable:
+"rerun the same command to retry them". So its job is rerun (same spec, same output directory: the
+rerun sends only the failed rows) as soon as its previous pass ends, while it still has retryable
+failed rows, at most 5 times (``MAX_RERUNS``). Its ``time_s`` is the time to the complete job: the
+first pass plus each rerun's process from start to end (interpreter start-up included, as its user
+pays it); ``first_pass_s``, ``failed_first_pass`` and ``reruns`` show the first pass beside it. This
+runner's clients run once (a failed row misses their target), and their ``time_s`` is that run
+(``run_job``, from call to return, as the fixed client's ``first_pass_s``). The emulator's counts
+(requests, throttles, billed tokens) cover the reruns too: limit and throttled share are the
+complete job's.
+
 Per client: the job's time, the quota-bound limit, their ratio (limit / time: 1.0 is the physics),
 the share of requests throttled (quota throttles and capacity throttles apart), failed rows, and rows
 billed twice. The limit is ``(billed quota tokens - quota free at the start) / refill rate + one
@@ -19,7 +31,7 @@ window that starts full frees each charge only a minute after it was booked: its
 whole minutes the job's quota tokens span, plus the rest sent at the concurrency bound.
 
 Targets (issue 10): limit / time >= 0.9, <= 2 % of requests throttled (beyond the injected capacity
-429s), 0 failed rows, 0 rows billed twice, faster than the fixed client.
+429s), 0 failed rows, 0 rows billed twice, faster than the fixed client (to its complete job).
 
 Knobs: ``BENCH_QUOTA_ROWS`` (600), ``BENCH_QUOTA_TPM`` (300,000), ``BENCH_QUOTA_PARALLEL`` (scenarios
 run at once, 4), ``BENCH_QUOTA_ONLY`` (scenarios to run, by part of their names, ``;``-separated:
@@ -44,6 +56,7 @@ from bench._common import (
     job_spec,
     rounded,
     run_jobs,
+    run_jobs_rerun,
 )
 
 TARGET_RATIO = 0.9
@@ -57,6 +70,8 @@ MAX_IN_FLIGHT = 64
 ROUND_SCENARIOS = 4
 """Scenarios run at once (their clients side by side): 2 cores serve 8 clients and the emulator."""
 STAGGER_S = 2.0
+MAX_RERUNS = 5
+"""Reruns of a fixed client's job that still has failed rows (``bedrock-batch run`` again)."""
 SONNET_4 = "anthropic.claude-sonnet-4-20250514-v1:0"
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -181,7 +196,11 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
                     adaptive=c["adaptive"],
                     max_tokens=MAX_TOKENS,
                 )
-            for name, result in run_jobs(specs, stagger_s=STAGGER_S).items():
+            if "fixed" in round_clients:  # rerun while rows failed: the fixed client's complete job
+                ran = run_jobs_rerun(specs, stagger_s=STAGGER_S, max_reruns=MAX_RERUNS)
+            else:
+                ran = run_jobs(specs, stagger_s=STAGGER_S)
+            for name, result in ran.items():
                 results[keys[name]] = result
         counters = emulator.counters()
     matrix: dict[str, dict[str, Any]] = {}
@@ -197,6 +216,11 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
         quota_thr, cap_thr = thr.get("quota", 0), thr.get("capacity", 0)
         r = results.get((scenario, client), {})
         elapsed = float(r.get("elapsed_s") or math.inf)
+        failed = r.get("failed")
+        passes = r.get("passes", [])
+        if passes:  # the first pass, then each rerun's process from its start to its end
+            elapsed += sum(float(p["wall_s"]) for p in passes[1:])
+            failed = passes[-1]["progress"]["failed"]
         ceiling = tpm if CLIENTS[client]["tpm"] else None
         lim = limit_s(billed=billed, tpm=tpm, rule=rule, rows=rows, latency_s=mean_latency_s, ceiling=ceiling)
         row = {
@@ -206,9 +230,13 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
             "requests": n,
             "throttled_share": rounded(quota_thr / n if n else 0.0, 4),
             "capacity_429_share": rounded(cap_thr / n if n else 0.0, 4),
-            "failed": r.get("failed"),
-            "ok": r.get("ok"),
+            "failed": failed,
+            "ok": passes[-1]["progress"]["ok"] if passes else r.get("ok"),
         }
+        if client == "fixed":
+            row["first_pass_s"] = rounded(float(r.get("elapsed_s") or math.inf), 1)
+            row["failed_first_pass"] = r.get("failed")
+            row["reruns"] = r.get("reruns")
         matrix.setdefault(scenario, {})[client] = row
     for scenario, by_client in matrix.items():
         for client in ("known", "unknown"):
@@ -216,9 +244,12 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
             fixed = by_client["fixed"]
             checks.append(
                 {
-                    "metric": f"{scenario}, tpm {client}: limit / time; throttled; failed; vs fixed",
+                    "metric": f"{scenario}, tpm {client}: limit / time; throttled; failed; "
+                    "vs fixed (complete job)",
                     "value": f"{row['ratio']}; {row['throttled_share']:.1%}; {row['failed']}; "
-                    f"{row['time_s']} s vs {fixed['time_s']} s",
+                    f"{row['time_s']} s vs {fixed['time_s']} s (first pass {fixed['first_pass_s']} s, "
+                    f"{fixed['failed_first_pass']} failed, {fixed['reruns']} reruns"
+                    + (f", {fixed['failed']} still failed)" if fixed["failed"] else ")"),
                     "target": ">= 0.9; <= 2 %; 0; faster",
                     "passed": bool(
                         row["ratio"] >= TARGET_RATIO
