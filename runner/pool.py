@@ -433,11 +433,17 @@ class Pool:
                 if completion.server_latency_ms is not None:
                     server_s = completion.server_latency_ms / 1000.0
                 outcome = "ok"
-            except ThrottledError:
+            except ThrottledError as exc:
                 self._unreachable = None
                 outcome = "throttled"
                 self.counters.throttles += 1
-                row.last_route = route
+                # A quota's 429 leaves the row its order of routes: the route's quota model has just
+                # learnt from it and paces the row, or spills it to the next route when it holds it
+                # back. (Moved on at once, every row a capacity 429 refused queued for a regional
+                # route, ahead of the rest of the queue, while ``global.`` stood idle.) A model not
+                # ready on this route is no quota: the row tries the next.
+                if exc.error_type == "ModelNotReadyException":
+                    row.last_route = route
                 throttles += 1
                 if throttles >= THROTTLES_PER_ATTEMPT:
                     raise

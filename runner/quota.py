@@ -35,8 +35,11 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   a throttle or two per probe.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
-  while the quota took all that was sent is no over-sending; and a cut after which the quota still
-  refused the same share of requests (it would not, had it been the quota) is undone.
+  while the quota took all that was sent is no over-sending; a cut (a drain, a refused burst, an
+  overshoot, a sample: a chain of them judged from its first) after which the quota still refused
+  the same share of requests, as it would not had it been the quota, is undone and that share
+  taken for capacity 429s; refusals it explains then neither stop the route nor cut its rate, for
+  as long as the route keeps being refused that much.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket); when the guard holds
@@ -107,15 +110,22 @@ run on its credit for a while, then refuses everything until the debt of what is
 a sample across that debt reads near zero (one read 0 of a 600,000 TPM quota and cut the rate to
 its floor, 9,000). A real cut still shows in the next samples, one a second or so."""
 CAPACITY_SAME = 0.1
-"""After a cut, a next sample that took the share of requests it took before (nearer to that than
-to what a quota would let through after the cut, the two at least this far apart) says the
-throttles did not depend on the rate: capacity 429s; the cut is undone (a *smaller* share is a
-quota still in debt after the burst that led to the cut: undoing on it re-opened a shared quota to
-a storm; and a small cut of a share near 1 tells nothing)..."""
+"""After a cut, requests sent since (from a round trip after it) that the quota took in the share it
+took before (nearer to that than to what a quota would let through after the cut, the two at least
+this far apart) say the throttles did not depend on the rate: capacity 429s; the cut is undone (a
+small cut of a share near 1 tells nothing)..."""
 CAPACITY_MIN_ACCEPTED = 0.4
-"""...unless the quota took less than this share before the cut (a quota in debt, not capacity), or
-the route has seen few 429s with room left in its model (under half of :data:`CAPACITY_SAME` of its
-admissions): after a cut not deep enough, a shared quota keeps refusing the same share too."""
+"""...unless the quota took less than this share before the cut (a quota in debt, not capacity)..."""
+CAPACITY_JUDGED = 200
+"""...and a cut not undone after this many requests stands."""
+CAPACITY_P = 1e-3
+"""...or a quota under which the cut put the route (refusing only the capacity share seen, at least
+:data:`CAPACITY_PRIOR`) could refuse as many of the sample's requests with a probability above this.
+Once undone, the share the route refuses stays the capacity share only while the route keeps being
+refused that much (:meth:`RouteQuota._capacity`): a shared quota taken for capacity is cut again as
+soon as it refuses more than that share, and its refusals then stop. (A gate on the 429s seen with
+room left in the model, the rule before, never opened on a paced route: 30 % random 429s cut an
+unknown quota's rate sample after sample, 60 s for a job of 3 s.)"""
 DISCOVERY_S = 1.0
 """An unknown quota's rate doubles this often while requests wait for it, until a sample, or once
 per round trip (admission to answer) when that is longer: a bucket admits on the reservation and
@@ -283,6 +293,10 @@ class RouteQuota:
     """Requests admitted, per slot..."""
     _accepted: _Ledger = field(default_factory=_Ledger)
     """...and of those, the ones the service did not refuse (a throttle takes one back at admission)."""
+    _allowed: _Ledger = field(default_factory=_Ledger)
+    """What the pacing let the route send (its refill, while below its burst): a sample is set
+    against what was allowed over its span, not the rate of the moment (a sample spanning a
+    discovery's doubling read half the new rate, and cut it)."""
     _in_flight: set[Charge] = field(default_factory=set)
     _extra: float = 0.0
     """Running mean of what a settlement adds to its reservation (output burndown over max_tokens)."""
@@ -297,9 +311,12 @@ class RouteQuota:
     """Times of the recent throttles that may start a sample."""
     _capacity_seen: float = 0.0
     """Running share of admissions refused with room left in the model (capacity 429s)."""
-    _cut: tuple[float, float] | None = None
-    """(rate before, share of it the quota took) of the last cut, until the next sample says
-    whether it was capacity 429s."""
+    _refusals: float = 0.0
+    """Running share of admissions refused, for any reason (over :data:`CAPACITY_HORIZON`)."""
+    _cut: tuple[float, float, float] | None = None
+    """(rate before, share of requests the quota took before, when) of the last cut (a drain, a
+    refused burst, an overshoot, a sample), until the requests sent since say whether the refusals
+    were capacity 429s (:meth:`_judge_cut`)."""
     _last_sample_rate: float | None = None
     """The last rate measured between two throttles (quota tokens per second), for logs and tests."""
     _paced_at: float = -math.inf
@@ -379,6 +396,7 @@ class RouteQuota:
         self._accepted.add(1.0, now)
         self._admitted.append(now)
         self._capacity_seen *= 1.0 - 1.0 / CAPACITY_HORIZON
+        self._refusals *= 1.0 - 1.0 / CAPACITY_HORIZON
         if len(self._admitted) > ADMITTED_KEPT:
             self._admitted.popleft()
         wave = -1
@@ -424,6 +442,7 @@ class RouteQuota:
         self._in_flight.discard(charge)
         self._taken.add(-charge.reserved - charge.owed, charge.at)
         self._accepted.add(-1.0, charge.at)
+        self._refusals += 1.0 / CAPACITY_HORIZON
         self.window.settle(charge.window_charge, 0.0)
         if charge.probe:  # a refused probe tells the shape, not the rate
             self._probe_in_flight = False
@@ -453,7 +472,7 @@ class RouteQuota:
         # on: a busy client reads a storm's 429s over a second or more, and cutting once per 429
         # read took an unknown quota's rate to a third of its measure.
         at = charge.at
-        if at < self._epoch:
+        if at < self._epoch or self._judge_cut(at, now):
             return
         paced = charge.room <= PACED_SLACK * charge.reserved
         if not math.isfinite(self.rate):
@@ -477,13 +496,15 @@ class RouteQuota:
                 taken = self._taken.since(at - span, at) - owed
                 rate = taken / WINDOW_S * self.headroom
                 self._set_rate(rate, "refused", refused=round(refused, 3))
-                self._cut = (math.inf, 1.0 - refused)
+                self._note_cut(math.inf, 1.0 - refused, now)
                 self._throttles.append(at)
                 self._hold(now)
                 self._empty(now)
             return
         self._sample(at, now, paced=paced)
-        if paced:
+        if paced and self._explained_before(at):
+            pass  # no more refused than capacity 429s refuse anyway: the route goes on
+        elif paced:
             # One throttle may be a capacity 429 (the quota still holding what the requests in
             # flight will settle to): stop here. A second within a round trip says the quota is
             # empty: then the requests in flight are debt to wait out. (Waiting it out on every
@@ -540,7 +561,7 @@ class RouteQuota:
             rate_tpm=rate * WINDOW_S if rate is not None else None,
             settled_last_minute=settled,
             quota_share=settled / (rate * WINDOW_S) if rate else None,
-            capacity_share=max(self.capacity_share, self._capacity_seen),
+            capacity_share=max(self._capacity(), self._capacity_seen),
             guard=self.guard,
         )
 
@@ -549,7 +570,9 @@ class RouteQuota:
     def _refill(self, now: float) -> None:
         if now > self._stamp:
             if math.isfinite(self.rate) and self.level < self.burst:
-                self.level = min(self.burst, self.level + (now - self._stamp) * self.rate)
+                refill = min(self.burst - self.level, (now - self._stamp) * self.rate)
+                self.level += refill
+                self._allowed.add(refill, now)
             self._stamp = now
 
     def _set_rate(self, rate: float, why: str, **fields: Any) -> None:
@@ -601,11 +624,82 @@ class RouteQuota:
             admitted.popleft()
         refused = len(times)
         between = max(sum(1 for t in reversed(admitted) if earliest <= t <= latest), refused)
-        capacity = max(self.capacity_share, self._capacity_seen, CAPACITY_PRIOR)
+        capacity = max(self._capacity(), self._capacity_seen, CAPACITY_PRIOR)
         if refused >= UNPACED_THROTTLES and _tail(between, refused, capacity) < DRAIN_P:
             return refused / between
         self._capacity_seen += 1.0 / CAPACITY_HORIZON
         return 0.0
+
+    def _note_cut(self, before: float, accepted: float, now: float) -> None:
+        """Keep a cut for :meth:`_judge_cut`; a cut while one is still unjudged joins it: a chain of
+        cuts that capacity 429s explain is judged from its first and undone whole (judged from each
+        new cut, the verdict never came: with 30 % random 429s a sample cut the rate every second)."""
+        if self._cut is None:
+            self._cut = (before, accepted, now)
+
+    def _judge_cut(self, at: float, now: float) -> bool:
+        """Judge the last cut by the requests sent since (from a round trip after it: before, the
+        debt of the burst that led to it): had the quota refused them, the cut made the share it
+        takes go up by the cut's ratio; capacity 429s refuse the same share at any rate. Undone (and
+        True) when the share stayed nearer the second and a quota the route is now under could
+        hardly refuse so many (:data:`CAPACITY_P`); kept for good when the refusals are too few for
+        capacity 429s, or after :data:`CAPACITY_JUDGED` requests."""
+        cut = self._cut
+        if cut is None:
+            return False
+        before, accepted_before, cut_at = cut
+        start = cut_at + max(self._round_trip, MIN_SAMPLE_S)
+        n = round(self._sent.since(start, at)) if at >= start else 0
+        if n < MIN_SAMPLE_REQUESTS:
+            return False
+        accepted = min(1.0, max(0.0, self._accepted.since(start, at) / n))
+        refused = min(n, max(0, n - round(accepted * n)))
+        rate = self.rate
+        if_quota = min(1.0, accepted_before * before / rate) if math.isfinite(before) else 1.0
+        baseline = max(self._capacity(), CAPACITY_PRIOR)
+        if (
+            accepted_before >= CAPACITY_MIN_ACCEPTED
+            and if_quota - accepted_before >= CAPACITY_SAME
+            and abs(accepted - accepted_before) < abs(accepted - if_quota)
+            and _tail(n, refused, 1.0 - if_quota * (1.0 - baseline)) < CAPACITY_P
+        ):
+            # Cut, the quota still refused the same share: those were capacity 429s, not it. The
+            # rate before comes back and climbs again as discovery does.
+            self._cut = None
+            self.capacity_share = max(self.capacity_share, min(0.9, 1.0 - accepted))
+            self._refusals = max(self._refusals, self.capacity_share)
+            self._set_rate(before, "capacity", capacity_share=round(self.capacity_share, 3))
+            if math.isfinite(self.level):
+                self.level = max(self.level, 0.0)  # no debt: the quota did not refuse those
+            self._hold(now)
+            self.discovering = math.isfinite(before)
+            self._grown_at = now
+            return True
+        few = 1.0 - _tail(n, refused + 1, 1.0 - accepted_before) if refused < n else 1.0
+        if few < CAPACITY_P or n >= CAPACITY_JUDGED:
+            self._cut = None  # the quota: the cut stands
+        return False
+
+    def _capacity(self) -> float:
+        """The share of requests refused whatever the quota: what an undone cut proved, while the
+        route keeps being refused that much."""
+        return min(self.capacity_share, self._refusals)
+
+    def _explained(self, sent: float, accepted: float) -> bool:
+        """Whether capacity 429s, at the share an undone cut proved, explain the refusals of
+        ``sent - accepted`` of ``sent`` requests: then they say nothing of the quota (no cut, and
+        discovery goes on)."""
+        capacity = self._capacity()
+        if capacity <= 0.0:
+            return False
+        n = round(sent)
+        refused = min(n, max(0, n - round(accepted)))
+        return _tail(n, refused, max(capacity, CAPACITY_PRIOR)) >= CAPACITY_P
+
+    def _explained_before(self, at: float) -> bool:
+        """:meth:`_explained` for the requests admitted over the round trip before ``at``."""
+        span = max(self._round_trip, MIN_SAMPLE_S)
+        return self._explained(self._sent.since(at - span, at), self._accepted.since(at - span, at))
 
     def _hold(self, now: float) -> None:
         """A sample was taken: no probing upward for a while, and the next probe a small one."""
@@ -627,6 +721,9 @@ class RouteQuota:
             self._set_rate(admitted / span / 2.0, "drained")
             self.discovering = True
             self._grown_at = now
+            sent = sum(a for a, _ in self._waves.values())
+            refused = sum(t for _, t in self._waves.values())
+            self._note_cut(math.inf, 1.0 - refused / sent if sent else 0.0, now)
         self._throttles.append(at)
         self._epoch = now
         self._empty(now)
@@ -652,7 +749,8 @@ class RouteQuota:
         throttles.append(at)
         if start is None:
             span = max(self._round_trip, MIN_SAMPLE_S)
-            if self.discovering and at >= self._epoch + span:
+            grown = self._grown_at > self._epoch  # a throttle before any doubling is no overshoot
+            if self.discovering and grown and at >= self._epoch + span and not self._explained_before(at):
                 # Discovery overshot. What was sent over the last round trip went in before the
                 # quota could refuse it (a bucket books the settlement after admitting): half of it
                 # is under the quota, as in TCP's halving of what it had in flight. (Within a round
@@ -665,7 +763,11 @@ class RouteQuota:
                     # left a route that met a storm of 429s at the floor, probed up 5 % at a time.)
                     self._grown_at = now
                     return
+                before = self.rate
+                sent_n = self._sent.since(at - span, at)
+                accepted = self._accepted.since(at - span, at) / sent_n if sent_n >= 1.0 else 1.0
                 self._set_rate(max(min(self.rate, sent) / 2.0, self.rate * MAX_CUT / 2.0), "overshoot")
+                self._note_cut(before, accepted, now)
                 self._hold(now)
                 self._empty(now)
             return
@@ -674,27 +776,12 @@ class RouteQuota:
             return
         sample = self._taken.since(start, at) / (at - start)
         self._last_sample_rate = sample
-        sent = self.rate * (1.0 - self.capacity_share)
-        accepted = self._accepted.since(start, at) / requests
-        cut = self._cut
-        if cut is not None:
-            self._cut = None
-            before, accepted_before = cut
-            # Had the quota refused them, the cut would have raised the share accepted by the cut's
-            # ratio; capacity 429s refuse the same share at any rate. Undo when the share stayed
-            # nearer the second, the two being told apart (a small cut of a share near 1 is not).
-            if_quota = min(1.0, accepted_before * before / self.rate) if math.isfinite(before) else 1.0
-            if (
-                accepted_before >= CAPACITY_MIN_ACCEPTED
-                and self._capacity_seen >= CAPACITY_SAME / 2.0
-                and if_quota - accepted_before >= CAPACITY_SAME
-                and abs(accepted - accepted_before) < abs(accepted - if_quota)
-            ):
-                # Cut, the quota still refused the same share: those were capacity 429s, not it.
-                self.capacity_share = max(self.capacity_share, min(0.9, 1.0 - accepted))
-                self._set_rate(before, "capacity", capacity_share=round(self.capacity_share, 3))
-                self._hold(now)
-                return
+        allowed = self._allowed.since(start, at) / (at - start)
+        sent = min(self.rate, allowed) * (1.0 - self._capacity())
+        accepted_n = self._accepted.since(start, at)
+        accepted = accepted_n / requests
+        if self._explained(requests, accepted_n):
+            return  # as many refused as capacity 429s refuse anyway: no sign of the quota
         if sample < OVER_SENDING * sent:
             before = self.rate
             self._set_rate(
@@ -702,7 +789,7 @@ class RouteQuota:
                 "measured",
                 sample_tpm=round(sample * WINDOW_S),
             )
-            self._cut = (before, accepted)
+            self._note_cut(before, accepted, now)
             last = self._last_cut_sample
             steady = last is not None and abs(sample - last) <= STEADY_SAMPLES * last
             self._hold_s = min(2.0 * self._hold_s, PROBE_HOLD_MAX_S) if steady else PROBE_HOLD_S
@@ -732,7 +819,7 @@ class RouteQuota:
                 # TPM on a 300,000 window made a 40 s storm). The guard probes the window itself.
                 return
             delivered = self._taken.since(now - PROBE_EVERY_S, now) / PROBE_EVERY_S
-            if delivered < PROBE_BINDING * self.rate:
+            if delivered < PROBE_BINDING * self.rate * (1.0 - self._capacity()):
                 # The rate did not hold the route back for the last period (answers slow, rows few,
                 # max_in_flight): a higher one would prove nothing, and raced past the quota while
                 # nothing throttled (to 2.5 times it, then a storm when the debt came due).
@@ -743,7 +830,6 @@ class RouteQuota:
                 return
             self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
-            self._cut = None
 
     def _guard_probe_due(self, now: float) -> bool:
         """A request goes past the guard only with nothing else in flight on the route: the service

@@ -6,7 +6,8 @@ the README ("Routes and fallback"):
 1. A row's first attempt goes to the first *usable* route in the spec's order (default: ``global``,
    then the home region's geography). A route is usable unless its breaker is open or it was removed.
 2. After a retryable failure on route R, the next attempt starts from the route *after* R, so a
-   throttled or failing endpoint does not get the same row straight back while another is healthy.
+   failing endpoint does not get the same row straight back while another is healthy. (A quota's
+   429 is not a failure here: the pool keeps the row's order and admission paces or spills it.)
 3. A route answering AccessDenied or not-found is removed for the rest of the job; the row moves on
    at once, without backoff.
 4. Breaker: opens after ``failure_threshold`` consecutive failures, or when at least half of the last

@@ -31,12 +31,21 @@ def quota_events(job_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_quota_job(
-    emu: EmulatorThread, tmp_path: Path, rule: dict[str, Any], *, rows: int, tpm: int, max_in_flight: int = 32
+    emu: EmulatorThread,
+    tmp_path: Path,
+    rule: dict[str, Any],
+    *,
+    rows: int,
+    tpm: int,
+    max_in_flight: int = 32,
+    faults: dict[str, Any] | None = None,
 ) -> dict[str, int]:
-    """Run ``rows`` rows on the ``global.`` route under ``rule``; every row must end ok, billed once.
-    Returns the route's outcomes as the emulator counted them."""
+    """Run ``rows`` rows on the ``global.`` route under ``rule`` (``faults``: more of the fault
+    file); every row must end ok, billed once. Returns the route's outcomes as the emulator counted
+    them."""
     emu.reset()
-    emu.set_faults({"defaults": FAST, "routes": [{"profile": GLOBAL_HAIKU, "region": "us-east-1", **rule}]})
+    route = {"profile": GLOBAL_HAIKU, "region": "us-east-1", **rule}
+    emu.set_faults({"defaults": FAST, "routes": [route], **(faults or {})})
     source = write_prompts(tmp_path / "in.parquet", rows)
     data = spec_data(
         source,
@@ -103,3 +112,22 @@ class TestUnknownQuota:
         assert rates, "the model never paced the route"
         assert 20_000 <= rates[-1] <= 0.8 * 120_000
         assert outcomes.get("ThrottlingException", 0) <= 0.15 * sum(outcomes.values())
+
+    @pytest.mark.parametrize("seed", [1, 3])
+    def test_random_429s_are_told_from_a_quota(self, emu: EmulatorThread, tmp_path: Path, seed: int) -> None:
+        """Issue 10's second trial: no quota, 30 % of calls refused at random and 5 % answered 503.
+        The startup takes the refusals for a drained quota; the route learns otherwise (a ``capacity``
+        decision undoes the cuts) instead of pacing down sample after sample, and ends unpaced or
+        climbing, and every row ends ok, billed once."""
+        rule = {
+            "throttle_rate": 0.3,
+            "error_rate": 0.05,
+            "error_type": "ServiceUnavailableException",
+            "tpm": 10_000_000,
+        }
+        faults = {"seed": seed}
+        outcomes = run_quota_job(emu, tmp_path, rule, rows=300, tpm=0, max_in_flight=64, faults=faults)
+        assert outcomes.get("ThrottlingException", 0) > 0
+        rates = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.rate"]
+        if rates:
+            assert "capacity" in [e["why"] for e in rates]

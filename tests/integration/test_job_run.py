@@ -246,8 +246,7 @@ class TestThrottling:
         assert counters["billed_requests"] == 80
 
     @pytest.mark.timeout(300)  # half the calls refused at random (capacity 429s): the quota model
-    # reads runs of them as a drained quota and paces down before it tells them apart (issue 10,
-    # open): 8 to 75 s
+    # reads the first of them as a drained quota, then undoes it (4-8 s; 8-75 s before it could)
     def test_random_throttles_are_retried_to_success(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """Half of all calls throttled at random: every row still ends ok, each billed once."""
         emu.set_faults({"defaults": {"throttle_rate": 0.5}})
