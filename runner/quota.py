@@ -42,8 +42,10 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   as long as the route keeps being refused that much.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
-  last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket); when the guard holds
-  requests back, one is sent past it now and then, and once one is admitted the guard is lifted.
+  last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
+  requests back, those a window would still admit (it holds the reservations of the requests in
+  flight, not yet their settlements) go on, up to a small overfill; then one is sent past it now
+  and then, and once one is admitted (no 429 back in time) the guard is lifted.
 
 Each decision is told to ``notify`` (``quota.rate`` with why, ``quota.startup_ended``,
 ``quota.emptied``, ``quota.guard_lifted``): the job logs them as events.
@@ -154,6 +156,16 @@ GUARD_PROBE_S = 2.0
 next waits this long, doubling..."""
 GUARD_PROBE_MAX_S = 16.0
 """...up to this."""
+GUARD_ADMITTED_S = 0.5
+REFUSALS_KEPT = 32
+"""A probe past the guard is taken as admitted when no 429 came back within 3 times the slowest of
+the last 32 429s (from admission to being read), and at least this long: a 429 is sent at once, an
+answer only when its generation ends, so waiting for the answer cost a round trip of idle route
+(2.4 s of a full bucket's 47 s job). A 429 read later after all puts the guard back."""
+GUARD_OVERFILL = 0.05
+"""Requests past the guard that a window would still admit (see :meth:`RouteQuota._past_guard`) may
+take the route's expected charges of the last 60 s this far over the guard's quota: what a window
+then pays, in one 429 and up to 5 % of a minute's wait, for a bucket being found at once."""
 GUARD_PROBE_MIN_HOLD_S = 2.0
 """A request is sent past the guard only when the guard would hold it longer than this: admitted
 just before the window frees, it would prove nothing."""
@@ -287,7 +299,12 @@ class RouteQuota:
     """Admissions and throttles per startup wave (one wave per doubling)."""
     _guard_probe_at: float = -math.inf
     _guard_probe_wait: float = GUARD_PROBE_S
-    _probe_in_flight: bool = False
+    _probe: Charge | None = None
+    """The request sent past the window guard, until it is answered."""
+    _unconfirmed: Charge | None = None
+    """The probe that lifted the guard because no 429 came back in time, until it is answered."""
+    _refusal_s: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
+    """How long the last 429s took to be read, from admission."""
     _taken: _Ledger = field(default_factory=_Ledger)
     _sent: _Ledger = field(default_factory=_Ledger)
     """Requests admitted, per slot..."""
@@ -368,13 +385,17 @@ class RouteQuota:
         if self.level < need:
             wait = max(wait, (need - self.level) / self.rate)
             self._grow(now)  # the rate holds requests back: time to probe it upward, if due
+        probe = self._probe
+        if probe is not None and self.guard and now >= probe.at + self._refusal_wait():
+            self._lift_guard(now, unconfirmed=probe)
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
             held = self.window.wait_time(tokens + max(self._extra, 0.0), now)
             if held > 0.0:
-                if wait <= 0.0 and held > GUARD_PROBE_MIN_HOLD_S and self._guard_probe_due(now):
+                if wait <= 0.0 and held > GUARD_PROBE_MIN_HOLD_S and self._past_guard(tokens, now):
                     return 0.0
-                wait = max(wait, min(held, max(self._guard_probe_at - now, 1e-3)))
+                retry_at = probe.at + self._refusal_wait() if probe is not None else self._guard_probe_at
+                wait = max(wait, min(held, max(retry_at - now, 1e-3)))
         return max(wait, 1e-3) if wait > 0.0 else 0.0
 
     def admit(self, tokens: float, now: float) -> Charge:
@@ -384,7 +405,7 @@ class RouteQuota:
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
             if self.window.wait_time(tokens + max(self._extra, 0.0), now) > GUARD_PROBE_MIN_HOLD_S:
-                probe = self._probe_in_flight = True
+                probe = self._window_room(now) < tokens  # else a filler a window admits too
         # Book what the request is expected to cost in the end, not only its reservation: the
         # service charges the rest when the answer ends, and an answer read late (a busy client)
         # must not look like quota still free.
@@ -414,6 +435,8 @@ class RouteQuota:
         booked = self.window.reserve(tokens + owed, now)
         charge = Charge(tokens, booked, probe, wave, now, self.level, owed)
         self._in_flight.add(charge)
+        if probe:
+            self._probe = charge
         return charge
 
     def settle(self, charge: Charge, tokens: float, now: float, booked_at: float | None = None) -> None:
@@ -432,9 +455,8 @@ class RouteQuota:
         if charge.probe:
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
             if self.guard:
-                self.notify("quota.guard_lifted", {})
-            self.guard = False
-            self._probe_in_flight = False
+                self._lift_guard(now)
+            self._probe = self._unconfirmed = None
 
     def throttled(self, charge: Charge, now: float) -> None:
         """The service refused the request: it booked nothing, and the quota is empty now."""
@@ -443,9 +465,10 @@ class RouteQuota:
         self._taken.add(-charge.reserved - charge.owed, charge.at)
         self._accepted.add(-1.0, charge.at)
         self._refusals += 1.0 / CAPACITY_HORIZON
+        self._refusal_s.append(now - charge.at)
         self.window.settle(charge.window_charge, 0.0)
         if charge.probe:  # a refused probe tells the shape, not the rate
-            self._probe_in_flight = False
+            self._end_probe(charge, now)
             self._guard_probe_wait = min(self._guard_probe_wait * 2, GUARD_PROBE_MAX_S)
             self._guard_probe_at = now + self._guard_probe_wait
             return
@@ -535,7 +558,7 @@ class RouteQuota:
             if self.phase == "startup":
                 self._waves[charge.wave][0] -= 1
         if charge.probe:
-            self._probe_in_flight = False
+            self._end_probe(charge, now)
 
     def failed(self, charge: Charge, now: float) -> None:
         """Sent, no answer (5xx, timeout): the service may have booked the reservation; keep it."""
@@ -543,7 +566,7 @@ class RouteQuota:
         self.level += charge.owed
         self._taken.add(-charge.owed, charge.at)
         if charge.probe:
-            self._probe_in_flight = False
+            self._end_probe(charge, now)
 
     @property
     def guard_quota(self) -> float:
@@ -831,9 +854,40 @@ class RouteQuota:
             self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
 
-    def _guard_probe_due(self, now: float) -> bool:
-        """A request goes past the guard only with nothing else in flight on the route: the service
-        books the settlements of requests in flight only when they end, so a window has room for a
-        probe then (one it will overfill) and its admission proved nothing; a window wrongly
-        taken for a bucket lost its guard and a storm followed."""
-        return not self._probe_in_flight and not self._in_flight and now >= self._guard_probe_at
+    def _window_room(self, now: float) -> float:
+        """What a rolling window of the guard's quota would still admit: it holds the reservations of
+        the requests in flight, not yet what they will settle to."""
+        owed = sum(c.owed for c in self._in_flight)
+        return self.guard_quota - (self.window.used(now) - owed)
+
+    def _past_guard(self, tokens: float, now: float) -> bool:
+        """Whether a request the guard holds goes now: a *filler*, which a window would admit too,
+        while the guard's overfill stays within :data:`GUARD_OVERFILL`; then, with the window's
+        room spent, a *probe*, which only a quota refilled continuously admits. (A probe sent
+        while a window still had room for it proved nothing: a window taken for a bucket lost its
+        guard and a storm followed; waiting for the route to drain first left it idle for the
+        slowest answer in flight, 4 s of a full bucket's 47 s job.)"""
+        room = self._window_room(now)
+        if room >= tokens:
+            over = self.window.used(now) + tokens + max(self._extra, 0.0) - self.guard_quota
+            return over <= GUARD_OVERFILL * self.guard_quota
+        return self._probe is None and now >= self._guard_probe_at
+
+    def _refusal_wait(self) -> float:
+        """How long after its admission a request with no 429 back was admitted (see
+        :data:`GUARD_ADMITTED_S`)."""
+        return max(GUARD_ADMITTED_S, 3.0 * max(self._refusal_s, default=0.0))
+
+    def _lift_guard(self, now: float, unconfirmed: Charge | None = None) -> None:
+        self.guard = False
+        self._unconfirmed = unconfirmed
+        self.notify("quota.guard_lifted", {"confirmed": unconfirmed is None})
+
+    def _end_probe(self, charge: Charge, now: float) -> None:
+        """The probe past the guard was refused, or never answered: if it had lifted the guard (no
+        429 in time), the guard is back."""
+        self._probe = None
+        if self._unconfirmed is charge:
+            self._unconfirmed = None
+            self.guard = True
+            self.notify("quota.guard_restored", {})

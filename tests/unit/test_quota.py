@@ -14,9 +14,11 @@ import pytest
 
 from runner.quota import (
     DRAIN_P,
+    GUARD_ADMITTED_S,
     PROBE_HOLD_S,
     PROBE_MAX_RISE,
     STARTUP_FIRST_WAVE,
+    Charge,
     RouteQuota,
     _tail,
 )
@@ -43,6 +45,15 @@ class TestKnownQuota:
         out = run(shape="bucket", start=1.0, max_in_flight=256)
         assert out.throttled == 0
         assert limit(1.0, 256) / out.seconds >= 0.9
+
+    def test_a_full_bucket_lifts_the_guard_without_draining_the_route(self) -> None:
+        """The issue's full bucket (1,200 rows, concurrency-bound): the guard binds after ~30 s and
+        the route goes on at its concurrency bound (a probe past it, found admitted when no 429
+        came back, lifts it) instead of idling until its slowest answer is in (0.79 of the limit)."""
+        out = run(shape="bucket", start=1.0)
+        assert not out.quota.guard
+        assert out.throttled == 0
+        assert limit(1.0) / out.seconds >= 0.9
 
     def test_another_consumer_pushes_the_rate_below_tpm(self) -> None:
         """Throttles from traffic the runner cannot see lower its rate under the given tpm."""
@@ -196,6 +207,51 @@ class TestDecisions:
         q.throttled(q.admit(500.0, t + 4.0), t + 4.01)
         assert q._last_sample_rate == pytest.approx(15_000 / 3.5, rel=0.05)
         assert q._hold_s == 2 * PROBE_HOLD_S
+
+
+class TestWindowGuard:
+    @staticmethod
+    def at_the_guard(n: int) -> tuple[RouteQuota, list[Charge]]:
+        """A route told 60,000 TPM, out of startup, with ``n`` requests of 300 (settling to 800)
+        in flight and its minute spent up to the guard by settled ones."""
+        q = RouteQuota.create(tpm=60_000, headroom=1.0, now=0.0)
+        q.phase, q._settled_n, q._extra = "steady", 10, 500.0
+        q.window.reserve(60_000 - n * 800 - 100, 0.0)
+        q.level = q.burst
+        return q, [q.admit(300.0, 1.0) for _ in range(n)]
+
+    def test_fillers_go_while_a_window_would_admit_them(self) -> None:
+        """At the guard with 3 requests in flight, a window still holds only their reservations: a
+        request it would admit goes on, as a filler (not a probe), while the overfill stays small."""
+        q, _ = self.at_the_guard(3)
+        assert q.delay(300.0, 2.0) == 0.0
+        assert not q.admit(300.0, 2.0).probe
+
+    def test_the_probe_goes_once_a_window_would_refuse_it(self) -> None:
+        """With the window's room spent, the next request is a probe, sent with others in flight."""
+        q, _ = self.at_the_guard(0)
+        assert q.delay(300.0, 2.0) == 0.0
+        probe = q.admit(300.0, 2.0)
+        assert probe.probe
+        assert q.delay(300.0, 2.1) > 0.0  # one probe at a time
+
+    def test_a_probe_with_no_429_in_time_lifts_the_guard(self) -> None:
+        """No 429 back within GUARD_ADMITTED_S: it was admitted, the guard is lifted at once..."""
+        q, _ = self.at_the_guard(0)
+        q.delay(300.0, 2.0)
+        assert q.admit(300.0, 2.0).probe
+        assert q.delay(300.0, 2.0 + GUARD_ADMITTED_S / 2) > 0.0
+        q.delay(300.0, 2.0 + GUARD_ADMITTED_S)
+        assert not q.guard
+
+    def test_a_late_429_puts_the_guard_back(self) -> None:
+        """...and a 429 for it read later after all (a busy client) puts it back."""
+        q, _ = self.at_the_guard(0)
+        q.delay(300.0, 2.0)
+        probe = q.admit(300.0, 2.0)
+        q.delay(300.0, 2.0 + GUARD_ADMITTED_S)
+        q.throttled(probe, 3.0)
+        assert q.guard
 
 
 class TestModel:
