@@ -118,6 +118,12 @@ this far apart) say the throttles did not depend on the rate: capacity 429s; the
 small cut of a share near 1 tells nothing)..."""
 CAPACITY_MIN_ACCEPTED = 0.4
 """...unless the quota took less than this share before the cut (a quota in debt, not capacity)..."""
+CAPACITY_DEPTH = 0.5
+"""...or the cuts since the chain's first have not halved the rate at least: a quota shared with
+traffic the runner cannot see, cut by a sample that read its credit, went on refusing the same share
+at 175,000 TPM as at 263,000 (its other half was 150,000), and undoing that cut was a storm of 19 %
+of the requests for a minute. Halved, a quota refuses a share that differs (it takes twice the
+share it took, up to all)..."""
 CAPACITY_JUDGED = 200
 """...and a cut not undone after this many requests stands."""
 CAPACITY_P = 1e-3
@@ -682,6 +688,7 @@ class RouteQuota:
         baseline = max(self._capacity(), CAPACITY_PRIOR)
         if (
             accepted_before >= CAPACITY_MIN_ACCEPTED
+            and rate <= CAPACITY_DEPTH * before
             and if_quota - accepted_before >= CAPACITY_SAME
             and abs(accepted - accepted_before) < abs(accepted - if_quota)
             and _tail(n, refused, 1.0 - if_quota * (1.0 - baseline)) < CAPACITY_P
