@@ -660,11 +660,15 @@ class RouteQuota:
         return 0.0
 
     def _note_cut(self, before: float, accepted: float, now: float) -> None:
-        """Keep a cut for :meth:`_judge_cut`; a cut while one is still unjudged joins it: a chain of
-        cuts that capacity 429s explain is judged from its first and undone whole (judged from each
-        new cut, the verdict never came: with 30 % random 429s a sample cut the rate every second)."""
-        if self._cut is None:
-            self._cut = (before, accepted, now)
+        """Keep a cut for :meth:`_judge_cut`. A cut while one is still unjudged joins it: the chain
+        is undone whole, to the rate before its first cut, by the share refused before it (judged
+        against the first cut alone, with 30 % random 429s the next sample cut the rate every
+        second and the verdict never came); the requests judged are those after the latest cut (the
+        ones between, sent at a rate the chain then cut again, made a shared quota that refused
+        less after its last cut look like capacity 429s: undone, a storm)."""
+        if self._cut is not None:
+            before, accepted = self._cut[0], self._cut[1]
+        self._cut = (before, accepted, now)
 
     def _judge_cut(self, at: float, now: float) -> bool:
         """Judge the last cut by the requests sent since (from a round trip after it: before, the
