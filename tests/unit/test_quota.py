@@ -254,6 +254,41 @@ class TestWindowGuard:
         assert q.guard
 
 
+class TestCapacityJudge:
+    @staticmethod
+    def after_cuts(rate_tpm: float, sent: int, refused: int) -> RouteQuota:
+        """Cut from 294,000 TPM, where the quota took 78 % of the requests, to ``rate_tpm`` at 10 s;
+        then ``sent`` requests from 11 s on (a round trip after), ``refused`` of them refused."""
+        q = steady(rate_tpm, now=10.0)
+        q._cut = (294_000 / 60, 0.78, 10.0)
+        for i in range(sent):
+            at = 11.0 + i * 0.05
+            q._sent.add(1.0, at)
+            q._accepted.add(0.0 if i < refused else 1.0, at)
+        return q
+
+    def test_the_same_share_refused_at_half_the_rate_is_capacity(self) -> None:
+        """Halved, and still a fifth refused: capacity 429s; the chain is undone to its first rate."""
+        q = self.after_cuts(144_000, sent=40, refused=9)
+        q.throttled(q.admit(300.0, 13.1), 13.11)
+        assert q.rate * 60 == pytest.approx(294_000)
+        assert q.capacity_share == pytest.approx(10 / 41)  # the 429 that is read counts too
+
+    def test_a_shared_quota_refusing_less_after_its_last_cut_is_no_capacity(self) -> None:
+        """Refusing 1 in 40 after the last cut: the quota, not capacity; the cut stands."""
+        q = self.after_cuts(144_000, sent=40, refused=1)
+        q.throttled(q.admit(300.0, 13.1), 13.11)
+        assert q.rate * 60 == pytest.approx(144_000)
+        assert q.capacity_share == 0.0
+
+    def test_a_shallow_chain_is_not_judged(self) -> None:
+        """Cut to 0.7 of the rate before, the same share refused: a quota a sample overrated can do
+        that too (a shared bucket's credit): no undo until the chain has halved the rate."""
+        q = self.after_cuts(206_000, sent=40, refused=9)
+        q.throttled(q.admit(300.0, 13.1), 13.11)
+        assert q.rate * 60 == pytest.approx(206_000)
+
+
 class TestModel:
     def test_random_refusals_in_a_row_are_told_from_a_drain(self) -> None:
         """Three 429s in a row are a drained quota (2 % capacity 429s would do it once in 125,000
