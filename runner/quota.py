@@ -117,7 +117,10 @@ took before (nearer to that than to what a quota would let through after the cut
 this far apart) say the throttles did not depend on the rate: capacity 429s; the cut is undone (a
 small cut of a share near 1 tells nothing)..."""
 CAPACITY_MIN_ACCEPTED = 0.4
-"""...unless the quota took less than this share before the cut (a quota in debt, not capacity)..."""
+"""...unless the quota took less than this share before the cut (a quota in debt, not capacity), or
+refused more after it than random refusals at the share refused before could (a window the route
+had filled refused 90 % after a cut, nearer to the 60 % before than to what a quota would let
+through at the new rate: taken for capacity 429s, it was a storm of 690 429s)..."""
 CAPACITY_DEPTH = 0.5
 """...or the cuts since the chain's first have not halved the rate at least: a quota shared with
 traffic the runner cannot see, cut by a sample that read its credit, went on refusing the same share
@@ -696,11 +699,12 @@ class RouteQuota:
             and if_quota - accepted_before >= CAPACITY_SAME
             and abs(accepted - accepted_before) < abs(accepted - if_quota)
             and _tail(n, refused, 1.0 - if_quota * (1.0 - baseline)) < CAPACITY_P
+            and _tail(n, refused, 1.0 - accepted_before) >= CAPACITY_P
         ):
             # Cut, the quota still refused the same share: those were capacity 429s, not it. The
             # rate before comes back and climbs again as discovery does.
             self._cut = None
-            self.capacity_share = max(self.capacity_share, min(0.9, 1.0 - accepted))
+            self.capacity_share = max(self.capacity_share, min(1.0 - CAPACITY_MIN_ACCEPTED, 1.0 - accepted))
             self._refusals = max(self._refusals, self.capacity_share)
             self._set_rate(before, "capacity", capacity_share=round(self.capacity_share, 3))
             if math.isfinite(self.level):

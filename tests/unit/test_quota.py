@@ -281,6 +281,15 @@ class TestCapacityJudge:
         assert q.rate * 60 == pytest.approx(144_000)
         assert q.capacity_share == 0.0
 
+    def test_more_refused_after_a_cut_is_a_quota_in_debt(self) -> None:
+        """Nine in ten refused after halving the rate, 22 % before: a quota the route filled (a
+        window holding the settlements of the burst), never capacity 429s (they refuse the same
+        share at any rate)."""
+        q = self.after_cuts(144_000, sent=40, refused=36)
+        q.throttled(q.admit(300.0, 13.1), 13.11)
+        assert q.rate * 60 == pytest.approx(144_000)
+        assert q.capacity_share == 0.0
+
     def test_a_shallow_chain_is_not_judged(self) -> None:
         """Cut to 0.7 of the rate before, the same share refused: a quota a sample overrated can do
         that too (a shared bucket's credit): no undo until the chain has halved the rate."""
