@@ -35,11 +35,11 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   a throttle or two per probe.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
-  while the quota took all that was sent is no over-sending; a cut (a drain, a refused burst, an
-  overshoot, a sample: a chain of them judged from its first) after which the quota still refused
-  the same share of requests, as it would not had it been the quota, is undone and that share
-  taken for capacity 429s; refusals it explains then neither stop the route nor cut its rate, for
-  as long as the route keeps being refused that much.
+  while the quota took all that was sent is no over-sending; cuts (a drain, a refused burst, an
+  overshoot, samples) that halved the rate, after which the quota still refused the share it
+  refused before, as it would not had it been the quota, are undone and that share taken for
+  capacity 429s (:meth:`RouteQuota._judge_cut`); refusals it explains then neither stop the route
+  nor cut its rate, for as long as the route keeps being refused that much.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
