@@ -48,7 +48,7 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   and then, and once one is admitted (no 429 back in time) the guard is lifted.
 
 Each decision is told to ``notify`` (``quota.rate`` with why, ``quota.startup_ended``,
-``quota.emptied``, ``quota.guard_lifted``): the job logs them as events.
+``quota.emptied``, ``quota.guard_lifted``, ``quota.guard_restored``): the job logs them as events.
 
 All figures are quota tokens; ``now`` is any monotonic clock in seconds (tests drive it).
 """
@@ -396,7 +396,7 @@ class RouteQuota:
             self._grow(now)  # the rate holds requests back: time to probe it upward, if due
         probe = self._probe
         if probe is not None and self.guard and now >= probe.at + self._refusal_wait():
-            self._lift_guard(now, unconfirmed=probe)
+            self._lift_guard(unconfirmed=probe)
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
             held = self.window.wait_time(tokens + max(self._extra, 0.0), now)
@@ -464,7 +464,7 @@ class RouteQuota:
         if charge.probe:
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
             if self.guard:
-                self._lift_guard(now)
+                self._lift_guard()
             self._probe = self._unconfirmed = None
 
     def throttled(self, charge: Charge, now: float) -> None:
@@ -477,7 +477,7 @@ class RouteQuota:
         self._refusal_s.append(now - charge.at)
         self.window.settle(charge.window_charge, 0.0)
         if charge.probe:  # a refused probe tells the shape, not the rate
-            self._end_probe(charge, now)
+            self._end_probe(charge)
             self._guard_probe_wait = min(self._guard_probe_wait * 2, GUARD_PROBE_MAX_S)
             self._guard_probe_at = now + self._guard_probe_wait
             return
@@ -567,7 +567,7 @@ class RouteQuota:
             if self.phase == "startup":
                 self._waves[charge.wave][0] -= 1
         if charge.probe:
-            self._end_probe(charge, now)
+            self._end_probe(charge)
 
     def failed(self, charge: Charge, now: float) -> None:
         """Sent, no answer (5xx, timeout): the service may have booked the reservation; keep it."""
@@ -575,7 +575,7 @@ class RouteQuota:
         self.level += charge.owed
         self._taken.add(-charge.owed, charge.at)
         if charge.probe:
-            self._end_probe(charge, now)
+            self._end_probe(charge)
 
     @property
     def guard_quota(self) -> float:
@@ -893,12 +893,14 @@ class RouteQuota:
         :data:`GUARD_ADMITTED_S`)."""
         return max(GUARD_ADMITTED_S, 3.0 * max(self._refusal_s, default=0.0))
 
-    def _lift_guard(self, now: float, unconfirmed: Charge | None = None) -> None:
+    def _lift_guard(self, unconfirmed: Charge | None = None) -> None:
+        """A probe past the guard was admitted (``unconfirmed``: no 429 back in time, its answer
+        still out): the quota refills continuously, not minute by minute."""
         self.guard = False
         self._unconfirmed = unconfirmed
         self.notify("quota.guard_lifted", {"confirmed": unconfirmed is None})
 
-    def _end_probe(self, charge: Charge, now: float) -> None:
+    def _end_probe(self, charge: Charge) -> None:
         """The probe past the guard was refused, or never answered: if it had lifted the guard (no
         429 in time), the guard is back."""
         self._probe = None
