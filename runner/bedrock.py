@@ -43,6 +43,7 @@ from runner.errors import (
     InvocationError,
     MalformedResponseError,
     ModelError,
+    ModelNotReadyError,
     ModelTimeoutError,
     ModelValidationError,
     PermanentError,
@@ -55,7 +56,7 @@ from runner.types import Completion, Route
 
 _ERRORS: dict[str, type[InvocationError]] = {
     "ThrottlingException": ThrottledError,
-    "ModelNotReadyException": ThrottledError,
+    "ModelNotReadyException": ModelNotReadyError,
     "TooManyRequestsException": ThrottledError,
     "ServiceUnavailableException": EndpointUnavailableError,
     "InternalServerException": EndpointUnavailableError,

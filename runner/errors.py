@@ -15,7 +15,8 @@
     ├── RowError                   one row cannot become a request: becomes an error row
     └── InvocationError            one Bedrock call failed
         ├── RetryableError         worth another attempt (backoff, maybe another route)
-        │   ├── ThrottledError         429 ThrottlingException / ModelNotReadyException
+        │   ├── ThrottledError         429 ThrottlingException, TooManyRequestsException
+        │   │   └── ModelNotReadyError 429 ModelNotReadyException: this route, not the quota
         │   ├── ModelTimeoutError      408 ModelTimeoutException, or our own deadline
         │   ├── ModelError             424 ModelErrorException (retried once or twice)
         │   ├── MalformedResponseError a whole 200 body that is not a Messages response (as a 424,
@@ -153,6 +154,11 @@ class RetryableError(InvocationError):
 
 class ThrottledError(RetryableError):
     """The quota is talking: slow down."""
+
+
+class ModelNotReadyError(ThrottledError):
+    """The model is not loaded on this route yet: a 429 like the quota's, but the row tries the next
+    route rather than wait for this one's pace."""
 
 
 class ModelTimeoutError(RetryableError):

@@ -36,6 +36,7 @@ from runner.errors import (
     InvocationError,
     MalformedResponseError,
     ModelError,
+    ModelNotReadyError,
     PermanentError,
     RetryableError,
     RouteError,
@@ -442,7 +443,7 @@ class Pool:
                 # back. (Moved on at once, every row a capacity 429 refused queued for a regional
                 # route, ahead of the rest of the queue, while ``global.`` stood idle.) A model not
                 # ready on this route is no quota: the row tries the next.
-                if exc.error_type == "ModelNotReadyException":
+                if isinstance(exc, ModelNotReadyError):
                     row.last_route = route
                 throttles += 1
                 if throttles >= THROTTLES_PER_ATTEMPT:

@@ -21,6 +21,7 @@ from runner.errors import (
     EndpointUnavailableError,
     InvocationError,
     MalformedResponseError,
+    ModelNotReadyError,
     ModelValidationError,
     ThrottledError,
 )
@@ -127,6 +128,23 @@ class TestPool:
         out = results(tmp_path)
         assert all(row["status"] == "ok" and row["attempts"] == 3 for row in out.values())
         assert pool.counters.throttles == 24
+
+    async def test_a_throttled_row_keeps_its_route_order(self, tmp_path: Path) -> None:
+        """A quota's 429 leaves the row on its first route (admission paces or spills it); a model
+        not ready on that route sends the row to the next one."""
+
+        def first_call_refused(route: Route, body: dict[str, object], n: int) -> InvocationError | None:
+            if n > 1:
+                return None
+            if body["messages"][0]["content"] == "r0":  # type: ignore[index]
+                return ThrottledError("slow down", code="ThrottlingException")
+            return ModelNotReadyError("loading", code="ModelNotReadyException")
+
+        transport = FakeTransport(first_call_refused)
+        pool = make_pool(tmp_path, transport, [G, U], adaptive=False)
+        await pool.run(records(2))
+        calls = {body: [r for r, b in transport.calls if b == body] for body in ("r0", "r1")}
+        assert calls == {"r0": [G, G], "r1": [G, U]}
 
     async def test_validation_error_is_not_retried(self, tmp_path: Path) -> None:
         """A 400 makes an error row after exactly one attempt; the other rows go on."""
