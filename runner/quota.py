@@ -395,7 +395,8 @@ class RouteQuota:
             wait = max(wait, (need - self.level) / self.rate)
             self._grow(now)  # the rate holds requests back: time to probe it upward, if due
         probe = self._probe
-        if probe is not None and self.guard and now >= probe.at + self._refusal_wait():
+        answered_at = probe.at + self._refusal_wait() if probe is not None else math.inf
+        if probe is not None and self.guard and now >= answered_at:
             self._lift_guard(unconfirmed=probe)
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
@@ -403,7 +404,7 @@ class RouteQuota:
             if held > 0.0:
                 if wait <= 0.0 and held > GUARD_PROBE_MIN_HOLD_S and self._past_guard(tokens, now):
                     return 0.0
-                retry_at = probe.at + self._refusal_wait() if probe is not None else self._guard_probe_at
+                retry_at = answered_at if probe is not None else self._guard_probe_at
                 wait = max(wait, min(held, max(retry_at - now, 1e-3)))
         return max(wait, 1e-3) if wait > 0.0 else 0.0
 
@@ -685,11 +686,10 @@ class RouteQuota:
             return False
         before, accepted_before, cut_at = cut
         start = cut_at + max(self._round_trip, MIN_SAMPLE_S)
-        n = round(self._sent.since(start, at)) if at >= start else 0
+        n, refused = self._outcomes(start, at) if at >= start else (0, 0)
         if n < MIN_SAMPLE_REQUESTS:
             return False
-        accepted = min(1.0, max(0.0, self._accepted.since(start, at) / n))
-        refused = min(n, max(0, n - round(accepted * n)))
+        accepted = (n - refused) / n
         rate = self.rate
         if_quota = min(1.0, accepted_before * before / rate) if math.isfinite(before) else 1.0
         baseline = max(self._capacity(), CAPACITY_PRIOR)
@@ -723,21 +723,22 @@ class RouteQuota:
         route keeps being refused that much."""
         return min(self.capacity_share, self._refusals)
 
-    def _explained(self, sent: float, accepted: float) -> bool:
-        """Whether capacity 429s, at the share an undone cut proved, explain the refusals of
-        ``sent - accepted`` of ``sent`` requests: then they say nothing of the quota (no cut, and
-        discovery goes on)."""
+    def _outcomes(self, start: float, at: float) -> tuple[int, int]:
+        """(requests admitted, of them refused) from ``start`` to ``at``, by admission time (the
+        429s read so far)."""
+        n = round(self._sent.since(start, at))
+        return n, min(n, max(0, n - round(self._accepted.since(start, at))))
+
+    def _explained(self, n: int, refused: int) -> bool:
+        """Whether capacity 429s, at the share an undone cut proved, explain ``refused`` of ``n``
+        requests: then they say nothing of the quota (no cut, and discovery goes on)."""
         capacity = self._capacity()
-        if capacity <= 0.0:
-            return False
-        n = round(sent)
-        refused = min(n, max(0, n - round(accepted)))
-        return _tail(n, refused, max(capacity, CAPACITY_PRIOR)) >= CAPACITY_P
+        return capacity > 0.0 and _tail(n, refused, max(capacity, CAPACITY_PRIOR)) >= CAPACITY_P
 
     def _explained_before(self, at: float) -> bool:
         """:meth:`_explained` for the requests admitted over the round trip before ``at``."""
         span = max(self._round_trip, MIN_SAMPLE_S)
-        return self._explained(self._sent.since(at - span, at), self._accepted.since(at - span, at))
+        return self._explained(*self._outcomes(at - span, at))
 
     def _hold(self, now: float) -> None:
         """A sample was taken: no probing upward for a while, and the next probe a small one."""
@@ -802,23 +803,24 @@ class RouteQuota:
                     self._grown_at = now
                     return
                 before = self.rate
-                sent_n = self._sent.since(at - span, at)
-                accepted = self._accepted.since(at - span, at) / sent_n if sent_n >= 1.0 else 1.0
+                n, refused = self._outcomes(at - span, at)
+                accepted = (n - refused) / n if n else 1.0
                 self._set_rate(max(min(self.rate, sent) / 2.0, self.rate * MAX_CUT / 2.0), "overshoot")
                 self._note_cut(before, accepted, now)
                 self._hold(now)
                 self._empty(now)
             return
-        requests = self._sent.since(start, at)
-        if not paced or requests < MIN_SAMPLE_REQUESTS:
+        if not paced:
+            return
+        requests, refused = self._outcomes(start, at)
+        if requests < MIN_SAMPLE_REQUESTS:
             return
         sample = self._taken.since(start, at) / (at - start)
         self._last_sample_rate = sample
         allowed = self._allowed.since(start, at) / (at - start)
         sent = min(self.rate, allowed) * (1.0 - self._capacity())
-        accepted_n = self._accepted.since(start, at)
-        accepted = accepted_n / requests
-        if self._explained(requests, accepted_n):
+        accepted = (requests - refused) / requests
+        if self._explained(requests, refused):
             return  # as many refused as capacity 429s refuse anyway: no sign of the quota
         if sample < OVER_SENDING * sent:
             before = self.rate
