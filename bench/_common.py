@@ -398,47 +398,19 @@ LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "warning")
 """The jobs' log level: ``info`` keeps each route's quota decisions in its job's ``events.jsonl``."""
 
 
-def run_jobs(specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0) -> dict[str, dict[str, Any]]:
+def run_jobs(
+    specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0, max_reruns: int = 0
+) -> dict[str, dict[str, Any]]:
     """Run each spec as a ``bench._child job`` process side by side; their results by name.
 
     Starts are ``stagger_s`` apart: on 2 cores, a dozen interpreters importing aioboto3 at once
     starve each other's first seconds, which is when a quota controller's start-up happens.
-    A child that fails gives ``{"error": ...}``.
-    """
-    children: dict[str, Child] = {}
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        for name, spec in specs.items():
-            if children:
-                time.sleep(stagger_s)
-            children[name] = Child(
-                [PYTHON, "-m", "bench._child", "job"],
-                name=name,
-                stdin=json.dumps({"spec": spec, "grace_s": 1.0, "log_level": LOG_LEVEL}),
-            )
-        for name, child in children.items():
-            child.wait(timeout=1800)
-            try:
-                results[name] = child.result()
-            except RuntimeError as exc:
-                results[name] = {"error": str(exc)}
-    finally:
-        for child in children.values():
-            if child.returncode is None:
-                child.kill()
-    return results
 
-
-def run_jobs_rerun(
-    specs: Mapping[str, Mapping[str, Any]], *, stagger_s: float = 2.0, max_reruns: int = 5
-) -> dict[str, dict[str, Any]]:
-    """:func:`run_jobs`, then each job rerun while it has retryable failed rows, as its user would.
-
-    ``bedrock-batch run`` ends a job with retryable failed rows with "rerun the same command to
-    retry them": a rerun of the same spec on the same output directory resumes it and sends those
-    rows again (``JobDir.done_keys``: retryable errors are not done, without ``--retry-failed``).
-    Each job gets a thread that reruns it, in a new ``bench._child job`` process, as soon as its own
-    previous pass ends, at most ``max_reruns`` times; the jobs still start ``stagger_s`` apart.
+    With ``max_reruns``, each job is rerun while it has retryable failed rows, as its user would:
+    ``bedrock-batch run`` ends such a job with "rerun the same command to retry them", and a rerun
+    of the same spec on the same output directory resumes it and sends those rows again
+    (``JobDir.done_keys``: retryable errors are not done, without ``--retry-failed``). Each job has a
+    thread that reruns it, in a new process, as soon as its own previous pass ends.
 
     A result is the first pass's, plus ``passes`` (every pass's result, each with ``wall_s``: its
     process's wall time, interpreter start-up included) and ``reruns``; the last pass's
