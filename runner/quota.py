@@ -22,13 +22,16 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   :data:`STARTUP_DOUBLING_S` while nothing throttles: a full quota is used within a second or two;
   a drained one costs the first small waves, not a storm.
 * **The rate is measured, not guessed.** Between two throttles the quota was empty at both ends, so
-  what it took in between is what it refilled: that sample is the rate to pace at. A sample spans
+  what it took in between is what it refilled: that sample is the rate to pace at (less what the
+  requests in flight still owe at its end, plus what those in flight at its start owed then: the
+  service books a settlement when it lands, out of the refill of that moment). A sample spans
   :data:`MIN_SAMPLE_S` or more and :data:`MIN_SAMPLE_REQUESTS` requests, begins a round trip after
   the model last acted (the burst that led to a cut, and the debt it left, are not the quota), and
   cuts by half at most. With the quota unknown, a burst refused in a row sets the rate from what the
   quota took (at most its minute of capacity plus its refill), and discovery doubles the rate every
-  two round trips until the first sample; with ``tpm`` given the rate starts at ``tpm`` and only
-  samples lower it (another consumer, a cut).
+  two round trips until the first sample or an overshoot, which is measured the same way from the
+  moment the model last found the quota empty; with ``tpm`` given the rate starts at ``tpm`` and
+  only samples lower it (another consumer, a cut).
 * **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
   steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, then 10 %) and
   the rate is what holds the route back: a raised quota is found within a minute, a steady one costs
@@ -38,8 +41,9 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   while the quota took all that was sent is no over-sending; cuts (a drain, a refused burst, an
   overshoot, samples) that halved the rate, after which the quota still refused the share it
   refused before, as it would not had it been the quota, are undone and that share taken for
-  capacity 429s (:meth:`RouteQuota._judge_cut`); refusals it explains then neither stop the route
-  nor cut its rate, for as long as the route keeps being refused that much.
+  capacity 429s (:meth:`RouteQuota._judge_cut`, within 30 s or 200 requests of the cut); refusals
+  it explains then neither stop the route nor cut its rate, for as long as the route keeps being
+  refused that much.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
@@ -86,6 +90,7 @@ MIN_SAMPLE_REQUESTS = 10
 """...and over at least this many requests: at a few requests a second, a span of 1 s whose one
 request a capacity 429 refused read as a quota of 0."""
 """...and longest (longer: the quota may have filled up in between, and the sample be too low)."""
+MAX_EMPTY_SAMPLE_S = 30.0
 PACED_SLACK = 2.0
 """A throttle counts as a measure of the rate only when the model had at most this many
 reservations' worth of room left: the route was sending as fast as its rate let it."""
@@ -128,7 +133,10 @@ at 175,000 TPM as at 263,000 (its other half was 150,000), and undoing that cut 
 of the requests for a minute. Halved, a quota refuses a share that differs (it takes twice the
 share it took, up to all)..."""
 CAPACITY_JUDGED = 200
-"""...and a cut not undone after this many requests stands."""
+CAPACITY_JUDGED_S = 30.0
+"""...and a cut not undone after this many requests, or this long, stands (a window's quota refused
+a burst at its first minute's end that the route, held back by the window guard for 50 s, had not
+sent 200 requests since a cut; taken for capacity 429s, the burst became a storm of 236 429s)."""
 CAPACITY_P = 1e-3
 """...or a quota under which the cut put the route (refusing only the capacity share seen, at least
 :data:`CAPACITY_PRIOR`) could refuse as many of the sample's requests with a probability above this.
@@ -333,8 +341,8 @@ class RouteQuota:
     _admitted: deque[float] = field(default_factory=deque)
     """Times of the last admissions (a second's worth at most, for the share of unpaced throttles)."""
     _unpaced: deque[float] = field(default_factory=deque)
-    _throttles: deque[float] = field(default_factory=deque)
-    """Times of the recent throttles that may start a sample."""
+    _throttles: deque[tuple[float, float]] = field(default_factory=deque)
+    """(admitted at, owed then) of the recent throttles that may start a sample."""
     _capacity_seen: float = 0.0
     """Running share of admissions refused with room left in the model (capacity 429s)."""
     _refusals: float = 0.0
@@ -355,6 +363,9 @@ class RouteQuota:
     _hold_s: float = PROBE_HOLD_S
     _anchor: float = math.inf
     """The last rate set from evidence; probes stay within :data:`PROBE_MAX_RISE` of it."""
+    _emptied: tuple[float, float] | None = None
+    """(when, debt then) of the last time the model found the quota empty: an overshoot measures
+    the refill from there (:meth:`_since_empty`)."""
     _last_cut_sample: float | None = None
     """The sample of the last cut: a next one that agrees says the quota is steady."""
 
@@ -530,7 +541,7 @@ class RouteQuota:
                 rate = taken / WINDOW_S * self.headroom
                 self._set_rate(rate, "refused", refused=round(refused, 3))
                 self._note_cut(math.inf, 1.0 - refused, now)
-                self._throttles.append(at)
+                self._throttles.append((at, self._owed(at)))
                 self._hold(now)
                 self._empty(now)
             return
@@ -639,6 +650,7 @@ class RouteQuota:
                 self._taken.add(expected, other.at)
             owed += other.owed
         self.level = min(self.level, -owed)
+        self._emptied = (now, owed)
 
     def _refused(self, at: float) -> float:
         """The share of admissions refused, when the throttles that came with room left in the model
@@ -685,6 +697,9 @@ class RouteQuota:
         if cut is None:
             return False
         before, accepted_before, cut_at = cut
+        if at - cut_at > CAPACITY_JUDGED_S:
+            self._cut = None
+            return False
         start = cut_at + max(self._round_trip, MIN_SAMPLE_S)
         n, refused = self._outcomes(start, at) if at >= start else (0, 0)
         if n < MIN_SAMPLE_REQUESTS:
@@ -763,7 +778,7 @@ class RouteQuota:
             sent = sum(a for a, _ in self._waves.values())
             refused = sum(t for _, t in self._waves.values())
             self._note_cut(math.inf, 1.0 - refused / sent if sent else 0.0, now)
-        self._throttles.append(at)
+        self._throttles.append((at, self._owed(at)))
         self._epoch = now
         self._empty(now)
 
@@ -771,7 +786,7 @@ class RouteQuota:
         """A throttle of a request admitted at ``at``: measure what the quota took since an earlier
         one (both dated by admission), and act on it."""
         throttles = self._throttles
-        while throttles and throttles[0] < at - MAX_SAMPLE_S:
+        while throttles and throttles[0][0] < at - MAX_SAMPLE_S:
             throttles.popleft()
         # The latest throttle at least MIN_SAMPLE_S before this one (read out of order: search all),
         # and a round trip after the model last acted: a span that began earlier measures the
@@ -781,11 +796,13 @@ class RouteQuota:
         # The latest such throttle with MIN_SAMPLE_REQUESTS requests since (a slow route needs a
         # longer span: at 6 requests a second, 1 s spans never sampled a storm into a full window).
         start = None
-        for t in sorted((t for t in throttles if lo <= t <= at - MIN_SAMPLE_S), reverse=True):
-            start = t
+        owed_then = 0.0
+        for t, owed in sorted(((t, o) for t, o in throttles if lo <= t <= at - MIN_SAMPLE_S), reverse=True):
+            start, owed_then = t, owed
             if self._sent.since(t, at) >= MIN_SAMPLE_REQUESTS:
                 break
-        throttles.append(at)
+        owed_now = self._owed(at)
+        throttles.append((at, owed_now))
         if start is None:
             span = max(self._round_trip, MIN_SAMPLE_S)
             grown = self._grown_at > self._epoch  # a throttle before any doubling is no overshoot
@@ -805,7 +822,11 @@ class RouteQuota:
                 before = self.rate
                 n, refused = self._outcomes(at - span, at)
                 accepted = (n - refused) / n if n else 1.0
-                self._set_rate(max(min(self.rate, sent) / 2.0, self.rate * MAX_CUT / 2.0), "overshoot")
+                rate = min(self.rate, sent) / 2.0
+                refill = self._since_empty(at)
+                if refill is not None:
+                    rate = min(rate, refill * PACE_MARGIN)
+                self._set_rate(max(rate, self.rate * MAX_CUT / 2.0), "overshoot")
                 self._note_cut(before, accepted, now)
                 self._hold(now)
                 self._empty(now)
@@ -815,7 +836,12 @@ class RouteQuota:
         requests, refused = self._outcomes(start, at)
         if requests < MIN_SAMPLE_REQUESTS:
             return
-        sample = self._taken.since(start, at) / (at - start)
+        # What the quota took is what it refilled, both ends empty; less what the requests in flight
+        # now still owe (admitted, not yet booked by the service), plus what those in flight at the
+        # start still owed then (booked since, out of the refill). Without this, a sample while the
+        # requests in flight grow read high (360,000 of a 300,000 window), and one while they
+        # shrink after a cut read low (117,000).
+        sample = max(0.0, self._taken.since(start, at) + owed_then - owed_now) / (at - start)
         self._last_sample_rate = sample
         allowed = self._allowed.since(start, at) / (at - start)
         sent = min(self.rate, allowed) * (1.0 - self._capacity())
@@ -837,6 +863,27 @@ class RouteQuota:
             self._hold(now)
         elif self.discovering:
             self._hold(now)  # the quota took all that was sent: a capacity 429, or the rate is right
+
+    def _owed(self, at: float) -> float:
+        """What the requests in flight admitted by ``at`` will add when they settle: the service has
+        admitted them on their reservations and books the rest later, out of what it refills then."""
+        return sum(c.owed for c in self._in_flight if c.at <= at)
+
+    def _since_empty(self, at: float) -> float | None:
+        """What the quota refilled per second since the model last found it empty, up to ``at``, when
+        it was empty again: what it took, plus the debt it had then, less what the requests in
+        flight still owe. ``None`` over a span too short or too long to tell (a bucket that a slow
+        rate let fill for long would read low)."""
+        if self._emptied is None:
+            return None
+        since, debt = self._emptied
+        span = at - since
+        if (
+            not MIN_SAMPLE_S <= span <= MAX_EMPTY_SAMPLE_S
+            or self._sent.since(since, at) < MIN_SAMPLE_REQUESTS
+        ):
+            return None
+        return max(0.0, self._taken.since(since, at) + debt - self._owed(at)) / span
 
     def _grow(self, now: float) -> None:
         """The rate holds requests back: discovery doubles it each second; later, probe on a clock."""

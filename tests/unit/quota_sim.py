@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.quota import Charge, RouteQuota
+from runner.quota import Charge, Notify, RouteQuota
 
 Shape = Literal["bucket", "window"]
 
@@ -105,15 +105,19 @@ def run(
     seed: int = 1,
     dt: float = 0.005,
     lag_s: float = 0.0,
+    notify: Notify | None = None,
 ) -> Outcome:
     """Run ``rows`` identical requests to the end; returns the job's time and its throttles.
 
     ``lag_s``: a busy client reads each answer late, by a random delay of this mean (a 429 that the
     service sent in 10 ms reaches the quota model after the next wave may have gone out).
+    ``notify``: told the model's decisions, as the job's event log is.
     """
     rnd = random.Random(seed)
     service: Bucket | Window = Bucket(tpm, start) if shape == "bucket" else Window(tpm, start)
     quota = RouteQuota.create(tpm=tpm if known else 0, headroom=0.98, now=0.0)
+    if notify is not None:
+        quota.notify = notify
     queue = list(range(rows))
     events: list[tuple[float, int, bool, Charge, list[float] | None, float]] = []
     in_flight = done = requests = throttled = seq = 0

@@ -9,6 +9,7 @@ concurrency bound when that is longer.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,14 @@ from runner.quota import (
 from tests.unit.quota_sim import run
 
 ROWS, SETTLED, RATE, LATENCY = 1200, 800, 10_000, 2.4
+BENCH_SHAPE: dict[str, Any] = {
+    "tpm": 300_000,
+    "rows": 600,
+    "reserved": 656,
+    "settled": 1150,
+    "latency_s": 1.8,
+}
+"""bench_quota's route: Sonnet 4.5, ~400 input + 256 max_tokens, ~150 output, 300,000 TPM."""
 
 
 def limit(start: float, max_in_flight: int = 64) -> float:
@@ -186,6 +195,34 @@ class TestDecisions:
                 q.settle(q.admit(50.0, now), 50.0, now)
         assert q.rate * 60 == pytest.approx(PROBE_MAX_RISE * 60_000)
 
+    def test_a_sample_is_the_refill_not_the_debt_in_flight(self) -> None:
+        """Between two throttles the quota took what it refilled: the requests admitted in between
+        and still in flight were booked by the service at their reservation only, the rest comes
+        when they settle. A sample that counted their whole cost read what was sent, not the quota
+        (360,000 TPM of a 300,000 window while the requests in flight grew)."""
+        q = steady(60_000, now=-10.0)
+        q._settled_n, q._extra = 10, 500.0  # each request reserves 300 and settles to 800
+        q.throttled(q.admit(300.0, 0.0), 0.001)
+        for i in range(20):  # 20 requests admitted over 2 s, all still in flight
+            q.admit(300.0, 0.1 * i)
+        q.throttled(q.admit(300.0, 2.0), 2.001)
+        assert q._last_sample_rate == pytest.approx(20 * 300 / 2.0, rel=0.05)
+
+    def test_an_overshoot_is_measured_from_the_last_empty_quota(self) -> None:
+        """Unknown and drained: discovery doubles the rate while the quota refills, and overshoots.
+        The quota was empty at the start and is again: what it took in between is its refill, the
+        new rate (half of what was sent over the last round trip, the rule before, was 553,000 TPM
+        of a 300,000 quota and cost a second burst of throttles)."""
+        overshoots: list[float] = []
+
+        def notify(event: str, fields: dict[str, Any]) -> None:
+            if fields.get("why") == "overshoot":
+                overshoots.append(fields["rate_tpm"])
+
+        out = run(shape="bucket", start=0.0, known=False, notify=notify, **BENCH_SHAPE)
+        assert overshoots and all(0.85 * 300_000 <= rate <= 1.1 * 300_000 for rate in overshoots)
+        assert out.throttled / out.requests <= 0.025
+
     def test_no_rate_probe_while_the_window_guard_holds(self) -> None:
         """Unknown quota, a rolling window that starts unused: the route spends its minute at once,
         then the window guard holds it until the window slides. It does not probe its rate
@@ -287,6 +324,15 @@ class TestCapacityJudge:
         share at any rate)."""
         q = self.after_cuts(144_000, sent=40, refused=36)
         q.throttled(q.admit(300.0, 13.1), 13.11)
+        assert q.rate * 60 == pytest.approx(144_000)
+        assert q.capacity_share == 0.0
+
+    def test_a_cut_stands_once_judged_long_enough(self) -> None:
+        """The same share refused, read 30 s after the cut: too late to tell (a window refusing a
+        burst at its minute's end, the route held back by the guard in between, was taken for
+        capacity 429s and undone into a storm of 236 429s)."""
+        q = self.after_cuts(144_000, sent=40, refused=9)
+        q.throttled(q.admit(300.0, 41.0), 41.01)
         assert q.rate * 60 == pytest.approx(144_000)
         assert q.capacity_share == 0.0
 
