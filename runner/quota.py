@@ -807,10 +807,13 @@ class RouteQuota:
             span = max(self._round_trip, MIN_SAMPLE_S)
             grown = self._grown_at > self._epoch  # a throttle before any doubling is no overshoot
             if self.discovering and grown and at >= self._epoch + span and not self._explained_before(at):
-                # Discovery overshot. What was sent over the last round trip went in before the
-                # quota could refuse it (a bucket books the settlement after admitting): half of it
-                # is under the quota, as in TCP's halving of what it had in flight. (Within a round
-                # trip of a drained start, a throttle is the drain itself, not an overshoot.)
+                # Discovery overshot. The quota is empty now, and was when the model last found it
+                # so: what it took in between is its refill (:meth:`_since_empty`), the rate to
+                # pace at (at most an eighth below the rate, in case a slow start let a bucket fill).
+                # Without that measure (too short, too long ago), half of what was sent over the
+                # last round trip, as in TCP's halving of what it had in flight: it went in before
+                # the quota could refuse it (a bucket books the settlement after admitting). (Within
+                # a round trip of a drained start, a throttle is the drain itself, no overshoot.)
                 sent = self._taken.since(at - span, at) / span
                 if sent <= 0.0:
                     # The quota admitted nothing over the round trip: still drained, not overshot.
@@ -822,11 +825,12 @@ class RouteQuota:
                 before = self.rate
                 n, refused = self._outcomes(at - span, at)
                 accepted = (n - refused) / n if n else 1.0
-                rate = min(self.rate, sent) / 2.0
                 refill = self._since_empty(at)
                 if refill is not None:
-                    rate = min(rate, refill * PACE_MARGIN)
-                self._set_rate(max(rate, self.rate * MAX_CUT / 2.0), "overshoot")
+                    rate = max(refill, self.rate * MAX_CUT / 4.0)
+                else:
+                    rate = max(min(self.rate, sent) / 2.0, self.rate * MAX_CUT / 2.0)
+                self._set_rate(rate, "overshoot")
                 self._note_cut(before, accepted, now)
                 self._hold(now)
                 self._empty(now)
