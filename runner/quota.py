@@ -35,7 +35,8 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
 * **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
   steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, then 10 %) and
   the rate is what holds the route back: a raised quota is found within a minute, a steady one costs
-  a throttle or two per probe.
+  a throttle or two per probe. While the window guard holds, none for a minute after the quota was
+  found drained: a window then holds charges the guard cannot see.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
   while the quota took all that was sent is no over-sending; cuts (a drain, a refused burst, an
@@ -366,6 +367,9 @@ class RouteQuota:
     _emptied: tuple[float, float] | None = None
     """(when, debt then) of the last time the model found the quota empty: an overshoot measures
     the refill from there (:meth:`_since_empty`)."""
+    _foreign_at: float = -math.inf
+    """When the quota was last found drained by traffic the route cannot see (a drained start, a run
+    of 429s with room left): for a minute, a window may hold charges that the guard does not."""
     _last_cut_sample: float | None = None
     """The sample of the last cut: a next one that agrees says the quota is steady."""
 
@@ -561,6 +565,7 @@ class RouteQuota:
                 self.level = min(self.level, 0.0)
         elif refused := self._refused(at):
             self._epoch = now  # drained by someone else: the rest of this run of 429s is no news
+            self._foreign_at = now
             self.notify("quota.emptied", {"refused": round(refused, 3)})
             self._empty(now)
 
@@ -765,6 +770,7 @@ class RouteQuota:
     def _drained(self, at: float, now: float) -> None:
         """A startup wave was mostly refused: the quota is not full (drained, or shared)."""
         self.phase = "steady"
+        self._foreign_at = now
         self.notify("quota.startup_ended", {"drained": True, "released": round(self._startup_released)})
         if not self.known:
             # Half the rate at which the quota admitted the startup's requests (what it refused
@@ -904,10 +910,15 @@ class RouteQuota:
                 self._grown_at = now
         elif now >= self._probe_at:
             self._probe_at = now + PROBE_EVERY_S
-            if self.guard and self.window.used(now) >= PROBE_BINDING * self.guard_quota:
+            if self.guard and (
+                self.window.used(now) >= PROBE_BINDING * self.guard_quota or now - self._foreign_at < WINDOW_S
+            ):
                 # The window guard holds the route: probing the rate would raise the guard's own
                 # quota and send into a window that may be full (a probe from 290,000 to 400,000
                 # TPM on a 300,000 window made a 40 s storm). The guard probes the window itself.
+                # Nor for a minute after the quota was found drained: a window then holds charges
+                # the guard does not see (probes in a drained window's first minute raised the
+                # guard to 350,000 of 300,000 TPM; as the minute ended, a storm and a halving).
                 return
             delivered = self._taken.since(now - PROBE_EVERY_S, now) / PROBE_EVERY_S
             if delivered < PROBE_BINDING * self.rate * (1.0 - self._capacity()):

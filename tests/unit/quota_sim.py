@@ -111,13 +111,13 @@ def run(
 
     ``lag_s``: a busy client reads each answer late, by a random delay of this mean (a 429 that the
     service sent in 10 ms reaches the quota model after the next wave may have gone out).
-    ``notify``: told the model's decisions, as the job's event log is.
+    ``notify``: told the model's decisions, as the job's event log is, with the sim's time ``t``.
     """
     rnd = random.Random(seed)
     service: Bucket | Window = Bucket(tpm, start) if shape == "bucket" else Window(tpm, start)
     quota = RouteQuota.create(tpm=tpm if known else 0, headroom=0.98, now=0.0)
     if notify is not None:
-        quota.notify = notify
+        quota.notify = lambda event, fields: notify(event, {**fields, "t": t})  # the time of the call
     queue = list(range(rows))
     events: list[tuple[float, int, bool, Charge, list[float] | None, float]] = []
     in_flight = done = requests = throttled = seq = 0

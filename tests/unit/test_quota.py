@@ -223,6 +223,21 @@ class TestDecisions:
         assert overshoots and all(0.85 * 300_000 <= rate <= 1.1 * 300_000 for rate in overshoots)
         assert out.throttled / out.requests <= 0.025
 
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_no_rate_probe_for_a_minute_after_a_drained_start(self, seed: int) -> None:
+        """A drained window holds, for a minute, charges the guard cannot see (another job's): a
+        probe then raises the guard's quota past the window's, and the debt comes due as the minute
+        ends (probes to 350,000 of a 300,000 TPM window, then a storm and a halving)."""
+        decisions: list[tuple[str, float]] = []
+
+        def notify(event: str, fields: dict[str, Any]) -> None:
+            decisions.append((str(fields.get("why", event)), fields["t"]))
+
+        out = run(shape="window", start=0.0, known=False, seed=seed, notify=notify, **BENCH_SHAPE)
+        drained = next(t for why, t in decisions if why == "drained")
+        assert all(t >= drained + 60.0 for why, t in decisions if why == "probe")
+        assert out.throttled / out.requests <= 0.02
+
     def test_no_rate_probe_while_the_window_guard_holds(self) -> None:
         """Unknown quota, a rolling window that starts unused: the route spends its minute at once,
         then the window guard holds it until the window slides. It does not probe its rate
