@@ -87,11 +87,13 @@ MIN_SAMPLE_S = 1.0
 """Shortest span between two throttles that measures the refill (shorter: one request's size is
 a large error)..."""
 MAX_SAMPLE_S = 15.0
+"""...and longest (longer: the quota may have filled up in between, and the sample be too low)..."""
 MIN_SAMPLE_REQUESTS = 10
 """...and over at least this many requests: at a few requests a second, a span of 1 s whose one
 request a capacity 429 refused read as a quota of 0."""
-"""...and longest (longer: the quota may have filled up in between, and the sample be too low)."""
 MAX_EMPTY_SAMPLE_S = 30.0
+"""An overshoot is measured from the quota's last empty moment up to this far back: longer, a bucket
+that a slow start let fill to its capacity wasted refill, and the measure would be too low."""
 PACED_SLACK = 2.0
 """A throttle counts as a measure of the rate only when the model had at most this many
 reservations' worth of room left: the route was sending as fast as its rate let it."""
