@@ -542,8 +542,7 @@ class RouteQuota:
                 # holds more than its quota once they land; pacing at what it took, with them,
                 # read a 600,000 TPM window as 632,000 and sent into it as it slid). With the
                 # headroom, like a given tpm: the guard's quota is then what the window admitted.
-                owed = sum(c.owed for c in self._in_flight)
-                taken = self._taken.since(at - span, at) - owed
+                taken = self._taken.since(at - span, at) - self._owed(now)
                 rate = taken / WINDOW_S * self.headroom
                 self._set_rate(rate, "refused", refused=round(refused, 3))
                 self._note_cut(math.inf, 1.0 - refused, now)
@@ -833,7 +832,7 @@ class RouteQuota:
                 before = self.rate
                 n, refused = self._outcomes(at - span, at)
                 accepted = (n - refused) / n if n else 1.0
-                refill = self._since_empty(at)
+                refill = self._since_empty(at, owed_now)
                 if refill is not None:
                     rate = max(refill, self.rate * MAX_CUT / 4.0)
                 else:
@@ -881,11 +880,11 @@ class RouteQuota:
         admitted them on their reservations and books the rest later, out of what it refills then."""
         return sum(c.owed for c in self._in_flight if c.at <= at)
 
-    def _since_empty(self, at: float) -> float | None:
+    def _since_empty(self, at: float, owed: float) -> float | None:
         """What the quota refilled per second since the model last found it empty, up to ``at``, when
         it was empty again: what it took, plus the debt it had then, less what the requests in
-        flight still owe. ``None`` over a span too short or too long to tell (a bucket that a slow
-        rate let fill for long would read low)."""
+        flight by ``at`` still owe (``owed``). ``None`` over a span too short or too long to tell
+        (a bucket that a slow rate let fill for long would read low)."""
         if self._emptied is None:
             return None
         since, debt = self._emptied
@@ -895,7 +894,7 @@ class RouteQuota:
             or self._sent.since(since, at) < MIN_SAMPLE_REQUESTS
         ):
             return None
-        return max(0.0, self._taken.since(since, at) + debt - self._owed(at)) / span
+        return max(0.0, self._taken.since(since, at) + debt - owed) / span
 
     def _grow(self, now: float) -> None:
         """The rate holds requests back: discovery doubles it each second; later, probe on a clock."""
@@ -938,8 +937,7 @@ class RouteQuota:
     def _window_room(self, now: float) -> float:
         """What a rolling window of the guard's quota would still admit: it holds the reservations of
         the requests in flight, not yet what they will settle to."""
-        owed = sum(c.owed for c in self._in_flight)
-        return self.guard_quota - (self.window.used(now) - owed)
+        return self.guard_quota - (self.window.used(now) - self._owed(now))
 
     def _past_guard(self, tokens: float, now: float) -> bool:
         """Whether a request the guard holds goes now: a *filler*, which a window would admit too,

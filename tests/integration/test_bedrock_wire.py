@@ -28,7 +28,7 @@ async def test_every_request_names_the_tool_in_its_user_agent() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         async with AioBotoTransport.open(
             ["us-east-1"], endpoint_url=f"http://127.0.0.1:{port}", max_in_flight=2, timeout_s=5
