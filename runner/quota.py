@@ -44,7 +44,8 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   refused before, as it would not had it been the quota, are undone and that share taken for
   capacity 429s (:meth:`RouteQuota._judge_cut`, within 30 s or 200 requests of the cut); refusals
   it explains then neither stop the route nor cut its rate, for as long as the route keeps being
-  refused that much.
+  refused that much. Paced at a given ``tpm``, a sample cuts only if such refusals could hardly
+  explain the requests refused since the earliest throttle of the last 15 s.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
@@ -756,6 +757,13 @@ class RouteQuota:
         capacity = self._capacity()
         return capacity > 0.0 and _tail(n, refused, max(capacity, CAPACITY_PRIOR)) >= CAPACITY_P
 
+    def _chance(self, start: float, at: float) -> bool:
+        """Whether 429s at random (the capacity share seen, at least :data:`CAPACITY_PRIOR`) could
+        refuse as many of the requests after the throttle at ``start`` up to ``at``: the throttle at
+        ``start`` is where the span was chosen to begin, so it is not counted."""
+        n, refused = self._outcomes(start, at)
+        return _tail(n - 1, refused - 1, max(self._capacity(), CAPACITY_PRIOR)) >= CAPACITY_P
+
     def _explained_before(self, at: float) -> bool:
         """:meth:`_explained` for the requests admitted over the round trip before ``at``."""
         span = max(self._round_trip, MIN_SAMPLE_S)
@@ -804,7 +812,8 @@ class RouteQuota:
         # longer span: at 6 requests a second, 1 s spans never sampled a storm into a full window).
         start = None
         owed_then = 0.0
-        for t, owed in sorted(((t, o) for t, o in throttles if lo <= t <= at - MIN_SAMPLE_S), reverse=True):
+        candidates = sorted(((t, o) for t, o in throttles if lo <= t <= at - MIN_SAMPLE_S), reverse=True)
+        for t, owed in candidates:
             start, owed_then = t, owed
             if self._sent.since(t, at) >= MIN_SAMPLE_REQUESTS:
                 break
@@ -859,6 +868,13 @@ class RouteQuota:
         accepted = (requests - refused) / requests
         if self._explained(requests, refused):
             return  # as many refused as capacity 429s refuse anyway: no sign of the quota
+        if self.rate >= self.ceiling and self._chance(candidates[-1][0], at):
+            # Paced at a given tpm, the route cannot overdraw its quota by itself: only another
+            # consumer or a lowered quota can, and either refuses a share that 429s at random could
+            # not. Judged over every request since the earliest throttle of the span a sample may
+            # take (up to MAX_SAMPLE_S), not over the sample's ten or so: a short sample between two
+            # capacity 429s, three of its eleven requests refused, read 0.75 of tpm and cut to it.
+            return
         if sample < OVER_SENDING * sent:
             before = self.rate
             self._set_rate(
