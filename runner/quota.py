@@ -290,6 +290,8 @@ class Charge:
     owed: float = 0.0
     """What the settlement is expected to add to the reservation, taken from the level already
     (so the settlement books only the surprise)."""
+    window_used: float = 0.0
+    """The guard's window (the route's own charges of the last 60 s) just before the admission."""
 
 
 @dataclass(eq=False)
@@ -374,6 +376,9 @@ class RouteQuota:
     """When the quota was last found drained by traffic the route cannot see (a drained start, a run
     of 429s with room left): for a minute, a window may hold charges that the guard does not."""
     _last_cut_sample: float | None = None
+    _window_cap: float = math.inf
+    """The route's own charges of the last 60 s when the quota refused, the guard holding it near
+    them: the most a rolling window has been seen to hold."""
     """The sample of the last cut: a next one that agrees says the quota is steady."""
 
     @classmethod
@@ -460,8 +465,9 @@ class RouteQuota:
             self._waves.setdefault(wave, [0, 0])[0] += 1
         # The guard's window books the expected cost too: counting reservations only, it saw room
         # for another round trip of requests into a window that their settlements would overfill.
+        used = self.window.used(now)
         booked = self.window.reserve(tokens + owed, now)
-        charge = Charge(tokens, booked, probe, wave, now, self.level, owed)
+        charge = Charge(tokens, booked, probe, wave, now, self.level, owed, used)
         self._in_flight.add(charge)
         if probe:
             self._probe = charge
@@ -523,6 +529,12 @@ class RouteQuota:
         # on: a busy client reads a storm's 429s over a second or more, and cutting once per 429
         # read took an unknown quota's rate to a third of its measure.
         at = charge.at
+        if self.guard and math.isfinite(self.rate) and charge.window_used >= PROBE_BINDING * self.guard_quota:
+            # Refused with the guard's window full of the route's own charges: a rolling window's
+            # size, not its refill (which is what the route sent a minute ago, and reads low after
+            # a slow start). Hold the guard to it; the rate stays.
+            self._window_cap = min(self._window_cap, charge.window_used)
+            return
         if at < self._epoch or self._judge_cut(at, now):
             return
         paced = charge.room <= PACED_SLACK * charge.reserved
@@ -601,7 +613,7 @@ class RouteQuota:
         """What the route's own charges of the last 60 s may add up to while the guard holds: the
         whole quota (no headroom), so that a request past it that is admitted proves that the quota
         is not a 60 s window of that size."""
-        return self.rate * WINDOW_S / self.headroom
+        return min(self.rate * WINDOW_S / self.headroom, self._window_cap)
 
     # -- figures -----------------------------------------------------------------------------------
 
