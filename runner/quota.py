@@ -51,7 +51,9 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
   requests back, those a window would still admit (it holds the reservations of the requests in
   flight, not yet their settlements) go on, up to a small overfill; then one is sent past it now
-  and then, and once one is admitted (no 429 back in time) the guard is lifted.
+  and then, and once one is admitted (no 429 back in time) the guard is lifted. A 429 while the
+  route's own charges fill the guard is the window's size, not a sample of the rate: the guard
+  holds the route to what they were then (down to 97 % of the rate's minute).
 
 Each decision is told to ``notify`` (``quota.rate`` with why, ``quota.startup_ended``,
 ``quota.emptied``, ``quota.guard_lifted``, ``quota.guard_restored``): the job logs them as events.
@@ -187,6 +189,13 @@ GUARD_OVERFILL = 0.05
 """Requests past the guard that a window would still admit (see :meth:`RouteQuota._past_guard`) may
 take the route's expected charges of the last 60 s this far over the guard's quota: what a window
 then pays, in one 429 and up to 5 % of a minute's wait, for a bucket being found at once."""
+GUARD_CAP_FLOOR = 0.97
+"""A 429 while the route's own charges of the last 60 s fill the guard sets the guard's quota to
+what they were (a rolling window's size is what it held when it refused), down to this share of
+the rate's minute, no lower: a rate measured 1-2 % above a window (an overshoot after a drained
+start read 296,660 TPM of 300,000) overfilled it at every minute's end, and each refusal read as a
+sample halved the rate; a capacity 429 that came when the charges were 10 % under the window, taken
+as its size, let a probe past the guard be admitted, and the guard was lifted on a window."""
 GUARD_PROBE_MIN_HOLD_S = 2.0
 """A request is sent past the guard only when the guard would hold it longer than this: admitted
 just before the window frees, it would prove nothing."""
@@ -376,10 +385,10 @@ class RouteQuota:
     """When the quota was last found drained by traffic the route cannot see (a drained start, a run
     of 429s with room left): for a minute, a window may hold charges that the guard does not."""
     _last_cut_sample: float | None = None
-    _window_cap: float = math.inf
-    """The route's own charges of the last 60 s when the quota refused, the guard holding it near
-    them: the most a rolling window has been seen to hold."""
     """The sample of the last cut: a next one that agrees says the quota is steady."""
+    _window_cap: float = math.inf
+    """The route's own charges of the last 60 s when the quota refused with the guard holding the
+    route near them: the most a rolling window was seen to hold (see :data:`GUARD_CAP_FLOOR`)."""
 
     @classmethod
     def create(cls, *, tpm: float, headroom: float, now: float, notify: Notify = _ignore) -> RouteQuota:
@@ -529,12 +538,17 @@ class RouteQuota:
         # on: a busy client reads a storm's 429s over a second or more, and cutting once per 429
         # read took an unknown quota's rate to a third of its measure.
         at = charge.at
-        if self.guard and math.isfinite(self.rate) and charge.window_used >= PROBE_BINDING * self.guard_quota:
+        full = (
+            self.guard
+            and math.isfinite(self.rate)
+            and charge.window_used >= PROBE_BINDING * self.guard_quota
+            and charge.window_used >= GUARD_CAP_FLOOR * self._rate_minute
+        )
+        if full:
             # Refused with the guard's window full of the route's own charges: a rolling window's
-            # size, not its refill (which is what the route sent a minute ago, and reads low after
-            # a slow start). Hold the guard to it; the rate stays.
+            # size, not its refill (what refills it is what the route sent a minute before, low
+            # after a slow start), so no sample of the rate. The guard holds the route to it.
             self._window_cap = min(self._window_cap, charge.window_used)
-            return
         if at < self._epoch or self._judge_cut(at, now):
             return
         paced = charge.room <= PACED_SLACK * charge.reserved
@@ -563,7 +577,8 @@ class RouteQuota:
                 self._hold(now)
                 self._empty(now)
             return
-        self._sample(at, now, paced=paced)
+        if not full:
+            self._sample(at, now, paced=paced)
         if paced and self._explained_before(at):
             pass  # no more refused than capacity 429s refuse anyway: the route goes on
         elif paced:
@@ -611,9 +626,15 @@ class RouteQuota:
     @property
     def guard_quota(self) -> float:
         """What the route's own charges of the last 60 s may add up to while the guard holds: the
-        whole quota (no headroom), so that a request past it that is admitted proves that the quota
-        is not a 60 s window of that size."""
-        return min(self.rate * WINDOW_S / self.headroom, self._window_cap)
+        whole quota (no headroom), or less if a window refused there (:data:`GUARD_CAP_FLOOR`)."""
+        whole = self._rate_minute
+        return max(min(whole, self._window_cap), GUARD_CAP_FLOOR * whole)
+
+    @property
+    def _rate_minute(self) -> float:
+        """A minute of the rate, without the headroom: the quota the rate stands for. A request past
+        it that is admitted proves that the quota is not a 60 s window of that size."""
+        return self.rate * WINDOW_S / self.headroom
 
     # -- figures -----------------------------------------------------------------------------------
 
@@ -978,6 +999,8 @@ class RouteQuota:
         if room >= tokens:
             over = self.window.used(now) + tokens + max(self._extra, 0.0) - self.guard_quota
             return over <= GUARD_OVERFILL * self.guard_quota
+        if room + self._rate_minute - self.guard_quota >= tokens:
+            return False  # room in the rate's minute, not in the window that refused: no test
         return self._probe is None and now >= self._guard_probe_at
 
     def _refusal_wait(self) -> float:

@@ -106,16 +106,18 @@ def run(
     dt: float = 0.005,
     lag_s: float = 0.0,
     notify: Notify | None = None,
+    given_tpm: float | None = None,
 ) -> Outcome:
     """Run ``rows`` identical requests to the end; returns the job's time and its throttles.
 
     ``lag_s``: a busy client reads each answer late, by a random delay of this mean (a 429 that the
     service sent in 10 ms reaches the quota model after the next wave may have gone out).
     ``notify``: told the model's decisions, as the job's event log is, with the sim's time ``t``.
+    ``given_tpm``: the tpm the user gives, when it is not the service's (``known`` only).
     """
     rnd = random.Random(seed)
     service: Bucket | Window = Bucket(tpm, start) if shape == "bucket" else Window(tpm, start)
-    quota = RouteQuota.create(tpm=tpm if known else 0, headroom=0.98, now=0.0)
+    quota = RouteQuota.create(tpm=(given_tpm or tpm) if known else 0, headroom=0.98, now=0.0)
     if notify is not None:
         quota.notify = lambda event, fields: notify(event, {**fields, "t": t})  # the time of the call
     queue = list(range(rows))
