@@ -43,6 +43,10 @@ class Bucket:
         self._refill(now)
         self.level -= min(tokens, max(self.level, 0.0))
 
+    def set_tpm(self, tpm: float, now: float) -> None:
+        self._refill(now)
+        self.cap, self.rate = tpm, tpm / 60.0
+
 
 class Window:
     """The sum of the last 60 s of charges stays under tpm; drained = spread over the last minute."""
@@ -80,6 +84,10 @@ class Window:
             self.entries.append([now, take])
             self.sum += take
 
+    def set_tpm(self, tpm: float, now: float) -> None:
+        self._expire(now)
+        self.limit = tpm
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -107,6 +115,7 @@ def run(
     lag_s: float = 0.0,
     notify: Notify | None = None,
     given_tpm: float | None = None,
+    tpm_change: tuple[float, float] | None = None,
 ) -> Outcome:
     """Run ``rows`` identical requests to the end; returns the job's time and its throttles.
 
@@ -114,6 +123,7 @@ def run(
     service sent in 10 ms reaches the quota model after the next wave may have gone out).
     ``notify``: told the model's decisions, as the job's event log is, with the sim's time ``t``.
     ``given_tpm``: the tpm the user gives, when it is not the service's (``known`` only).
+    ``tpm_change``: (at, tpm): the service's quota is raised or cut to ``tpm`` at ``at`` seconds.
     """
     rnd = random.Random(seed)
     service: Bucket | Window = Bucket(tpm, start) if shape == "bucket" else Window(tpm, start)
@@ -126,6 +136,8 @@ def run(
     t = 0.0
     while done < rows and t < 3600:
         t += dt
+        if tpm_change is not None and tpm_change[0] <= t < tpm_change[0] + dt:
+            service.set_tpm(tpm_change[1], t)
         if other_share:
             service.draw(other_share * tpm / 60.0 * dt, t)
         while events and events[0][0] <= t:
