@@ -35,9 +35,9 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
 * **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
   steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, then 10 %) and
   the rate is what holds the route back, each once the step before has had time to show (two
-  requests' worth of excess, 10 s at most): a raised quota is found within a minute or so, a steady
-  one costs a throttle or two per probe. While the window guard holds, none for a minute after the quota was
-  found drained: a window then holds charges the guard cannot see.
+  requests' worth of excess, 10 s at most): a raised quota is found within a minute or so, a
+  steady one costs a throttle or two per probe. While the window guard holds, none for a minute
+  after the quota was found drained: a window then holds charges the guard cannot see.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
   while the quota took all that was sent is no over-sending; cuts (a drain, a refused burst, an
