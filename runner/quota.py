@@ -35,7 +35,7 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
 * **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
   steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, then 10 %) and
   the rate is what holds the route back, each once the step before has had time to show (two
-  requests' worth of excess, 10 s at most): a raised quota is found within a minute or so, a
+  requests' worth of excess, 15 s at most): a raised quota is found within a minute or so, a
   steady one costs a throttle or two per probe. While the window guard holds, none for a minute
   after the quota was found drained: a window then holds charges the guard cannot see.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
@@ -170,7 +170,7 @@ PROBE_MAX_STEP = 0.1
 PROBE_EVIDENCE = 2.0
 """...once it has had time to show: this many requests' worth of excess over a quota just below the
 rate before it (5 % at 300,000 TPM of 1,150-token requests: 9 s)..."""
-PROBE_MAX_WAIT_S = 10.0
+PROBE_MAX_WAIT_S = 15.0
 """...but no longer than this, so that a slow route still finds a raised quota in a minute or two."""
 PROBE_MAX_RISE = 2.0
 """Probes raise the rate to at most this multiple of the last rate the model set from evidence (a
