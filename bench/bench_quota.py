@@ -26,7 +26,8 @@ Per client: the job's time, the quota-bound limit, their ratio (limit / time: 1.
 the share of requests throttled (quota throttles and capacity throttles apart), failed rows, and rows
 billed twice. The limit is ``(billed quota tokens - quota free at the start) / refill rate + one
 latency`` (the refill taken piece by piece when the quota changes, and less the other consumer's
-share), or the concurrency bound ``rows x mean latency / max_in_flight`` when that is longer. A rolling
+share of it: it draws at its rate, so the quota free at the start is all the route's), or the
+concurrency bound ``rows x mean latency / max_in_flight`` when that is longer. A rolling
 window that starts full frees each charge only a minute after it was booked: its limit is the
 whole minutes the job's quota tokens span, plus the rest sent at the concurrency bound.
 
@@ -121,7 +122,10 @@ def limit_s(
     (``ceiling``) is held to it, even when the quota is raised past it."""
     start = {"full": 1.0, "empty": 0.0}.get(rule.get("quota_start", "full"), 1.0)
     share = 1.0 - float(rule.get("other_consumer", {}).get("share", 0.0))
-    need = billed - start * tpm * share
+    # The other consumer draws its share of the refill as it comes (docs/emulator.md), not a share
+    # of what the quota holds at the start: the route may spend all of that. (Taking only its share
+    # of the start put the limit 40 % above what both clients ran at.)
+    need = billed - start * tpm
     t, rate = 0.0, tpm / 60.0 * share
     for change in rule.get("tpm_changes", []):
         new_tpm = min(float(change["tpm"]), ceiling or math.inf)
