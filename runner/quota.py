@@ -306,7 +306,8 @@ class Charge:
     """What the settlement is expected to add to the reservation, taken from the level already
     (so the settlement books only the surprise)."""
     window_used: float = 0.0
-    """The guard's window (the route's own charges of the last 60 s) just before the admission."""
+    """The guard's window (the route's own charges of the last 60 s) just before the admission, if
+    the guard held then (else 0)."""
 
 
 @dataclass(eq=False)
@@ -450,7 +451,9 @@ class RouteQuota:
         """Book an admission that :meth:`delay` allowed."""
         self._refill(now)
         probe = False
+        used = 0.0
         if self.guard and math.isfinite(self.rate):
+            used = self.window.used(now)
             self.window.tpm = self.guard_quota
             if self.window.wait_time(tokens + max(self._extra, 0.0), now) > GUARD_PROBE_MIN_HOLD_S:
                 probe = self._window_room(now) < tokens  # else a filler a window admits too
@@ -480,7 +483,6 @@ class RouteQuota:
             self._waves.setdefault(wave, [0, 0])[0] += 1
         # The guard's window books the expected cost too: counting reservations only, it saw room
         # for another round trip of requests into a window that their settlements would overfill.
-        used = self.window.used(now)
         booked = self.window.reserve(tokens + owed, now)
         charge = Charge(tokens, booked, probe, wave, now, self.level, owed, used)
         self._in_flight.add(charge)
@@ -547,7 +549,6 @@ class RouteQuota:
         full = (
             self.guard
             and math.isfinite(self.rate)
-            and charge.window_used >= PROBE_BINDING * self.guard_quota
             and charge.window_used >= GUARD_CAP_FLOOR * self._rate_minute
         )
         if full:
@@ -793,15 +794,18 @@ class RouteQuota:
     def _explained(self, n: int, refused: int) -> bool:
         """Whether capacity 429s, at the share an undone cut proved, explain ``refused`` of ``n``
         requests: then they say nothing of the quota (no cut, and discovery goes on)."""
-        capacity = self._capacity()
-        return capacity > 0.0 and _tail(n, refused, max(capacity, CAPACITY_PRIOR)) >= CAPACITY_P
+        return self._capacity() > 0.0 and self._random(n, refused)
+
+    def _random(self, n: int, refused: int) -> bool:
+        """Whether 429s at random (the capacity share seen, at least :data:`CAPACITY_PRIOR`) could
+        refuse ``refused`` of ``n`` requests."""
+        return _tail(n, refused, max(self._capacity(), CAPACITY_PRIOR)) >= CAPACITY_P
 
     def _chance(self, start: float, at: float) -> bool:
-        """Whether 429s at random (the capacity share seen, at least :data:`CAPACITY_PRIOR`) could
-        refuse as many of the requests after the throttle at ``start`` up to ``at``: the throttle at
-        ``start`` is where the span was chosen to begin, so it is not counted."""
+        """:meth:`_random` for the requests after the throttle at ``start`` up to ``at``: the throttle
+        at ``start`` is where the span was chosen to begin, so it is not counted."""
         n, refused = self._outcomes(start, at)
-        return _tail(n - 1, refused - 1, max(self._capacity(), CAPACITY_PRIOR)) >= CAPACITY_P
+        return self._random(n - 1, refused - 1)
 
     def _explained_before(self, at: float) -> bool:
         """:meth:`_explained` for the requests admitted over the round trip before ``at``."""

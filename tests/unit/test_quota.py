@@ -110,7 +110,8 @@ class TestKnownQuota:
             **BENCH_SHAPE,
         )
         assert min(rates, default=math.inf) >= 0.75 * 300_000
-        limit_s = (600 * 1150 - 300_000) / 5_000 + 1.8
+        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
+        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
         assert limit_s / out.seconds >= 0.85
 
     @pytest.mark.parametrize("shape", ["bucket", "window"])
