@@ -13,7 +13,7 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   surprise. So the level is what the service will hold once the requests in flight have settled,
   and ``quota_share`` means what it says. A throttle says the service's level is about zero *now*:
   the model's goes to zero less what the requests in flight still owe, so the route waits for that
-  debt to be refilled instead of sending into it.
+  debt to be refilled instead of sending into it; a run of 429s in a row backs off further.
 * **Evidence dated by admission.** A 429 tells the quota's state when its request was admitted,
   however late a busy client reads it: throttles are counted against the moment (and the startup
   wave) their request went out in, and a throttle of a request admitted before the model last acted
@@ -180,6 +180,17 @@ went to 2.4 times a window's quota before the debt came due. A doubled quota is 
 PROBE_BINDING = 0.9
 """A probe raises the rate only when the quota took at least this share of it over the last
 :data:`PROBE_EVERY_S`: the rate was what held the route back."""
+STREAK_BACKOFF = 4
+"""From this many paced 429s in a row (none of the requests admitted since the first of them
+answered), each one pushes the route's next admission ``2 ** (k - 1)`` requests further back (8 at
+the fourth, then :data:`STREAK_MAX_BACKOFF`), as TCP backs off its retransmission timer. A quota
+cut below the rate refuses every request sent at the rate until a sample can cut it (ten requests
+at least), and paced one request apart those were ten 429s in a row: a 300,000 TPM quota halved
+mid-run, `tpm` unknown, cost 4.4 % of the job's requests in 429s in quota_sim, 3.5 % with the
+back-off. Not while a cut is being judged: the requests it sends are what tell capacity 429s from
+the quota, and 30 % capacity 429s refuse four in a row often enough that a route backing off
+starved the judge; its cut stood, and a job of 41 s took 1,646."""
+STREAK_MAX_BACKOFF = 16.0
 GUARD_PROBE_S = 2.0
 """When the guard first holds requests back, one is sent past it at once; after each refusal the
 next waits this long, doubling..."""
@@ -377,6 +388,10 @@ class RouteQuota:
     """The last rate measured between two throttles (quota tokens per second), for logs and tests."""
     _paced_at: float = -math.inf
     """Admission time of the last throttled request that had no room left in the model."""
+    _streak: int = 0
+    """Paced throttles in a row, since :attr:`_streak_from` (see :data:`STREAK_BACKOFF`)."""
+    _streak_from: float = -math.inf
+    """Admission time of the first throttle of the streak: an answer to a later request ends it."""
     _epoch: float = -math.inf
     """When the model last acted on throttles (emptied, cut): older requests' 429s are not news."""
     _grown_at: float = 0.0
@@ -494,6 +509,8 @@ class RouteQuota:
         """The request ran: book its real charge (cache reads free, output burnt down)."""
         self._refill(now)
         self._in_flight.discard(charge)
+        if charge.at >= self._streak_from:
+            self._streak = 0  # admitted after the streak began, and answered: the quota admits again
         extra = tokens - charge.reserved
         self.level -= extra - charge.owed
         self._settled_n += 1
@@ -595,8 +612,12 @@ class RouteQuota:
             # throttle, 6 s of quota at 60 in flight, cost a fifth of a job with 2 % capacity 429s.)
             recent = at - self._paced_at <= max(self._round_trip, MIN_SAMPLE_S)
             self._paced_at = at
+            if self._streak == 0:
+                self._streak_from = at
+            self._streak += 1
             if recent:
                 self._empty(now)
+                self._back_off(charge)
             else:
                 self.level = min(self.level, 0.0)
         elif refused := self._refused(at):
@@ -682,6 +703,14 @@ class RouteQuota:
         tpm = round(rate * WINDOW_S) if math.isfinite(rate) else None
         was = round(before * WINDOW_S) if math.isfinite(before) else None
         self.notify("quota.rate", {"why": why, "rate_tpm": tpm, "was_tpm": was, **fields})
+
+    def _back_off(self, charge: Charge) -> None:
+        """A run of paced 429s that random ones could hardly make: push the next admission further
+        back (see :data:`STREAK_BACKOFF`)."""
+        k = self._streak
+        capacity = max(self._capacity(), self._capacity_seen, CAPACITY_PRIOR)
+        if k >= STREAK_BACKOFF and self._cut is None and _tail(k, k, capacity) < CAPACITY_P:
+            self.level -= charge.reserved * min(2.0 ** (k - 1), STREAK_MAX_BACKOFF)
 
     def _empty(self, now: float) -> None:
         """The quota is empty now: the level the service sees is about zero, and what the requests in

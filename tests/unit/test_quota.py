@@ -22,6 +22,8 @@ from runner.quota import (
     PROBE_MAX_RISE,
     PROBE_MAX_WAIT_S,
     STARTUP_FIRST_WAVE,
+    STREAK_BACKOFF,
+    STREAK_MAX_BACKOFF,
     Charge,
     RouteQuota,
     _tail,
@@ -163,11 +165,12 @@ class TestUnknownQuota:
         rate = out.quota.figures(out.seconds).rate_tpm
         assert rate is not None and 0.3 * 600_000 <= rate <= 0.7 * 600_000
 
-    @pytest.mark.parametrize("seed", [1, 2, 3])
+    @pytest.mark.parametrize("seed", [1, 2, 3, 4])
     def test_capacity_throttles_are_not_a_quota(self, seed: int) -> None:
         """30 % of requests refused at random, no quota: the cuts they cause are undone, and the job
         runs within 3x its concurrency bound (34-72 s of a 34 s bound; 1,560 s when every random 429
-        read as the quota). The startup takes them for a drained quota; the route learns otherwise."""
+        read as the quota). The startup takes them for a drained quota; the route learns otherwise.
+        (Seed 4: 1,646 s when a run of four 429s backed the route off while a cut was judged.)"""
         out = run(tpm=10**9, known=False, start=1.0, capacity_429=0.3, rows=600, seed=seed)
         assert out.seconds <= 3.0 * 600 * LATENCY * 1.05 / 64 / 0.7
         assert out.quota.capacity_share >= 0.15
@@ -201,10 +204,11 @@ class TestDecisions:
     def test_a_sample_cuts_by_half_at_most(self) -> None:
         """A span across the debt of a burst reads near zero: the rate is halved, not floored."""
         q = steady(600_000)
-        for step in range(200):  # 2 s of paced requests, every one refused: the quota took nothing
-            now = step / 100
-            if q.delay(500.0, now) == 0.0:
-                q.throttled(q.admit(500.0, now), now + 0.001)
+        now = 0.0
+        while q._last_sample_rate is None and now < 10.0:  # paced requests, every one refused
+            now += q.delay(500.0, now)
+            q.throttled(q.admit(500.0, now), now + 0.001)
+            now += 0.01
         assert q._last_sample_rate is not None and q._last_sample_rate < 1_000
         assert q.rate * 60 == pytest.approx(300_000)
 
@@ -268,6 +272,49 @@ class TestDecisions:
         out = run(shape="window", start=1.0, known=False, rows=2400)
         assert out.quota.guard
         assert out.throttled / out.requests <= 0.02
+
+    @staticmethod
+    def refused_in_a_row(q: RouteQuota, n: int, tokens: float = 1_000.0) -> list[float]:
+        """Send ``n`` requests as the pacing lets them go, each refused at once; their admission times."""
+        times: list[float] = []
+        now = 0.0
+        while len(times) < n:
+            now += q.delay(tokens, now)
+            times.append(now)
+            q.throttled(q.admit(tokens, now), now + 0.001)
+            now += 0.001
+        return times
+
+    def test_a_run_of_429s_backs_off(self) -> None:
+        """A quota cut below the rate refuses every request sent at the rate until a sample can cut
+        it: from the fourth 429 in a row the next admission goes twice as far back each time, up to
+        STREAK_MAX_BACKOFF requests at the rate, instead of one request apart."""
+        q = steady(300_000)
+        one = 1_000.0 / q.rate  # one request's worth at the rate
+        gaps = [b - a for a, b in itertools.pairwise(self.refused_in_a_row(q, STREAK_BACKOFF + 3))]
+        before = gaps[: STREAK_BACKOFF - 1]
+        assert before == pytest.approx([one] * len(before), rel=0.05)
+        after = gaps[STREAK_BACKOFF - 1 :]
+        assert after[0] >= 8 * one
+        assert after[-1] == pytest.approx((1 + STREAK_MAX_BACKOFF) * one, rel=0.05)
+
+    def test_an_answer_ends_the_run(self) -> None:
+        """A request admitted after the run began and answered: the quota admits again, and the
+        next 429s start a new count."""
+        q = steady(300_000)
+        times = self.refused_in_a_row(q, STREAK_BACKOFF)
+        now = times[-1] + 20.0
+        q.settle(q.admit(1_000.0, now), 1_000.0, now + 0.001)
+        assert q._streak == 0
+
+    def test_no_back_off_while_a_cut_is_judged(self) -> None:
+        """The requests sent after a cut tell capacity 429s from the quota: 429s in a row then do
+        not hold them back (30 % capacity 429s refuse four in a row once in 120 tries)."""
+        q = steady(300_000)
+        q._cut = (600_000 / 60, 0.7, 0.0)
+        one = 1_000.0 / q.rate
+        gaps = [b - a for a, b in itertools.pairwise(self.refused_in_a_row(q, STREAK_BACKOFF + 3))]
+        assert gaps == pytest.approx([one] * len(gaps), rel=0.05)
 
     def test_holds_lengthen_while_samples_agree(self) -> None:
         """Two cuts that measured about the same rate: the quota is steady, the next hold is longer."""
