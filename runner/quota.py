@@ -1056,9 +1056,19 @@ class RouteQuota:
 
     def _lift_guard(self, unconfirmed: Charge | None = None) -> None:
         """A probe past the guard was admitted (``unconfirmed``: no 429 back in time, its answer
-        still out): the quota refills continuously, not minute by minute."""
+        still out): the quota refills continuously, not minute by minute.
+
+        With the quota unknown, the rate is then still a refused burst's measure: a minute of what
+        the quota took, exact for a window, but for a bucket its capacity plus its refill, and all
+        of a shared bucket's capacity though only part of its refill is the route's (316,000 TPM of
+        a 150,000 share). The model's level grew at that rate while the guard held the route back;
+        sent at once, it was a burst of 20 requests into a bucket holding a third of it. So the level
+        keeps a round trip of the rate: the rate is tried at its pace, and its first samples come
+        before a storm (quota_sim, shared bucket, `tpm` unknown: 4.0 -> 3.0 % throttled)."""
         self.guard = False
         self._unconfirmed = unconfirmed
+        if not self.known and math.isfinite(self.rate):
+            self.level = min(self.level, self.rate * max(self._round_trip, MIN_SAMPLE_S))
         self.notify("quota.guard_lifted", {"confirmed": unconfirmed is None})
 
     def _end_probe(self, charge: Charge) -> None:

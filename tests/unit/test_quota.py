@@ -366,6 +366,27 @@ class TestWindowGuard:
         q.delay(300.0, 2.0 + GUARD_ADMITTED_S)
         assert not q.guard
 
+    def test_an_unknown_quota_keeps_no_burst_past_a_lifted_guard(self) -> None:
+        """Unknown, the rate is a refused burst's measure, a minute of what the quota took: for a
+        (shared) bucket, its capacity on top of the refill. What the model's level built up at that
+        rate while the guard held the route back is not sent at once when the guard lifts: a round
+        trip of the rate at most (with tpm given, the rate is the user's, and the level stays)."""
+        for known in (False, True):
+            q = RouteQuota.create(tpm=60_000 if known else 0, headroom=1.0, now=0.0)
+            q.phase, q._settled_n, q._extra, q._round_trip = "steady", 10, 500.0, 2.0
+            q.rate, q.burst, q.guard = 1_000.0, 60_000.0, True
+            q.window.reserve(60_000 - 100, 0.0)
+            q.level = 30_000.0  # 30 s of the rate, built up behind the guard
+            q.delay(300.0, 2.0)
+            probe = q.admit(300.0, 2.0)
+            assert probe.probe
+            q.settle(probe, 800.0, 4.0)
+            assert not q.guard
+            if known:
+                assert q.level >= 30_000.0 - 800.0
+            else:
+                assert 0.0 < q.level <= 2 * 1_000.0  # a round trip (2 s) of the rate
+
     def test_a_late_429_puts_the_guard_back(self) -> None:
         """...and a 429 for it read later after all (a busy client) puts it back."""
         q, _ = self.at_the_guard(0)
