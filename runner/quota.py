@@ -610,7 +610,7 @@ class RouteQuota:
             # flight will settle to): stop here. A second within a round trip says the quota is
             # empty: then the requests in flight are debt to wait out. (Waiting it out on every
             # throttle, 6 s of quota at 60 in flight, cost a fifth of a job with 2 % capacity 429s.)
-            recent = at - self._paced_at <= max(self._round_trip, MIN_SAMPLE_S)
+            recent = at - self._paced_at <= self._evidence_s
             self._paced_at = at
             if self._streak == 0:
                 self._streak_from = at
@@ -708,8 +708,7 @@ class RouteQuota:
         """A run of paced 429s that random ones could hardly make: push the next admission further
         back (see :data:`STREAK_BACKOFF`)."""
         k = self._streak
-        capacity = max(self._capacity(), self._capacity_seen, CAPACITY_PRIOR)
-        if k >= STREAK_BACKOFF and self._cut is None and _tail(k, k, capacity) < CAPACITY_P:
+        if k >= STREAK_BACKOFF and self._cut is None and _tail(k, k, self._random_share()) < CAPACITY_P:
             self.level -= charge.reserved * min(2.0 ** (k - 1), STREAK_MAX_BACKOFF)
 
     def _empty(self, now: float) -> None:
@@ -745,8 +744,7 @@ class RouteQuota:
             admitted.popleft()
         refused = len(times)
         between = max(sum(1 for t in reversed(admitted) if earliest <= t <= latest), refused)
-        capacity = max(self._capacity(), self._capacity_seen, CAPACITY_PRIOR)
-        if refused >= UNPACED_THROTTLES and _tail(between, refused, capacity) < DRAIN_P:
+        if refused >= UNPACED_THROTTLES and _tail(between, refused, self._random_share()) < DRAIN_P:
             return refused / between
         self._capacity_seen += 1.0 / CAPACITY_HORIZON
         return 0.0
@@ -776,7 +774,7 @@ class RouteQuota:
         if at - cut_at > CAPACITY_JUDGED_S:
             self._cut = None
             return False
-        start = cut_at + max(self._round_trip, MIN_SAMPLE_S)
+        start = cut_at + self._evidence_s
         n, refused = self._outcomes(start, at) if at >= start else (0, 0)
         if n < MIN_SAMPLE_REQUESTS:
             return False
@@ -809,6 +807,16 @@ class RouteQuota:
             self._cut = None  # the quota: the cut stands
         return False
 
+    def _random_share(self) -> float:
+        """The share of requests 429s at random may refuse, as far as the route can tell: what an
+        undone cut proved, the running share of throttles with room left, or the prior."""
+        return max(self._capacity(), self._capacity_seen, CAPACITY_PRIOR)
+
+    @property
+    def _evidence_s(self) -> float:
+        """How long what the route sends takes to answer: a round trip, at least MIN_SAMPLE_S."""
+        return max(self._round_trip, MIN_SAMPLE_S)
+
     def _capacity(self) -> float:
         """The share of requests refused whatever the quota: what an undone cut proved, while the
         route keeps being refused that much."""
@@ -838,7 +846,7 @@ class RouteQuota:
 
     def _explained_before(self, at: float) -> bool:
         """:meth:`_explained` for the requests admitted over the round trip before ``at``."""
-        span = max(self._round_trip, MIN_SAMPLE_S)
+        span = self._evidence_s
         return self._explained(*self._outcomes(at - span, at))
 
     def _hold(self, now: float) -> None:
@@ -892,7 +900,7 @@ class RouteQuota:
         owed_now = self._owed(at)
         throttles.append((at, owed_now))
         if start is None:
-            span = max(self._round_trip, MIN_SAMPLE_S)
+            span = self._evidence_s
             grown = self._grown_at > self._epoch  # a throttle before any doubling is no overshoot
             if self.discovering and grown and at >= self._epoch + span and not self._explained_before(at):
                 # Discovery overshot. The quota is empty now, and was when the model last found it
@@ -1068,7 +1076,7 @@ class RouteQuota:
         self.guard = False
         self._unconfirmed = unconfirmed
         if not self.known and math.isfinite(self.rate):
-            self.level = min(self.level, self.rate * max(self._round_trip, MIN_SAMPLE_S))
+            self.level = min(self.level, self.rate * self._evidence_s)
         self.notify("quota.guard_lifted", {"confirmed": unconfirmed is None})
 
     def _end_probe(self, charge: Charge) -> None:
