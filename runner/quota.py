@@ -45,16 +45,18 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   refused before, as it would not had it been the quota, are undone and that share taken for
   capacity 429s (:meth:`RouteQuota._judge_cut`, within 30 s or 200 requests of the cut); refusals
   it explains then neither stop the route nor cut its rate, for as long as the route keeps being
-  refused that much. Paced at a given ``tpm``, a sample cuts only if such refusals could hardly
-  explain the requests refused since the earliest throttle of the last 15 s.
+  refused that much (a refused burst's cut stands once the guard lifts: at a bucket's measure, a
+  bucket refuses that share again). Paced at a given ``tpm``, a sample cuts only if such refusals
+  could hardly explain the requests refused since the earliest throttle of the last 15 s.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
   requests back, those a window would still admit (it holds the reservations of the requests in
-  flight, not yet their settlements) go on, up to a small overfill; then one is sent past it now
-  and then, and once one is admitted (no 429 back in time) the guard is lifted. A 429 while the
-  route's own charges fill the guard is the window's size, not a sample of the rate: the guard
-  holds the route to what they were then (down to 97 % of the rate's minute).
+  flight, not yet their settlements) go on, up to a small overfill; then, once the route's own
+  charges are past the guard's quota (a measure within a request of the window's size), one is
+  sent past it now and then, and once one is admitted (no 429 back in time) the guard is lifted.
+  A 429 while the route's own charges fill the guard is the window's size, not a sample of the
+  rate: the guard holds the route to what they were then (down to 97 % of the rate's minute).
 
 Each decision is told to ``notify`` (``quota.rate`` with why, ``quota.startup_ended``,
 ``quota.emptied``, ``quota.guard_lifted``, ``quota.guard_restored``): the job logs them as events.
@@ -1055,7 +1057,13 @@ class RouteQuota:
             return over <= GUARD_OVERFILL * self.guard_quota
         if room + self._rate_minute - self.guard_quota >= tokens:
             return False  # room in the rate's minute, not in the window that refused: no test
-        return self._probe is None and now >= self._guard_probe_at
+        # A window that refused a request of ``tokens`` at a measure of its size holds less than
+        # the measure plus ``tokens``: with up to a request's room left by the measure, it may still
+        # admit one. Only past the measure does an admitted probe tell a bucket. (A full window,
+        # tpm unknown, measured at 299,400 of its 300,000 TPM, admitted a probe sent with 100
+        # tokens of room: its guard lifted, samples of 0 cut the rate to an eighth, and a job of
+        # 126 s took 205.)
+        return room < 0.0 and self._probe is None and now >= self._guard_probe_at
 
     def _refusal_wait(self) -> float:
         """How long after its admission a request with no 429 back was admitted (see
@@ -1077,6 +1085,15 @@ class RouteQuota:
         self._unconfirmed = unconfirmed
         if not self.known and math.isfinite(self.rate):
             self.level = min(self.level, self.rate * self._evidence_s)
+            if self._cut is not None and math.isinf(self._cut[0]):
+                # The refused burst's cut is still being judged, by whether the quota refuses the
+                # share it refused before at the burst's measure: a window would refuse none, so
+                # the same share said capacity 429s. Paced at a bucket's measure (its capacity
+                # counted in), a bucket refuses about that share too, and a shared bucket taken
+                # so for capacity 429s unpaced the route: a storm of 98 429s, then a capacity
+                # share of 19 % that explained away the next samples' refusals (27 % of a job's
+                # requests throttled). The guard lifting says a bucket: the cut stands.
+                self._cut = None
         self.notify("quota.guard_lifted", {"confirmed": unconfirmed is None})
 
     def _end_probe(self, charge: Charge) -> None:

@@ -350,8 +350,13 @@ class TestWindowGuard:
         assert not q.admit(300.0, 2.0).probe
 
     def test_the_probe_goes_once_a_window_would_refuse_it(self) -> None:
-        """With the window's room spent, the next request is a probe, sent with others in flight."""
+        """With the window's room spent, the next request is a probe, sent with others in flight:
+        once the route's own charges are past the guard's quota, not while 100 tokens are left (a
+        window that refused a request at a measure of its size may hold up to a request more, and
+        would admit a probe sent then)."""
         q, _ = self.at_the_guard(0)
+        assert q.delay(300.0, 2.0) > 0.0
+        q.window.reserve(200.0, 2.0)  # a settlement lands above its reservation
         assert q.delay(300.0, 2.0) == 0.0
         probe = q.admit(300.0, 2.0)
         assert probe.probe
@@ -407,6 +412,16 @@ class TestWindowGuard:
         assert above.seconds <= 1.03 * exact.seconds
         assert above.quota.guard
         assert above.throttled / above.requests <= 0.02
+
+    @pytest.mark.parametrize("seed", [12, 16])
+    def test_a_full_window_measured_a_little_low_keeps_its_guard(self, seed: int) -> None:
+        """tpm unknown, a full window: the refused burst measures it a request's size low (299,400
+        of 300,000 TPM), and the window admits a probe sent with less than a request's room by that
+        measure. Sent only past it, probes stay refused, and the guard holds (the guard lifted
+        there, samples of 0 cut the rate to an eighth: 203-205 s for these jobs of 125 s)."""
+        out = run(shape="window", start=1.0, known=False, seed=seed, **BENCH_SHAPE)
+        assert out.quota.guard
+        assert out.seconds <= 140.0
 
     @pytest.mark.parametrize("seed", [3, 6])
     def test_capacity_throttles_on_a_full_window_keep_its_guard(self, seed: int) -> None:
@@ -466,6 +481,19 @@ class TestCapacityJudge:
         q.throttled(q.admit(300.0, 41.0), 41.01)
         assert q.rate * 60 == pytest.approx(144_000)
         assert q.capacity_share == 0.0
+
+    @pytest.mark.parametrize("seed", [24, 27])
+    def test_a_bucket_refusing_at_a_refused_bursts_measure_is_no_capacity(self, seed: int) -> None:
+        """tpm unknown, another consumer taking half a bucket: the refused burst's measure counts
+        the bucket's capacity (twice the route's share), and paced at it, the bucket refuses about
+        the share it refused before. The guard lifting says a bucket, and the cut stands (judged,
+        it was undone as capacity 429s: a storm, then a capacity share of 19 % that explained the
+        next refusals away; 175 and 227 429s, 23 and 27 % of the requests)."""
+        out = run(
+            shape="bucket", start=1.0, known=False, other_share=0.5, seed=seed, lag_s=0.15, **BENCH_SHAPE
+        )
+        assert out.quota.capacity_share == 0.0
+        assert out.throttled / out.requests <= 0.05  # 4.0-4.5 %
 
     def test_a_shallow_chain_is_not_judged(self) -> None:
         """Cut to 0.7 of the rate before, the same share refused: a quota a sample overrated can do
