@@ -54,7 +54,8 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   requests back, those a window would still admit (it holds the reservations of the requests in
   flight, not yet their settlements) go on, up to a small overfill; then, once the route's own
   charges are past the guard's quota (a measure within a request of the window's size), one is
-  sent past it now and then, and once one is admitted (no 429 back in time) the guard is lifted.
+  sent past it now and then, and once one is admitted (no 429 back in time) the guard is lifted;
+  with ``tpm`` given, the level built behind it goes out in waves once the answer confirms it.
   A 429 while the route's own charges fill the guard is the window's size, not a sample of the
   rate: the guard holds the route to what they were then (down to 97 % of the rate's minute).
 
@@ -198,12 +199,19 @@ GUARD_PROBE_S = 2.0
 next waits this long, doubling..."""
 GUARD_PROBE_MAX_S = 16.0
 """...up to this."""
-GUARD_ADMITTED_S = 0.5
+GUARD_ADMITTED_S = 1.0
 REFUSALS_KEPT = 32
 """A probe past the guard is taken as admitted when no 429 came back within 3 times the slowest of
 the last 32 429s (from admission to being read), and at least this long: a 429 is sent at once, an
 answer only when its generation ends, so waiting for the answer cost a round trip of idle route
-(2.4 s of a full bucket's 47 s job). A 429 read later after all puts the guard back."""
+(2.4 s of a full bucket's 47 s job). A 429 read later after all puts the guard back. (At 0.5 s, on
+a route that had seen few 429s, 429s read 150 ms late on average outran it for one probe in 30: a
+full window, tpm given, taken for a bucket, and a burst of 75 requests into it.)"""
+RELEASE_P = 0.01
+"""Credit withheld past a guard lifted on no news (see :meth:`RouteQuota._lift_guard`) is released
+in waves, from two requests' worth, doubling each time no 429 came back in time; the rest is
+dropped once random 429s could refuse as many of the requests sent since the release began only
+with a probability under this (both of the first two)."""
 GUARD_OVERFILL = 0.05
 """Requests past the guard that a window would still admit (see :meth:`RouteQuota._past_guard`) may
 take the route's expected charges of the last 60 s this far over the guard's quota: what a window
@@ -355,6 +363,13 @@ class RouteQuota:
     """The request sent past the window guard, until it is answered."""
     _unconfirmed: Charge | None = None
     """The probe that lifted the guard because no 429 came back in time, until it is answered."""
+    _withheld: float = 0.0
+    """Level taken back when the guard lifted on no news, released in waves once it is confirmed."""
+    _wave: float = 0.0
+    _wave_at: float = math.inf
+    """The next wave of :attr:`_withheld` and when it goes (``inf``: not before the confirmation)."""
+    _release_from: float = math.inf
+    """When the release began: a wave refused says the credit is not there (:data:`RELEASE_P`)."""
     _refusal_s: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
     """How long the last 429s took to be read, from admission."""
     _taken: _Ledger = field(default_factory=_Ledger)
@@ -526,6 +541,8 @@ class RouteQuota:
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
             if self.guard:
                 self._lift_guard()
+            elif self._unconfirmed is charge:
+                self._wave_at = self._release_from = now  # confirmed: release the withheld level
             self._probe = self._unconfirmed = None
 
     def throttled(self, charge: Charge, now: float) -> None:
@@ -575,6 +592,8 @@ class RouteQuota:
             # size, not its refill (what refills it is what the route sent a minute before, low
             # after a slow start), so no sample of the rate. The guard holds the route to it.
             self._window_cap = min(self._window_cap, charge.window_used)
+        if self._withheld and at >= self._release_from and not self._credit_holds(now):
+            self._withheld = 0.0  # the waves are refused: the credit is not there
         if at < self._epoch or self._judge_cut(at, now):
             return
         paced = charge.room <= PACED_SLACK * charge.reserved
@@ -682,6 +701,12 @@ class RouteQuota:
     # -- internals ---------------------------------------------------------------------------------
 
     def _refill(self, now: float) -> None:
+        if self._withheld and now >= self._wave_at:
+            wave = min(self._withheld, self._wave)
+            self.level = min(self.burst, self.level + wave)
+            self._withheld -= wave
+            self._wave *= 2.0
+            self._wave_at = now + self._refusal_wait()
         if now > self._stamp:
             if math.isfinite(self.rate) and self.level < self.burst:
                 refill = min(self.burst - self.level, (now - self._stamp) * self.rate)
@@ -808,6 +833,11 @@ class RouteQuota:
         if few < CAPACITY_P or n >= CAPACITY_JUDGED:
             self._cut = None  # the quota: the cut stands
         return False
+
+    def _credit_holds(self, now: float) -> bool:
+        """Whether random 429s could refuse as many of the requests sent since the release of the
+        withheld level began (:data:`RELEASE_P`)."""
+        return _tail(*self._outcomes(self._release_from, now), self._random_share()) >= RELEASE_P
 
     def _random_share(self) -> float:
         """The share of requests 429s at random may refuse, as far as the route can tell: what an
@@ -1083,6 +1113,16 @@ class RouteQuota:
         before a storm (quota_sim, shared bucket, `tpm` unknown: 4.0 -> 3.0 % throttled)."""
         self.guard = False
         self._unconfirmed = unconfirmed
+        if self.known and unconfirmed is not None and math.isfinite(self.level):
+            # Lifted on no news (no 429 back in time, the answer still out): the level that built
+            # up while the guard held the route is credit in a bucket, nothing in a window, and a
+            # 429 read late makes a window look like a bucket (a burst of 75 requests into a full
+            # one). A round trip of it goes now; the rest in waves once the answer confirms it
+            # (:data:`RELEASE_P`), as TCP restarts from a small window after an idle spell.
+            self._withheld = max(0.0, self.level - self.rate * self._evidence_s)
+            self.level -= self._withheld
+            self._wave = STARTUP_FIRST_WAVE * (self._floor / MIN_REQUESTS_PER_S + max(self._extra, 0.0))
+            self._wave_at = self._release_from = math.inf
         if not self.known and math.isfinite(self.rate):
             self.level = min(self.level, self.rate * self._evidence_s)
             if self._cut is not None and math.isinf(self._cut[0]):
@@ -1102,5 +1142,6 @@ class RouteQuota:
         self._probe = None
         if self._unconfirmed is charge:
             self._unconfirmed = None
+            self._withheld = 0.0
             self.guard = True
             self.notify("quota.guard_restored", {})
