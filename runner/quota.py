@@ -33,10 +33,11 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   moment the model last found the quota empty; with ``tpm`` given the rate starts at ``tpm`` and
   only samples lower it (another consumer, a cut).
 * **Probing runs on a clock.** After a sample the rate holds for :data:`PROBE_HOLD_S`, then grows by
-  steps that double every :data:`PROBE_EVERY_S` while no throttle answers (5 %, then 10 %) and
+  steps that double every :data:`PROBE_EVERY_S` while no throttle answers (10 %, 20 %, 40 %) and
   the rate is what holds the route back, each once the step before has had time to show (two
-  requests' worth of excess, 15 s at most): a raised quota is found within a minute or so, a
-  steady one costs a throttle or two per probe. While the window guard holds, none for a minute
+  requests' worth of excess, 15 s at most): a doubled quota is found in 15 s or so. A paced 429
+  at a step's rate ends it: back to the rate before, and a longer hold; a steady quota costs one
+  throttle per probe. While the window guard holds, none for a minute
   after the quota was found drained: a window then holds charges the guard cannot see.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
@@ -117,8 +118,10 @@ CAPACITY_HORIZON = 200
 """Admissions over which the share of capacity 429s (throttles with room left that did not empty the
 model) is averaged."""
 ADMITTED_KEPT = 4096
-OVER_SENDING = 0.95
-"""A sample under this share of what was sent (less the capacity throttles) is over-sending."""
+OVER_SENDING = 0.985
+"""A sample under this share of what was sent (less the capacity throttles) is over-sending. (At
+0.95, a rate measured 4.7 % above a shared quota was never cut: a 429 every 10 s for the rest of the
+job, one request in 23.)"""
 PACE_MARGIN = 0.97
 """The rate is set a little under a sample, so an empty quota refills a little."""
 MAX_CUT = 0.5
@@ -166,13 +169,20 @@ agree within :data:`STEADY_SAMPLES`: each probe of a steady quota ends in a thro
 every 35 s or so, 2-3 % of the requests of a route sending 2 a second)..."""
 PROBE_HOLD_MAX_S = 60.0
 STEADY_SAMPLES = 0.15
+REFUSED_HOLD_S = 10.0
+"""After a refused burst's measure, the first probe comes this soon: that measure is no sample (a
+bucket's counts its capacity, and samples cut it within seconds; a window's is exact, and the guard
+holds probes off), and holding it 20 s cost a quota doubled at 20 s 3.6 s of its 51 s bound."""
 PROBE_EVERY_S = 5.0
-"""...then grows every so often by a step that doubles each time no throttle answered..."""
-PROBE_FIRST_STEP = 0.05
-PROBE_MAX_STEP = 0.1
+"""...then grows every so often by a step that doubles each time no throttle answered (10 %, 20 %,
+40 %: a doubled quota is found in 15 s; by 5 % and 10 %, in 35 s, 0.79 of the bench's bound). A
+paced 429 of a request sent at a step's rate ends the step (:meth:`RouteQuota._probe_refused`):
+what a larger step costs a steady quota is one 429, as it was for a smaller one..."""
+PROBE_FIRST_STEP = 0.1
+PROBE_MAX_STEP = 0.4
 PROBE_EVIDENCE = 2.0
 """...once it has had time to show: this many requests' worth of excess over a quota just below the
-rate before it (5 % at 300,000 TPM of 1,150-token requests: 9 s)..."""
+rate before it (10 % at 300,000 TPM of 1,150-token requests: 5 s)..."""
 PROBE_MAX_WAIT_S = 15.0
 """...but no longer than this, so that a slow route still finds a raised quota in a minute or two."""
 PROBE_MAX_RISE = 2.0
@@ -181,8 +191,13 @@ sample, a refused burst): a quota that lets a route run on credit (a bucket a sl
 a window whose earlier charges are expiring) shows no throttle while probes climb, and one climb
 went to 2.4 times a window's quota before the debt came due. A doubled quota is still found."""
 PROBE_BINDING = 0.9
-"""A probe raises the rate only when the quota took at least this share of it over the last
-:data:`PROBE_EVERY_S`: the rate was what held the route back."""
+PROBE_BINDING_ROUND_TRIPS = 2.0
+"""A probe raises the rate only when the quota took at least this share of it over the last two
+round trips (a second at least each): the rate was what held the route back..."""
+PROBE_RETRY_S = 1.0
+"""...and if it did not, the probe is tried again this soon: a route the window guard released
+binds within a round trip (over the last 5 s, and 5 s apart, a doubled quota's first probe came 5 s
+after the guard lifted)."""
 STREAK_BACKOFF = 4
 """From this many paced 429s in a row (none of the requests admitted since the first of them
 answered), each one pushes the route's next admission ``2 ** (k - 1)`` requests further back (8 at
@@ -417,6 +432,8 @@ class RouteQuota:
     _hold_s: float = PROBE_HOLD_S
     _anchor: float = math.inf
     """The last rate set from evidence; probes stay within :data:`PROBE_MAX_RISE` of it."""
+    _probe_from: tuple[float, float] | None = None
+    """(rate before, when) of the probe step in force, until a throttle or evidence ends it."""
     _emptied: tuple[float, float] | None = None
     """(when, debt then) of the last time the model found the quota empty: an overshoot measures
     the refill from there (:meth:`_since_empty`)."""
@@ -620,6 +637,7 @@ class RouteQuota:
                 self._note_cut(math.inf, 1.0 - refused, now)
                 self._throttles.append((at, self._owed(at)))
                 self._hold(now)
+                self._probe_at = now + REFUSED_HOLD_S
                 self._empty(now)
             return
         if not full:
@@ -627,6 +645,8 @@ class RouteQuota:
         if paced and self._explained_before(at):
             pass  # no more refused than capacity 429s refuse anyway: the route goes on
         elif paced:
+            if self._probe_from is not None and at >= self._probe_from[1]:
+                self._probe_refused(now)
             # One throttle may be a capacity 429 (the quota still holding what the requests in
             # flight will settle to): stop here. A second within a round trip says the quota is
             # empty: then the requests in flight are debt to wait out. (Waiting it out on every
@@ -720,6 +740,7 @@ class RouteQuota:
         rate = max(self._floor, min(rate, self.ceiling))
         if why != "probe":
             self._anchor = rate
+            self._probe_from = None  # the rate is evidence's again, no probe's
         if not math.isfinite(rate):
             self.rate = self.burst = self.level = math.inf
         else:
@@ -1049,11 +1070,13 @@ class RouteQuota:
                 # the guard does not see (probes in a drained window's first minute raised the
                 # guard to 350,000 of 300,000 TPM; as the minute ended, a storm and a halving).
                 return
-            delivered = self._taken.since(now - PROBE_EVERY_S, now) / PROBE_EVERY_S
+            span = PROBE_BINDING_ROUND_TRIPS * self._evidence_s
+            delivered = self._taken.since(now - span, now) / span
             if delivered < PROBE_BINDING * self.rate * (1.0 - self._capacity()):
-                # The rate did not hold the route back for the last period (answers slow, rows few,
-                # max_in_flight): a higher one would prove nothing, and raced past the quota while
-                # nothing throttled (to 2.5 times it, then a storm when the debt came due).
+                # The rate did not hold the route back for the last round trips (answers slow, rows
+                # few, max_in_flight): a higher one would prove nothing, and raced past the quota
+                # while nothing throttled (to 2.5 times it, then a storm when the debt came due).
+                self._probe_at = now + PROBE_RETRY_S
                 self._probe_step = PROBE_FIRST_STEP
                 return
             rate = min(self.rate * (1.0 + self._probe_step), PROBE_MAX_RISE * self._anchor)
@@ -1062,12 +1085,26 @@ class RouteQuota:
             # The next step once this one has had time to show: PROBE_EVIDENCE requests' worth of
             # excess, if the quota is below it. (On a clock alone, a shared quota's probes climbed
             # 5 %, 10 %, 10 % before the first 429 of the first came back: 25 % over, a storm.)
-            sent = self._sent.since(now - PROBE_EVERY_S, now)
-            cost = delivered * PROBE_EVERY_S / sent if sent >= 1.0 else 0.0
+            sent = self._sent.since(now - span, now)
+            cost = delivered * span / sent if sent >= 1.0 else 0.0
             seen = PROBE_EVIDENCE * cost / (rate - self.rate)
             self._probe_at = now + min(max(PROBE_EVERY_S, seen), PROBE_MAX_WAIT_S)
+            self._probe_from = (self.rate, now)
             self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
+
+    def _probe_refused(self, now: float) -> None:
+        """A request sent at a probe step's rate was refused, paced: the quota is below the step.
+        Back to the rate before it (or the last one set from evidence, if lower: a step that went
+        unanswered on a bucket's credit proves nothing), and the hold doubles, up to
+        :data:`PROBE_HOLD_MAX_S`, as it does when samples agree: the quota is steady here.
+        (Stepping on until a sample cut the rate, a probe cost three to five 429s: one to end the
+        step, then the ten requests a sample needs, sent over the quota.)"""
+        rate = min(self._probe_from[0], self._anchor) if self._probe_from is not None else self._anchor
+        self._set_rate(rate, "probe_refused")
+        self._hold_s = min(2.0 * self._hold_s, PROBE_HOLD_MAX_S)
+        self._probe_at = now + self._hold_s
+        self._probe_step = PROBE_FIRST_STEP
 
     def _window_room(self, now: float) -> float:
         """What a rolling window of the guard's quota would still admit: it holds the reservations of
