@@ -330,17 +330,24 @@ class TestDecisions:
         gaps = [b - a for a, b in itertools.pairwise(self.refused_in_a_row(q, STREAK_BACKOFF + 3))]
         assert gaps == pytest.approx([one] * len(gaps), rel=0.05)
 
+    @staticmethod
+    def first_step(q: RouteQuota) -> float:
+        """Send what the rate lets through, every answer at once, from the end of the hold until
+        the first probe step: its time."""
+        now = PROBE_HOLD_S
+        while q.rate == q._anchor and now < PROBE_HOLD_S + 10.0:
+            while q.delay(500.0, now) == 0.0:
+                q.settle(q.admit(500.0, now), 500.0, now)
+            now += 0.1
+        return now
+
     def test_a_refused_probe_step_goes_back(self) -> None:
         """A paced 429 of a request sent at a probe step's rate ends the step: the rate before it
         comes back at once (no ten more requests over the quota for a sample), and the next probe
         waits twice as long: the quota is steady there."""
         q = steady(300_000, now=0.0)
         q.settle(q.admit(500.0, 0.5), 500.0, 1.0)
-        now = PROBE_HOLD_S
-        while q.rate * 60 <= 300_000 and now < PROBE_HOLD_S + 10.0:  # the quota wants more
-            while q.delay(500.0, now) == 0.0:
-                q.settle(q.admit(500.0, now), 500.0, now)
-            now += 0.1
+        now = self.first_step(q)
         assert q.rate * 60 == pytest.approx(330_000)  # the first step: 10 %
         stepped = now
         q.delay(500.0, now + 1.0)
@@ -353,12 +360,8 @@ class TestDecisions:
     def test_a_429_of_a_request_sent_before_the_step_does_not_end_it(self) -> None:
         """...but one sent before the step says nothing of it."""
         q = steady(300_000, now=0.0)
-        now = PROBE_HOLD_S
-        before = q.admit(500.0, now - 0.5)
-        while q.rate * 60 <= 300_000 and now < PROBE_HOLD_S + 10.0:
-            while q.delay(500.0, now) == 0.0:
-                q.settle(q.admit(500.0, now), 500.0, now)
-            now += 0.1
+        before = q.admit(500.0, PROBE_HOLD_S - 0.5)
+        now = self.first_step(q)
         q.level = 0.0
         q.throttled(before, now + 0.01)
         assert q.rate * 60 == pytest.approx(330_000)
@@ -454,17 +457,24 @@ class TestWindowGuard:
             else:
                 assert 0.0 < q.level <= 2 * 1_000.0  # a round trip (2 s) of the rate
 
+    @classmethod
+    def lifted_on_no_news(cls) -> tuple[RouteQuota, Charge]:
+        """:meth:`at_the_guard`, 30 s of the rate built up behind the guard (2 s round trips), and
+        a probe sent past it at 2 s with no 429 back in time: the guard lifted, the answer out."""
+        q, _ = cls.at_the_guard(0)
+        q._round_trip = 2.0
+        q.window.reserve(200.0, 2.0)  # past the guard's quota: a probe goes
+        q.delay(300.0, 2.0)
+        probe = q.admit(300.0, 2.0)
+        q.level = 30_000.0
+        q.delay(300.0, 2.0 + GUARD_ADMITTED_S)
+        return q, probe
+
     def test_credit_past_a_guard_lifted_on_no_news_waits_for_the_answer(self) -> None:
         """tpm given, the guard lifted because no 429 came back in time: a round trip of the level
         goes now, the rest once the probe's answer confirms a bucket, in waves that double while
         none is refused."""
-        q, _ = self.at_the_guard(0)
-        q._round_trip = 2.0
-        q.window.reserve(200.0, 2.0)
-        q.delay(300.0, 2.0)
-        probe = q.admit(300.0, 2.0)
-        q.level = 30_000.0  # built up behind the guard
-        q.delay(300.0, 2.0 + GUARD_ADMITTED_S)
+        q, probe = self.lifted_on_no_news()
         assert not q.guard
         assert q.level <= 2 * 1_000.0  # a round trip of the rate
         assert q.delay(300.0, 4.0) == 0.0
@@ -478,13 +488,7 @@ class TestWindowGuard:
 
     def test_a_refused_wave_drops_the_credit(self) -> None:
         """...and once the waves are refused (both of the first two requests), the rest is not sent."""
-        q, _ = self.at_the_guard(0)
-        q._round_trip = 2.0
-        q.window.reserve(200.0, 2.0)
-        q.delay(300.0, 2.0)
-        probe = q.admit(300.0, 2.0)
-        q.level = 30_000.0
-        q.delay(300.0, 2.0 + GUARD_ADMITTED_S)
+        q, probe = self.lifted_on_no_news()
         q.settle(probe, 800.0, 4.0)
         q.level = 0.0
         q.delay(300.0, 4.0)  # the first wave
