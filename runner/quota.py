@@ -185,6 +185,12 @@ PROBE_EVIDENCE = 2.0
 rate before it (10 % at 300,000 TPM of 1,150-token requests: 5 s)..."""
 PROBE_MAX_WAIT_S = 15.0
 """...but no longer than this, so that a slow route still finds a raised quota in a minute or two."""
+PROBE_REFUSED_P = 0.05
+"""A paced 429 at a step's rate ends the step unless capacity 429s, at the share the route has
+seen, would refuse as many of the requests sent at the step with at least this probability: on a
+route refused 2 % at random, only a 429 among the step's first two requests ends it. (Ending every
+step on one, a quota doubled at 20 s with 2 % capacity 429s was found at 0.66 of the limit: each
+random 429 ended a step and doubled the hold; 0.77 now, 0.69 before the steps could end.)"""
 PROBE_MAX_RISE = 2.0
 """Probes raise the rate to at most this multiple of the last rate the model set from evidence (a
 sample, a refused burst): a quota that lets a route run on credit (a bucket a slower rate let fill,
@@ -645,7 +651,8 @@ class RouteQuota:
         if paced and self._explained_before(at):
             pass  # no more refused than capacity 429s refuse anyway: the route goes on
         elif paced:
-            if self._probe_from is not None and at >= self._probe_from[1]:
+            step = self._probe_from
+            if step is not None and at >= step[1] and not self._random_since(step[1], now):
                 self._probe_refused(now)
             # One throttle may be a capacity 429 (the quota still holding what the requests in
             # flight will settle to): stop here. A second within a round trip says the quota is
@@ -1092,6 +1099,12 @@ class RouteQuota:
             self._probe_from = (self.rate, now)
             self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
+
+    def _random_since(self, start: float, now: float) -> bool:
+        """Whether capacity 429s, at the share seen (no prior), could refuse as many of the requests
+        sent since ``start`` (a probe step's) with a probability of :data:`PROBE_REFUSED_P` or more."""
+        share = max(self._capacity(), self._capacity_seen)
+        return _tail(*self._outcomes(start, now), share) >= PROBE_REFUSED_P
 
     def _probe_refused(self, now: float) -> None:
         """A request sent at a probe step's rate was refused, paced: the quota is below the step.

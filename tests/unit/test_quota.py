@@ -366,6 +366,18 @@ class TestDecisions:
         q.throttled(before, now + 0.01)
         assert q.rate * 60 == pytest.approx(330_000)
 
+    def test_a_random_429_late_in_a_step_does_not_end_it(self) -> None:
+        """...nor, on a route refused 2 % at random, one that comes after 20 requests at the step:
+        capacity 429s would refuse one of them a third of the time."""
+        q = steady(300_000, now=0.0)
+        q._capacity_seen = 0.02
+        now = self.first_step(q)
+        for i in range(20):
+            q.settle(q.admit(500.0, now + i * 0.05), 500.0, now + i * 0.05)
+        q.level = 0.0
+        q.throttled(q.admit(500.0, now + 1.0), now + 1.01)
+        assert q.rate * 60 == pytest.approx(330_000)
+
     def test_a_sample_a_little_under_the_rate_cuts_it(self) -> None:
         """A sample 2.4 % under what the route sent: the rate is over the quota by that much, and
         each 429 of it, one in 40 requests, would come back for the rest of the job: cut."""
