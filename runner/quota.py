@@ -36,8 +36,8 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   steps that double every :data:`PROBE_EVERY_S` while no throttle answers (10 %, 20 %, 40 %) and
   the rate is what holds the route back, each once the step before has had time to show (two
   requests' worth of excess, 15 s at most): a doubled quota is found in 15 s or so. A paced 429
-  at a step's rate ends it: back to the rate before, and a longer hold; a steady quota costs one
-  throttle per probe. While the window guard holds, none for a minute
+  at a step's rate that capacity 429s could hardly explain ends it: back to the rate before, and a
+  longer hold; a steady quota costs one throttle per probe. While the window guard holds, none for a minute
   after the quota was found drained: a window then holds charges the guard cannot see.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
