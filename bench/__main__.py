@@ -86,6 +86,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "memory": _module("memory"),
     "resume": _module("resume"),
     "quota": _module("quota"),
+    "quota_model": _module("quota_model"),
     "regions": _module("regions"),
     "goodput": _module("goodput"),
     "outage": _module("outage"),

@@ -94,6 +94,9 @@ class Outcome:
     seconds: float
     requests: int
     throttled: int
+    """Requests refused, for the quota or for capacity..."""
+    capacity: int
+    """...and of them, those refused at random (``capacity_429``), whatever the quota."""
     quota: RouteQuota
 
 
@@ -132,7 +135,7 @@ def run(
         quota.notify = lambda event, fields: notify(event, {**fields, "t": t})  # the time of the call
     queue = list(range(rows))
     events: list[tuple[float, int, bool, Charge, list[float] | None, float]] = []
-    in_flight = done = requests = throttled = seq = 0
+    in_flight = done = requests = throttled = capacity = seq = 0
     t = 0.0
     while done < rows and t < 3600:
         t += dt
@@ -162,6 +165,8 @@ def run(
             accepted: bool | list[float] | None = None
             if rnd.random() >= capacity_429:
                 accepted = service.admit(reserved, t)
+            else:
+                capacity += 1
             if not accepted:
                 throttled += 1
                 late = rnd.expovariate(1.0 / lag_s) if lag_s else 0.0
@@ -171,4 +176,4 @@ def run(
             wait += rnd.expovariate(1.0 / lag_s) if lag_s else 0.0
             entry = accepted if isinstance(accepted, list) else None
             heapq.heappush(events, (t + wait, seq, True, charge, entry, t))
-    return Outcome(t, requests, throttled, quota)
+    return Outcome(t, requests, throttled, capacity, quota)

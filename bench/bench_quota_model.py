@@ -1,0 +1,132 @@
+"""The quota model alone, on bench_quota's cells, over many seeds: what one end-to-end run cannot say.
+
+bench_quota runs each cell once, end to end (the emulator over HTTP, the CLI, a fixed pool beside
+it), and a cell's share of throttled requests moves by a few tenths of a per cent from run to run:
+one run cannot tell a change that helps from the noise, nor show a tail that comes one run in
+twenty. This runs :class:`runner.quota.RouteQuota` alone in ``tests/unit/quota_sim.py`` (a
+discrete-time model of one route: a token bucket or a rolling window booking reservations and
+settlements as documented, 64 slots that retry a throttled row at once) on bench_quota's route
+(300,000 TPM, 600 rows reserving 656 quota tokens and settling to 1,150, answers in 1.8 s), each
+cell with ``tpm`` given and unknown, over 30 seeds x 2 read lags (none, and 150 ms on average: a
+busy client reading its 429s late). Per cell: the mean and the worst of limit / time (the limit as
+bench_quota computes it, from the mean answer time) and of the share of requests the quota refused
+(capacity 429s left out), and how many runs meet both targets.
+
+A model of a model: its quotas are exact and its answers come back on time; its other consumer
+draws its share of the refill whenever the bucket holds any, and a drained window is one spread
+over the last minute. It shows the controller's logic, its tails and its regressions in half a
+minute on 2 cores; it says nothing of Bedrock, and the headline stays bench_quota's.
+
+Targets, on the means: limit / time >= 0.9, at most 2 % of requests refused by the quota.
+
+Knobs: ``BENCH_QUOTA_MODEL_SEEDS`` (30).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from bench._common import env_int
+from bench.bench_quota import SCENARIOS, TARGET_RATIO, TARGET_THROTTLED, limit_s
+
+TPM = 300_000
+ROUTE: dict[str, Any] = {"tpm": TPM, "rows": 600, "reserved": 656, "settled": 1150, "latency_s": 1.8}
+LATENCY_SIGMA = 0.3
+"""quota_sim's answer times are lognormal around ``latency_s`` with this sigma."""
+LAGS = (0.0, 0.15)
+WORKERS = 2
+METRIC = "mean limit / time; mean throttled by the quota; worst of each; runs meeting both"
+
+
+def _sim_kwargs(rule: dict[str, Any]) -> dict[str, Any]:
+    """quota_sim's arguments for one of bench_quota's scenarios (its emulator fault rule)."""
+    kwargs: dict[str, Any] = {
+        "shape": rule["quota_shape"],
+        "start": 1.0 if rule.get("quota_start", "full") == "full" else 0.0,
+        "other_share": float(rule.get("other_consumer", {}).get("share", 0.0)),
+        "capacity_429": float(rule.get("throttle_rate", 0.0)),
+    }
+    if "tpm_changes" in rule:
+        kwargs["tpm_change"] = (20.0, TPM * float(rule["tpm_changes"][1:]))
+    return kwargs
+
+
+def _rule(scenario: str) -> dict[str, Any]:
+    """The scenario's rule as bench_quota's limit reads it (a change at 20 s as a list)."""
+    rule = dict(SCENARIOS[scenario])
+    if "tpm_changes" in rule:
+        rule["tpm_changes"] = [{"at_s": 20.0, "tpm": int(TPM * float(rule["tpm_changes"][1:]))}]
+    return rule
+
+
+def _one(job: tuple[str, bool, int, float]) -> tuple[str, bool, float, float]:
+    """One run: (scenario, known, limit / time, share of requests the quota refused)."""
+    from tests.unit.quota_sim import run
+
+    scenario, known, seed, lag = job
+    out = run(known=known, seed=seed, lag_s=lag, **_sim_kwargs(SCENARIOS[scenario]), **ROUTE)
+    latency = ROUTE["latency_s"] * math.exp(LATENCY_SIGMA**2 / 2)  # the lognormal's mean
+    limit = limit_s(
+        billed=ROUTE["rows"] * ROUTE["settled"],
+        tpm=TPM,
+        rule=_rule(scenario),
+        rows=ROUTE["rows"],
+        latency_s=latency,
+        ceiling=TPM if known else None,
+    )
+    return scenario, known, limit / out.seconds, (out.throttled - out.capacity) / out.requests
+
+
+def run(*, seeds: int | None = None) -> dict[str, Any]:
+    seeds = seeds or env_int("BENCH_QUOTA_MODEL_SEEDS", 30)
+    started = time.monotonic()
+    jobs = [
+        (scenario, known, seed, lag)
+        for scenario in SCENARIOS
+        for known in (True, False)
+        for seed in range(1, seeds + 1)
+        for lag in LAGS
+    ]
+    with ProcessPoolExecutor(max_workers=WORKERS) as pool:
+        results = list(pool.map(_one, jobs, chunksize=8))
+    checks, figures = [], {}
+    for scenario in SCENARIOS:
+        for known in (True, False):
+            cell = [(ratio, thr) for s, k, ratio, thr in results if s == scenario and k == known]
+            ratio = sum(r for r, _ in cell) / len(cell)
+            throttled = sum(t for _, t in cell) / len(cell)
+            worst_ratio = min(r for r, _ in cell)
+            worst_throttled = max(t for _, t in cell)
+            meeting = sum(1 for r, t in cell if r >= TARGET_RATIO and t <= TARGET_THROTTLED)
+            name = f"{scenario}, tpm {'known' if known else 'unknown'}"
+            checks.append(
+                {
+                    "metric": f"{name}: {METRIC}",
+                    "value": (
+                        f"{ratio:.3f}; {throttled:.2%}; {worst_ratio:.3f}, {worst_throttled:.2%}; "
+                        f"{meeting} of {len(cell)}"
+                    ),
+                    "target": f">= {TARGET_RATIO}; <= {TARGET_THROTTLED * 100:.0f} % (means)",
+                    "passed": ratio >= TARGET_RATIO and throttled <= TARGET_THROTTLED,
+                }
+            )
+            figures[name] = {
+                "mean_ratio": round(ratio, 4),
+                "mean_throttled": round(throttled, 5),
+                "worst_ratio": round(worst_ratio, 4),
+                "worst_throttled": round(worst_throttled, 5),
+                "runs_meeting_both": meeting,
+                "runs": len(cell),
+            }
+    return {
+        "name": "quota_model",
+        "title": "The quota model alone, every quota shape, many seeds",
+        "checks": checks,
+        "figures": figures,
+        "params": {"route": ROUTE, "seeds": seeds, "lags_s": list(LAGS), "model": "tests/unit/quota_sim.py"},
+        "reproduce": f"BENCH_QUOTA_MODEL_SEEDS={seeds} python -m bench quota_model",
+        "seconds": round(time.monotonic() - started, 1),
+    }
