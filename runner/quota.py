@@ -37,8 +37,8 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   the rate is what holds the route back, each once the step before has had time to show (two
   requests' worth of excess, 15 s at most): a doubled quota is found in 15 s or so. A paced 429
   at a step's rate that capacity 429s could hardly explain ends it: back to the rate before, and a
-  longer hold; a steady quota costs one throttle per probe. While the window guard holds, none for a minute
-  after the quota was found drained: a window then holds charges the guard cannot see.
+  longer hold; a steady quota costs one throttle per probe. While the window guard holds, none for
+  a minute after the quota was found drained: a window then holds charges the guard cannot see.
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
   while the quota took all that was sent is no over-sending; cuts (a drain, a refused burst, an
@@ -653,7 +653,7 @@ class RouteQuota:
         elif paced:
             step = self._probe_from
             if step is not None and at >= step[1] and not self._random_since(step[1], now):
-                self._probe_refused(now)
+                self._probe_refused(step[0], now)
             # One throttle may be a capacity 429 (the quota still holding what the requests in
             # flight will settle to): stop here. A second within a round trip says the quota is
             # empty: then the requests in flight are debt to wait out. (Waiting it out on every
@@ -1106,15 +1106,14 @@ class RouteQuota:
         share = max(self._capacity(), self._capacity_seen)
         return _tail(*self._outcomes(start, now), share) >= PROBE_REFUSED_P
 
-    def _probe_refused(self, now: float) -> None:
+    def _probe_refused(self, before: float, now: float) -> None:
         """A request sent at a probe step's rate was refused, paced: the quota is below the step.
-        Back to the rate before it (or the last one set from evidence, if lower: a step that went
-        unanswered on a bucket's credit proves nothing), and the hold doubles, up to
+        Back to the rate ``before`` it (or the last one set from evidence, if lower: a step that
+        went unanswered on a bucket's credit proves nothing), and the hold doubles, up to
         :data:`PROBE_HOLD_MAX_S`, as it does when samples agree: the quota is steady here.
         (Stepping on until a sample cut the rate, a probe cost three to five 429s: one to end the
         step, then the ten requests a sample needs, sent over the quota.)"""
-        rate = min(self._probe_from[0], self._anchor) if self._probe_from is not None else self._anchor
-        self._set_rate(rate, "probe_refused")
+        self._set_rate(min(before, self._anchor), "probe_refused")
         self._hold_s = min(2.0 * self._hold_s, PROBE_HOLD_MAX_S)
         self._probe_at = now + self._hold_s
         self._probe_step = PROBE_FIRST_STEP
