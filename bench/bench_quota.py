@@ -46,6 +46,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from bench._common import (
@@ -99,6 +100,16 @@ REGIONS = (
 )  # fmt: skip
 
 
+def fault_rule(scenario: Mapping[str, Any], tpm: int) -> dict[str, Any]:
+    """A scenario as the emulator's fault rule takes it: a change of the quota (``"x2"``) as the
+    list of changes it applies, at 20 s."""
+    rule = dict(scenario)
+    change = rule.pop("tpm_changes", None)
+    if change is not None:
+        rule["tpm_changes"] = [{"at_s": 20.0, "tpm": int(tpm * float(change[1:]))}]
+    return rule
+
+
 def _routes(tpm: int) -> list[tuple[str, str, str, str, dict[str, Any]]]:
     """(scenario, client, model, region, fault rule) for every pair, each on a route of its own."""
     out = []
@@ -106,10 +117,7 @@ def _routes(tpm: int) -> list[tuple[str, str, str, str, dict[str, Any]]]:
     for i, (scenario, client) in enumerate(pairs):
         model = SONNET if i < len(REGIONS) else SONNET_4
         region = REGIONS[i % len(REGIONS)]
-        rule = dict(SCENARIOS[scenario])
-        change = rule.pop("tpm_changes", None)
-        if change is not None:
-            rule["tpm_changes"] = [{"at_s": 20.0, "tpm": int(tpm * float(change[1:]))}]
+        rule = fault_rule(SCENARIOS[scenario], tpm)
         rule.update({"profile": f"global.{model}", "region": region, "tpm": tpm})
         out.append((scenario, client, model, region, rule))
     return out

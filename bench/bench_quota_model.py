@@ -34,7 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from bench._common import env_int
-from bench.bench_quota import SCENARIOS, TARGET_RATIO, TARGET_THROTTLED, limit_s
+from bench.bench_quota import SCENARIOS, TARGET_RATIO, TARGET_THROTTLED, fault_rule, limit_s
 
 TPM = 300_000
 ROUTE: dict[str, Any] = {"tpm": TPM, "rows": 600, "reserved": 656, "settled": 1150, "latency_s": 1.8}
@@ -58,8 +58,7 @@ CELLS = {**SCENARIOS, **MODEL_ONLY}
 
 
 def _sim_kwargs(rule: dict[str, Any]) -> dict[str, Any]:
-    """quota_sim's arguments for a cell's rule (bench_quota's emulator fault rule, as :func:`_rule`
-    gives it)."""
+    """quota_sim's arguments for a cell's rule (bench_quota's emulator fault rule)."""
     kwargs: dict[str, Any] = {
         "shape": rule["quota_shape"],
         "start": 1.0 if rule.get("quota_start", "full") == "full" else 0.0,
@@ -72,20 +71,12 @@ def _sim_kwargs(rule: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _rule(scenario: str) -> dict[str, Any]:
-    """The scenario's rule as bench_quota's limit reads it (a change at 20 s as a list)."""
-    rule = dict(CELLS[scenario])
-    if "tpm_changes" in rule:
-        rule["tpm_changes"] = [{"at_s": 20.0, "tpm": int(TPM * float(rule["tpm_changes"][1:]))}]
-    return rule
-
-
 def _one(job: tuple[str, bool, int, float]) -> tuple[str, bool, float, float]:
     """One run: (scenario, known, limit / time, share of requests the quota refused)."""
     from tests.unit.quota_sim import run
 
     scenario, known, seed, lag = job
-    rule = _rule(scenario)
+    rule = fault_rule(CELLS[scenario], TPM)
     tpm = int(rule.get("tpm", TPM))
     out = run(known=known, seed=seed, lag_s=lag, **{**ROUTE, **_sim_kwargs(rule)})
     latency = ROUTE["latency_s"] * math.exp(LATENCY_SIGMA**2 / 2)  # the lognormal's mean

@@ -615,7 +615,11 @@ class RouteQuota:
             # size, not its refill (what refills it is what the route sent a minute before, low
             # after a slow start), so no sample of the rate. The guard holds the route to it.
             self._window_cap = min(self._window_cap, charge.window_used)
-        if self._withheld and at >= self._release_from and not self._credit_holds(now):
+        if (
+            self._withheld
+            and at >= self._release_from
+            and not self._random_since(self._release_from, now, self._random_share(), RELEASE_P)
+        ):
             self._withheld = 0.0  # the waves are refused: the credit is not there
         if at < self._epoch or self._judge_cut(at, now):
             return
@@ -652,7 +656,12 @@ class RouteQuota:
             pass  # no more refused than capacity 429s refuse anyway: the route goes on
         elif paced:
             step = self._probe_from
-            if step is not None and at >= step[1] and not self._random_since(step[1], now):
+            seen = max(self._capacity(), self._capacity_seen)  # no prior: see PROBE_REFUSED_P
+            if (
+                step is not None
+                and at >= step[1]
+                and not self._random_since(step[1], now, seen, PROBE_REFUSED_P)
+            ):
                 self._probe_refused(step[0], now)
             # One throttle may be a capacity 429 (the quota still holding what the requests in
             # flight will settle to): stop here. A second within a round trip says the quota is
@@ -861,11 +870,6 @@ class RouteQuota:
         if few < CAPACITY_P or n >= CAPACITY_JUDGED:
             self._cut = None  # the quota: the cut stands
         return False
-
-    def _credit_holds(self, now: float) -> bool:
-        """Whether random 429s could refuse as many of the requests sent since the release of the
-        withheld level began (:data:`RELEASE_P`)."""
-        return _tail(*self._outcomes(self._release_from, now), self._random_share()) >= RELEASE_P
 
     def _random_share(self) -> float:
         """The share of requests 429s at random may refuse, as far as the route can tell: what an
@@ -1100,11 +1104,11 @@ class RouteQuota:
             self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
 
-    def _random_since(self, start: float, now: float) -> bool:
-        """Whether capacity 429s, at the share seen (no prior), could refuse as many of the requests
-        sent since ``start`` (a probe step's) with a probability of :data:`PROBE_REFUSED_P` or more."""
-        share = max(self._capacity(), self._capacity_seen)
-        return _tail(*self._outcomes(start, now), share) >= PROBE_REFUSED_P
+    def _random_since(self, start: float, now: float, share: float, p: float) -> bool:
+        """Whether 429s at random, refusing ``share`` of the requests, would refuse as many of those
+        sent since ``start`` (read so far) with a probability of ``p`` or more: a probe step's
+        (:data:`PROBE_REFUSED_P`), the withheld level's waves (:data:`RELEASE_P`)."""
+        return _tail(*self._outcomes(start, now), share) >= p
 
     def _probe_refused(self, before: float, now: float) -> None:
         """A request sent at a probe step's rate was refused, paced: the quota is below the step.
