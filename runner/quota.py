@@ -48,7 +48,13 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   it explains then neither stop the route nor cut its rate, for as long as the route keeps being
   refused that much (a refused burst's cut stands once the guard lifts: at a bucket's measure, a
   bucket refuses that share again). Paced at a given ``tpm``, a sample cuts only if such refusals
-  could hardly explain the requests refused since the earliest throttle of the last 15 s.
+  could hardly explain the requests refused since the earliest throttle of the last 15 s. With the
+  queue always full, no 429 comes with room left, so random ones look paced and each sample between
+  two of them reads the rate less their share: a sample's cut is tried before the next one (while
+  the requests since it refuse the share refused before it, no other cuts, :data:`HOLD_OFF_S`), and
+  what the route is refused while paced at a sample's rate (a *quiet* period: under the quota it
+  measured, only capacity 429s refuse) gives the capacity share (:data:`QUIET_KEPT_S`); the first
+  time it does, the cuts of the last two minutes are undone.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
@@ -158,6 +164,36 @@ refused that much (:meth:`RouteQuota._capacity`): a shared quota taken for capac
 soon as it refuses more than that share, and its refusals then stop. (A gate on the 429s seen with
 room left in the model, the rule before, never opened on a paced route: 30 % random 429s cut an
 unknown quota's rate sample after sample, 60 s for a job of 3 s.)"""
+QUIET_KEPT_S = 120.0
+QUIET_MIN_REQUESTS = 40
+QUIET_Z = 2.0
+"""A rate set from a sample is under the quota if the sample measured it: sent at it (from a round
+trip after, until the rate changes again), the requests are refused only by capacity 429s, whatever
+their share. Such *quiet* periods of the last :data:`QUIET_KEPT_S`, pooled, give the capacity share
+once they hold this many requests and refuse more than :data:`CAPACITY_PRIOR` could (p < 0.01):
+Wilson's lower bound of their share, at z = 2 (a low estimate: too high, it would explain a quota's
+refusals away). It is the estimate the cuts need: with the queue always full, no 429 comes with room
+left in the model, so random ones look paced, and each sample between two of them read the rate
+less their share and cut it (10 % random 429s ratcheted a full 300,000 TPM bucket down to 0.32 of
+the job's limit in quota_sim with `tpm` given, 0.47 unknown; now 0.53 and 0.71). The first time the
+periods give it, at a cut, the cuts of those minutes were those 429s: the rate before them comes back
+(twice the cut's at most), and the share explains such refusals from then on. (Counting the
+throttle that ends a period, as the stopping rule would have it, read 10 % as 10 % rather than 5-8 %,
+but after a sample that read a shared bucket's credit it also took the quota's refusals for
+capacity: a storm of 5.8 % of a job's requests.)"""
+HOLD_OFF_BASELINE = 20
+HOLD_OFF_REQUESTS = 40
+HOLD_OFF_S = 45.0
+HOLD_OFF_MORE_P = 0.01
+HOLD_OFF_FEWER_P = 0.05
+"""A sample's cut is tried before another: while the requests sent since it (from a round trip
+after, up to :data:`HOLD_OFF_REQUESTS` of them, for :data:`HOLD_OFF_S` at most) refuse the share
+the requests before it refused (counted from the earliest throttle of the last
+:data:`MAX_SAMPLE_S`, over :data:`HOLD_OFF_BASELINE` requests at least), neither more
+(p < :data:`HOLD_OFF_MORE_P`: the quota fell further) nor fewer (p < :data:`HOLD_OFF_FEWER_P`: the
+cut worked, and was not enough), later samples do not cut again. A quota cut once below the sample
+refuses none; capacity 429s refuse the same share at any rate, and cutting on each of them, a
+sample every 5-10 s, took the rate to a third of the quota before a quiet period could say so."""
 DISCOVERY_S = 1.0
 """An unknown quota's rate doubles this often while requests wait for it, until a sample, or once
 per round trip (admission to answer) when that is longer: a bucket admits on the reservation and
@@ -317,6 +353,18 @@ def _tail(n: int, k: int, p: float) -> float:
     return min(total, 1.0)
 
 
+def _share_floor(n: int, k: int) -> float:
+    """A low estimate of the share capacity 429s refuse, from ``k`` of ``n`` requests refused while
+    under the quota: Wilson's lower bound (:data:`QUIET_Z`), or 0 for too few requests or a share
+    :data:`CAPACITY_PRIOR` could explain."""
+    if n < QUIET_MIN_REQUESTS or _tail(n, k, CAPACITY_PRIOR) >= 0.01:
+        return 0.0
+    z2 = QUIET_Z * QUIET_Z
+    p = k / n
+    spread = QUIET_Z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
+    return max(0.0, (p + z2 / (2.0 * n) - spread) / (1.0 + z2 / n))
+
+
 class QuotaFigures(NamedTuple):
     """A snapshot of one route's quota model, for progress and logs."""
 
@@ -422,6 +470,19 @@ class RouteQuota:
     """(rate before, share of requests the quota took before, when) of the last cut (a drain, a
     refused burst, an overshoot, a sample), until the requests sent since say whether the refusals
     were capacity 429s (:meth:`_judge_cut`)."""
+    _rate_set_at: float = 0.0
+    """When the rate was last set (the requests before it were sent at another one)."""
+    _quiet_from: float = math.inf
+    """Start of the current quiet period (:data:`QUIET_KEPT_S`): a round trip after the rate was set
+    from a sample, or went back to it after a probe step (``inf``: the rate is no sample's)."""
+    _anchor_quiet: bool = False
+    """Whether the last rate set from evidence was a sample's (a probe refused goes back to it)."""
+    _quiet: deque[tuple[float, int, int]] = field(default_factory=deque)
+    """(end, requests, refused) of the quiet periods of the last :data:`QUIET_KEPT_S`."""
+    _cut_from: deque[tuple[float, float]] = field(default_factory=deque)
+    """(when, rate before) of the samples' cuts of the last :data:`QUIET_KEPT_S`."""
+    _held: tuple[float, int, int] | None = None
+    """(when, requests, refused before it) of the last sample's cut, while it holds others off."""
     _last_sample_rate: float | None = None
     """The last rate measured between two throttles (quota tokens per second), for logs and tests."""
     _paced_at: float = -math.inf
@@ -750,10 +811,18 @@ class RouteQuota:
                 self._allowed.add(refill, now)
             self._stamp = now
 
-    def _set_rate(self, rate: float, why: str, **fields: Any) -> None:
-        """Pace at ``rate`` (``inf``: unpaced again, the throttles were capacity 429s) and tell why."""
+    def _set_rate(self, rate: float, why: str, *, quiet: bool = False, **fields: Any) -> None:
+        """Pace at ``rate`` (``inf``: unpaced again, the throttles were capacity 429s) and tell why.
+        ``quiet``: the rate is a sample's, under the quota it measured (:data:`QUIET_KEPT_S`)."""
+        self._close_quiet(trigger=why not in ("probe", "discovery"))
         before = self.rate
         rate = max(self._floor, min(rate, self.ceiling))
+        if why == "probe_refused":
+            quiet = self._anchor_quiet
+        elif why != "probe":
+            self._anchor_quiet = quiet
+        self._rate_set_at = self._stamp
+        self._quiet_from = self._stamp + self._evidence_s if quiet else math.inf
         if why != "probe":
             self._anchor = rate
             self._probe_from = None  # the rate is evidence's again, no probe's
@@ -767,6 +836,47 @@ class RouteQuota:
         tpm = round(rate * WINDOW_S) if math.isfinite(rate) else None
         was = round(before * WINDOW_S) if math.isfinite(before) else None
         self.notify("quota.rate", {"why": why, "rate_tpm": tpm, "was_tpm": was, **fields})
+
+    def _close_quiet(self, *, trigger: bool) -> None:
+        """The rate changes: keep what the quiet period that ends was refused (less the throttle that
+        ends it, if one does), and raise the capacity share to what the last ones say."""
+        now = self._stamp
+        if now > self._quiet_from:
+            n, k = self._outcomes(self._quiet_from, now)
+            if trigger and k:
+                n, k = n - 1, k - 1
+            if n:
+                self._quiet.append((now, n, k))
+        self._quiet_from = math.inf
+        while self._quiet and self._quiet[0][0] < now - QUIET_KEPT_S:
+            self._quiet.popleft()
+        share = _share_floor(sum(n for _, n, _ in self._quiet), sum(k for _, _, k in self._quiet))
+        self.capacity_share = max(self.capacity_share, share)
+
+    def _held_off(self, at: float) -> bool:
+        """Whether the last sample's cut holds a new one off (:data:`HOLD_OFF_REQUESTS`)."""
+        if self._held is None:
+            return False
+        cut_at, n0, k0 = self._held
+        start = cut_at + self._evidence_s
+        n, k = self._outcomes(start, at) if at > start else (0, 0)
+        n, k = max(n - 1, 0), max(k - 1, 0)  # the throttle being read chose this moment
+        if n >= HOLD_OFF_REQUESTS or at - cut_at > HOLD_OFF_S:
+            self._held = None
+            return False
+        share = k0 / n0
+        fewer = 1.0 - _tail(n, k + 1, share) if k < n else 1.0
+        return _tail(n, k, share) >= HOLD_OFF_MORE_P and fewer >= HOLD_OFF_FEWER_P
+
+    def _refused_before(self, at: float) -> tuple[int, int]:
+        """(requests, refused) before a sample's cut at ``at``: from the earliest throttle of the last
+        :data:`MAX_SAMPLE_S` (before it, the quota may have had credit), a round trip after the rate
+        or the model last changed; the throttles that chose the span left out."""
+        first = self._throttles[0][0]
+        since = max(self._rate_set_at + self._evidence_s, self._epoch + self._evidence_s, first)
+        ends = 2 if since == first else 1
+        n, k = self._outcomes(since, at)
+        return max(n - ends, 0), max(k - ends, 0)
 
     def _back_off(self, charge: Charge) -> None:
         """A run of paced 429s that random ones could hardly make: push the next admission further
@@ -1020,13 +1130,37 @@ class RouteQuota:
             # capacity 429s, three of its eleven requests refused, read 0.75 of tpm and cut to it.
             return
         if sample < OVER_SENDING * sent:
+            if self._held_off(at):
+                return  # the last cut is still being tried
             before = self.rate
+            rate = max(sample * PACE_MARGIN, self.rate * MAX_CUT)
+            n, k = self._refused_before(at)
+            self._cut_from.append((now, before))
+            while self._cut_from[0][0] < now - QUIET_KEPT_S:
+                self._cut_from.popleft()
+            known = self.capacity_share
+            self._close_quiet(trigger=True)
+            if not known and self.capacity_share:
+                # The first capacity share the quiet periods give: the cuts of the last minutes
+                # were capacity 429s read as the quota (see QUIET_KEPT_S).
+                top = min(max(r for _, r in self._cut_from), 2.0 * rate)
+                self._cut_from.clear()
+                self._held = self._cut = None
+                self._set_rate(top, "capacity", capacity_share=round(self.capacity_share, 3))
+                self._hold(now)
+                return
             self._set_rate(
-                max(sample * PACE_MARGIN, self.rate * MAX_CUT),
+                rate,
                 "measured",
+                quiet=rate > self.rate * MAX_CUT,
                 sample_tpm=round(sample * WINDOW_S),
             )
-            self._note_cut(before, accepted, now)
+            if n >= HOLD_OFF_BASELINE:
+                self._held = (now, n, k)
+                self._cut = None  # tried by the requests that follow, not by the capacity judge
+            else:
+                self._held = None
+                self._note_cut(before, accepted, now)
             last = self._last_cut_sample
             steady = last is not None and abs(sample - last) <= STEADY_SAMPLES * last
             self._hold_s = min(2.0 * self._hold_s, PROBE_HOLD_MAX_S) if steady else PROBE_HOLD_S

@@ -26,6 +26,7 @@ from runner.quota import (
     STREAK_MAX_BACKOFF,
     Charge,
     RouteQuota,
+    _share_floor,
     _tail,
 )
 from tests.unit.quota_sim import run
@@ -188,6 +189,18 @@ class TestUnknownQuota:
         need = BENCH_SHAPE["rows"] * settled - tpm - 20.0 * tpm / 60  # after the capacity and 20 s
         limit_s = 20.0 + need / (2 * tpm / 60) + BENCH_SHAPE["latency_s"]
         assert limit_s / out.seconds >= 0.9
+
+    @pytest.mark.parametrize("seed", [1, 6])
+    def test_capacity_throttles_at_a_tenth_do_not_ratchet_the_rate(self, seed: int) -> None:
+        """bench_quota's full bucket, a tenth of the requests refused at random: each sample between
+        two of them read the rate less their share and cut it, a sample every 5-10 s, and the job
+        ran at a tenth of its limit (897 and 767 s of 80). The periods after the cuts refuse that
+        share too: they give the capacity share, and the cuts are undone (183 and 88 s)."""
+        out = run(shape="bucket", start=1.0, known=False, capacity_429=0.1, seed=seed, **BENCH_SHAPE)
+        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
+        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
+        assert out.quota.capacity_share >= 0.03
+        assert limit_s / out.seconds >= 0.4
 
     def test_the_rate_is_learnt_from_a_drained_quota(self) -> None:
         """Unknown and drained: the job runs near its limit, with few throttles."""
@@ -561,6 +574,71 @@ class TestWindowGuard:
         assert out.quota.guard
         assert out.seconds <= 280.0  # 247-249 s; the first minute's quota, then its refill
         assert out.throttled / out.requests <= 0.02 + 0.02
+
+
+class TestCapacityFromQuietPeriods:
+    @staticmethod
+    def cut_by_a_sample(q: RouteQuota, t: float, refused: int) -> None:
+        """Paced at 6,000 tokens a second: a throttle at ``t`` + 0.5 s, 41 requests of 500 tokens
+        (``refused`` of them refused, spread out), and a paced throttle at ``t`` + 4 s: a sample
+        under the rate."""
+        refuse = set(range(5, 41, 36 // refused)[:refused]) if refused else set()
+        q.throttled(q.admit(500.0, t + 0.5), t + 0.51)
+        for i in range(41):
+            at = t + 0.6 + i * 0.08
+            charge = q.admit(500.0, at)
+            if i in refuse:
+                q.throttled(charge, at + 0.01)
+            else:
+                q.settle(charge, 500.0, at + 0.01)
+        q.delay(500.0, t + 4.0)
+        q.level = 0.0
+        q.throttled(q.admit(500.0, t + 4.0), t + 4.01)
+
+    def test_a_share_the_prior_explains_is_no_capacity(self) -> None:
+        """Wilson's lower bound of the share, once too many for 2 % capacity 429s and 40 requests."""
+        assert _share_floor(40, 1) == 0.0  # the prior explains it
+        assert _share_floor(30, 6) == 0.0  # too few requests
+        assert 0.05 < _share_floor(200, 20) < 0.1
+
+    def test_a_cut_holds_off_samples_refused_as_much_as_before_it(self) -> None:
+        """Cut just before, 4 of 40 requests refused before it: 3 of the 31 sent since (from a round
+        trip after it) is the same share, which a quota cut below its measure would not refuse."""
+        t = 30.0
+        q = steady(360_000, now=t)
+        q._held = (t + 0.5, 40, 4)
+        self.cut_by_a_sample(q, t, refused=4)
+        assert q.rate * 60 == pytest.approx(360_000)
+
+    def test_a_cut_holds_off_no_sample_refused_more_than_before_it(self) -> None:
+        """None of 40 refused before the cut, three since: the quota fell further, cut again."""
+        t = 30.0
+        q = steady(360_000, now=t)
+        q._held = (t + 0.5, 40, 0)
+        self.cut_by_a_sample(q, t, refused=4)
+        assert q.rate * 60 < 330_000
+
+    def test_quiet_periods_refused_at_random_undo_the_cuts(self) -> None:
+        """A tenth of the 100 requests sent under the sampled rates refused, as the sample's are:
+        capacity 429s. The rate before the cuts comes back (480,000 TPM), and the share stays."""
+        t = 30.0
+        q = steady(360_000, now=t)
+        q._quiet.append((t - 5.0, 100, 10))
+        q._cut_from.append((t - 30.0, 8_000.0))
+        self.cut_by_a_sample(q, t, refused=4)
+        assert q.capacity_share == pytest.approx(_share_floor(100, 10))
+        assert q.rate * 60 == pytest.approx(480_000)
+
+    def test_quiet_periods_the_prior_explains_leave_the_cut(self) -> None:
+        """Two in 100 refused under the sampled rates: the quota, not capacity; the sample cuts."""
+        t = 30.0
+        q = steady(360_000, now=t)
+        q._quiet.append((t - 5.0, 100, 2))
+        q._cut_from.append((t - 30.0, 8_000.0))
+        self.cut_by_a_sample(q, t, refused=4)
+        assert q.capacity_share == 0.0
+        assert q._last_sample_rate is not None
+        assert q.rate == pytest.approx(q._last_sample_rate * 0.97)
 
 
 class TestCapacityJudge:
