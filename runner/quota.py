@@ -340,17 +340,46 @@ class _Ledger:
 
 
 def _tail(n: int, k: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): how likely random refusals at share ``p`` refuse ``k`` of ``n``."""
-    if p >= 1.0:
+    """P(X >= k) for X ~ Binomial(n, p): how likely random refusals at share ``p`` refuse ``k`` of ``n``.
+
+    Summed from ``k`` up when ``k`` is above the mean, else one less the sum from ``k - 1`` down: the
+    terms shrink away from the mean either way, so the sum stops early. The first term is computed in
+    logs (``comb(6000, 600)`` is past a float's range: a route sending 50 requests a second has 6,000
+    in two minutes)."""
+    if k <= 0 or p >= 1.0:
         return 1.0
-    term = math.comb(n, k) * p**k * (1.0 - p) ** (n - k)
+    if k > n or p <= 0.0:
+        return 0.0
+    if k > n * p:
+        return min(_pmf_run(n, k, p, up=True), 1.0)
+    return max(0.0, 1.0 - _pmf_run(n, k - 1, p, up=False))
+
+
+def _pmf_run(n: int, j: int, p: float, *, up: bool) -> float:
+    """P(X >= j) (``up``) or P(X <= j) for X ~ Binomial(n, p), ``j`` on the side of the mean summed
+    away from it."""
+    log_term = (
+        math.lgamma(n + 1)
+        - math.lgamma(j + 1)
+        - math.lgamma(n - j + 1)
+        + j * math.log(p)
+        + (n - j) * math.log1p(-p)
+    )
+    term = math.exp(log_term)
+    odds = p / (1.0 - p)
     total = 0.0
-    for i in range(k, n + 1):
+    i = j
+    while term > 0.0:
         total += term
-        if term < total * 1e-9:
+        if term < total * 1e-12 or not 0 < i < n or (i == n and up):
             break
-        term *= (n - i) / (i + 1) * p / (1.0 - p)
-    return min(total, 1.0)
+        if up:
+            term *= (n - i) / (i + 1) * odds
+            i += 1
+        else:
+            term *= i / (n - i + 1) / odds
+            i -= 1
+    return total
 
 
 def _share_floor(n: int, k: int) -> float:

@@ -716,6 +716,15 @@ class TestModel:
         assert _tail(10, 10, 0.3) < DRAIN_P < _tail(10, 6, 0.3)
         assert _tail(5, 0, 0.5) == pytest.approx(1.0)
 
+    def test_the_tail_holds_for_thousands_of_requests(self) -> None:
+        """Two minutes of a route sending 50 requests a second: comb(6000, 600) is past a float's
+        range (it raised OverflowError), and a count far below the mean is all but certain (its
+        first term underflowed, and the tail read 0)."""
+        assert _tail(6000, 600, 0.1) == pytest.approx(0.506, abs=0.001)
+        assert _tail(6000, 600, 0.02) < 1e-100
+        assert _tail(371, 14, 0.9) == pytest.approx(1.0)
+        assert _tail(10, 3, 0.1) == pytest.approx(0.0701908264)
+
     def test_a_late_429_is_dated_by_its_admission(self) -> None:
         """A throttle read a second late takes its reservation back from the span it was sent in, so
         the span it is read in does not look as if the quota took less."""
