@@ -371,7 +371,7 @@ def _pmf_run(n: int, j: int, p: float, *, up: bool) -> float:
     i = j
     while term > 0.0:
         total += term
-        if term < total * 1e-12 or not 0 < i < n or (i == n and up):
+        if term < total * 1e-12 or not 0 < i < n:
             break
         if up:
             term *= (n - i) / (i + 1) * odds
@@ -1163,7 +1163,7 @@ class RouteQuota:
                 return  # the last cut is still being tried
             before = self.rate
             rate = max(sample * PACE_MARGIN, self.rate * MAX_CUT)
-            n, k = self._refused_before(at)
+            baseline = self._refused_before(at)
             self._cut_from.append((now, before))
             while self._cut_from[0][0] < now - QUIET_KEPT_S:
                 self._cut_from.popleft()
@@ -1184,8 +1184,8 @@ class RouteQuota:
                 quiet=rate > self.rate * MAX_CUT,
                 sample_tpm=round(sample * WINDOW_S),
             )
-            if n >= HOLD_OFF_BASELINE:
-                self._held = (now, n, k)
+            if baseline[0] >= HOLD_OFF_BASELINE:
+                self._held = (now, *baseline)
                 self._cut = None  # tried by the requests that follow, not by the capacity judge
             else:
                 self._held = None
