@@ -52,6 +52,8 @@ class RouteFigures(NamedTuple):
     tokens_last_minute: float
     quota_share: float | None
     throttles_last_minute: int
+    capacity_share: float = 0.0
+    """Share of requests the route's model takes for capacity 429s (refused whatever the quota)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,5 +277,6 @@ class Admission:
                 tokens_last_minute=q.settled_last_minute if q is not None else 0.0,
                 quota_share=q.quota_share if q is not None else None,
                 throttles_last_minute=len(state.throttles),
+                capacity_share=q.capacity_share if q is not None else 0.0,
             )
         return out

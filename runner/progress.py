@@ -58,6 +58,7 @@ def figures(counters: Counters, admission: Admission, total: int) -> dict[str, A
             "tpm": round(f.tokens_last_minute),
             "quota_share": round(f.quota_share, 3) if f.quota_share is not None else None,
             "throttles_per_min": f.throttles_last_minute,
+            "capacity_share": round(f.capacity_share, 3),
         }
         for name, f in admission.figures().items()
     }

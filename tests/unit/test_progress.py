@@ -120,6 +120,17 @@ class TestFigures:
         assert f["eta_s"] == pytest.approx(10.0, abs=0.5)
         assert f["routes"]["global@us-east-1"]["in_flight"] == 0
 
+    def test_the_capacity_share_is_reported_per_route(self) -> None:
+        """Each route's share of requests its quota model takes for capacity 429s (what a user
+        watching throttles needs to tell Bedrock's capacity from the quota): 0 until it learns one."""
+        admission = Admission(ROUTES, max_in_flight=4)
+        f = figures(Counters(), admission, 100)
+        assert {r["capacity_share"] for r in f["routes"].values()} == {0.0}
+        quota = admission._routes[ROUTES[0]].quota
+        assert quota is not None
+        quota.capacity_share, quota._refusals = 0.0712, 0.09  # learnt, and still refused that much
+        assert figures(Counters(), admission, 100)["routes"][ROUTES[0].name]["capacity_share"] == 0.071
+
     def test_no_eta_before_the_first_row(self) -> None:
         """Nothing done yet: no ETA rather than a division by zero."""
         assert figures(Counters(), Admission(ROUTES, max_in_flight=4), 100)["eta_s"] is None
