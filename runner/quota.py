@@ -355,6 +355,12 @@ def _tail(n: int, k: int, p: float) -> float:
     return max(0.0, 1.0 - _pmf_run(n, k - 1, p, up=False))
 
 
+def _head(n: int, k: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p): how likely random refusals at share ``p`` refuse no more than
+    ``k`` of ``n`` (a cut that worked refuses fewer than the share before it)."""
+    return 1.0 - _tail(n, k + 1, p)
+
+
 def _pmf_run(n: int, j: int, p: float, *, up: bool) -> float:
     """P(X >= j) (``up``) or P(X <= j) for X ~ Binomial(n, p), ``j`` on the side of the mean summed
     away from it."""
@@ -894,8 +900,7 @@ class RouteQuota:
             self._held = None
             return False
         share = k0 / n0
-        fewer = 1.0 - _tail(n, k + 1, share) if k < n else 1.0
-        return _tail(n, k, share) >= HOLD_OFF_MORE_P and fewer >= HOLD_OFF_FEWER_P
+        return _tail(n, k, share) >= HOLD_OFF_MORE_P and _head(n, k, share) >= HOLD_OFF_FEWER_P
 
     def _refused_before(self, at: float) -> tuple[int, int]:
         """(requests, refused) before a sample's cut at ``at``: from the earliest throttle of the last
@@ -1005,8 +1010,7 @@ class RouteQuota:
             self.discovering = math.isfinite(before)
             self._grown_at = now
             return True
-        few = 1.0 - _tail(n, refused + 1, 1.0 - accepted_before) if refused < n else 1.0
-        if few < CAPACITY_P or n >= CAPACITY_JUDGED:
+        if _head(n, refused, 1.0 - accepted_before) < CAPACITY_P or n >= CAPACITY_JUDGED:
             self._cut = None  # the quota: the cut stands
         return False
 

@@ -217,6 +217,24 @@ def steady(tpm: float, now: float = 0.0) -> RouteQuota:
     return q
 
 
+def sampled(q: RouteQuota, t: float, refused: int = 0) -> None:
+    """Paced at 6,000 tokens a second: a throttle at ``t`` + 0.5 s, 41 requests of 500 tokens
+    (``refused`` of them refused, spread out), and a paced throttle at ``t`` + 4 s: a sample under
+    the rate."""
+    refuse = set(range(5, 41, 36 // refused)[:refused]) if refused else set()
+    q.throttled(q.admit(500.0, t + 0.5), t + 0.51)
+    for i in range(41):
+        at = t + 0.6 + i * 0.08
+        charge = q.admit(500.0, at)
+        if i in refuse:
+            q.throttled(charge, at + 0.01)
+        else:
+            q.settle(charge, 500.0, at + 0.01)
+    q.delay(500.0, t + 4.0)
+    q.level = 0.0  # paced: the model had no room left
+    q.throttled(q.admit(500.0, t + 4.0), t + 4.01)
+
+
 class TestDecisions:
     def test_a_refused_burst_sets_the_rate_from_a_minute_of_capacity(self) -> None:
         """A full quota spent in 4 s then refused in a row: the rate is a minute of what the quota
@@ -396,13 +414,7 @@ class TestDecisions:
         each 429 of it, one in 40 requests, would come back for the rest of the job: cut."""
         t = 30.0
         q = steady(360_000, now=t)
-        q.throttled(q.admit(500.0, t + 0.5), t + 0.51)
-        for i in range(41):  # 20,500 tokens in 3.5 s: 5,857 a second of the rate's 6,000
-            at = t + 0.6 + i * 0.08
-            q.settle(q.admit(500.0, at), 500.0, at + 0.01)
-        q.delay(500.0, t + 4.0)
-        q.level = 0.0
-        q.throttled(q.admit(500.0, t + 4.0), t + 4.01)
+        sampled(q, t)  # 20,500 tokens in 3.5 s: 5,857 a second of the rate's 6,000
         assert q._last_sample_rate == pytest.approx(20_500 / 3.5)
         assert q.rate == pytest.approx(20_500 / 3.5 * 0.97)
 
@@ -578,22 +590,14 @@ class TestWindowGuard:
 
 class TestCapacityFromQuietPeriods:
     @staticmethod
-    def cut_by_a_sample(q: RouteQuota, t: float, refused: int) -> None:
-        """Paced at 6,000 tokens a second: a throttle at ``t`` + 0.5 s, 41 requests of 500 tokens
-        (``refused`` of them refused, spread out), and a paced throttle at ``t`` + 4 s: a sample
-        under the rate."""
-        refuse = set(range(5, 41, 36 // refused)[:refused]) if refused else set()
-        q.throttled(q.admit(500.0, t + 0.5), t + 0.51)
-        for i in range(41):
-            at = t + 0.6 + i * 0.08
-            charge = q.admit(500.0, at)
-            if i in refuse:
-                q.throttled(charge, at + 0.01)
-            else:
-                q.settle(charge, 500.0, at + 0.01)
-        q.delay(500.0, t + 4.0)
-        q.level = 0.0
-        q.throttled(q.admit(500.0, t + 4.0), t + 4.01)
+    def after_quiet_periods(refused: int, t: float = 30.0) -> RouteQuota:
+        """Cut from 480,000 TPM 30 s ago, ``refused`` of the 100 requests sent at the sampled rates
+        since refused; now a sample with 4 of its 41 requests refused."""
+        q = steady(360_000, now=t)
+        q._quiet.append((t - 5.0, 100, refused))
+        q._cut_from.append((t - 30.0, 8_000.0))
+        sampled(q, t, refused=4)
+        return q
 
     def test_a_share_the_prior_explains_is_no_capacity(self) -> None:
         """Wilson's lower bound of the share, once too many for 2 % capacity 429s and 40 requests."""
@@ -607,7 +611,7 @@ class TestCapacityFromQuietPeriods:
         t = 30.0
         q = steady(360_000, now=t)
         q._held = (t + 0.5, 40, 4)
-        self.cut_by_a_sample(q, t, refused=4)
+        sampled(q, t, refused=4)
         assert q.rate * 60 == pytest.approx(360_000)
 
     def test_a_cut_holds_off_no_sample_refused_more_than_before_it(self) -> None:
@@ -615,27 +619,19 @@ class TestCapacityFromQuietPeriods:
         t = 30.0
         q = steady(360_000, now=t)
         q._held = (t + 0.5, 40, 0)
-        self.cut_by_a_sample(q, t, refused=4)
+        sampled(q, t, refused=4)
         assert q.rate * 60 < 330_000
 
     def test_quiet_periods_refused_at_random_undo_the_cuts(self) -> None:
         """A tenth of the 100 requests sent under the sampled rates refused, as the sample's are:
         capacity 429s. The rate before the cuts comes back (480,000 TPM), and the share stays."""
-        t = 30.0
-        q = steady(360_000, now=t)
-        q._quiet.append((t - 5.0, 100, 10))
-        q._cut_from.append((t - 30.0, 8_000.0))
-        self.cut_by_a_sample(q, t, refused=4)
+        q = self.after_quiet_periods(refused=10)
         assert q.capacity_share == pytest.approx(_share_floor(100, 10))
         assert q.rate * 60 == pytest.approx(480_000)
 
     def test_quiet_periods_the_prior_explains_leave_the_cut(self) -> None:
         """Two in 100 refused under the sampled rates: the quota, not capacity; the sample cuts."""
-        t = 30.0
-        q = steady(360_000, now=t)
-        q._quiet.append((t - 5.0, 100, 2))
-        q._cut_from.append((t - 30.0, 8_000.0))
-        self.cut_by_a_sample(q, t, refused=4)
+        q = self.after_quiet_periods(refused=2)
         assert q.capacity_share == 0.0
         assert q._last_sample_rate is not None
         assert q.rate == pytest.approx(q._last_sample_rate * 0.97)
