@@ -65,6 +65,8 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   with ``tpm`` given, the level built behind it goes out in waves once the answer confirms it.
   A 429 while the route's own charges fill the guard is the window's size, not a sample of the
   rate: the guard holds the route to what they were then (down to 97 % of the rate's minute).
+  Samples that cut the rate (and the guard's quota) below what a refused burst measured prove no
+  bucket by a probe past it: up to that measure, the rate is probed back instead.
 
 Each decision is told to ``notify`` (``quota.rate`` with why, ``quota.startup_ended``,
 ``quota.emptied``, ``quota.guard_lifted``, ``quota.guard_restored``): the job logs them as events.
@@ -552,6 +554,10 @@ class RouteQuota:
     _window_cap: float = math.inf
     """The route's own charges of the last 60 s when the quota refused with the guard holding the
     route near them: the most a rolling window was seen to hold (see :data:`GUARD_CAP_FLOOR`)."""
+    _window_measure: float = 0.0
+    """A minute of the rate a refused burst set (0: none did): a window's whole size, exactly. While
+    the guard holds, a probe past a smaller guard proves no bucket, and the rate may be probed back
+    up to it (see :meth:`_past_guard`)."""
 
     @classmethod
     def create(cls, *, tpm: float, headroom: float, now: float, notify: Notify = _ignore) -> RouteQuota:
@@ -745,6 +751,7 @@ class RouteQuota:
                 taken = self._taken.since(at - span, at) - self._owed(now)
                 rate = taken / WINDOW_S * self.headroom
                 self._set_rate(rate, "refused", refused=round(refused, 3))
+                self._window_measure = self._rate_minute
                 self._note_cut(math.inf, 1.0 - refused, now)
                 self._throttles.append((at, self._owed(at)))
                 self._hold(now)
@@ -1243,8 +1250,10 @@ class RouteQuota:
                 self._grown_at = now
         elif now >= self._probe_at:
             self._probe_at = now + PROBE_EVERY_S
+            measured = GUARD_CAP_FLOOR * self._window_measure  # a window's size, as a refused burst read it
             if self.guard and (
-                self.window.used(now) >= PROBE_BINDING * self.guard_quota or now - self._foreign_at < WINDOW_S
+                (self.window.used(now) >= PROBE_BINDING * self.guard_quota and self.guard_quota >= measured)
+                or now - self._foreign_at < WINDOW_S
             ):
                 # The window guard holds the route: probing the rate would raise the guard's own
                 # quota and send into a window that may be full (a probe from 290,000 to 400,000
@@ -1252,6 +1261,8 @@ class RouteQuota:
                 # Nor for a minute after the quota was found drained: a window then holds charges
                 # the guard does not see (probes in a drained window's first minute raised the
                 # guard to 350,000 of 300,000 TPM; as the minute ended, a storm and a halving).
+                # Below what a refused burst measured, though, samples cut the rate (a window's
+                # own charges expiring, or capacity 429s): it may climb back, up to that measure.
                 return
             span = PROBE_BINDING_ROUND_TRIPS * self._evidence_s
             delivered = self._taken.since(now - span, now) / span
@@ -1263,6 +1274,8 @@ class RouteQuota:
                 self._probe_step = PROBE_FIRST_STEP
                 return
             rate = min(self.rate * (1.0 + self._probe_step), PROBE_MAX_RISE * self._anchor)
+            if self.guard and self._window_measure:
+                rate = min(rate, self._window_measure / WINDOW_S * self.headroom)
             if rate <= self.rate:
                 return
             # The next step once this one has had time to show: PROBE_EVIDENCE requests' worth of
@@ -1310,8 +1323,14 @@ class RouteQuota:
         if room >= tokens:
             over = self.window.used(now) + tokens + max(self._extra, 0.0) - self.guard_quota
             return over <= GUARD_OVERFILL * self.guard_quota
-        if room + self._rate_minute - self.guard_quota >= tokens:
-            return False  # room in the rate's minute, not in the window that refused: no test
+        untested = max(self._rate_minute, self._window_measure) - self.guard_quota
+        if room + untested >= tokens:
+            # Room in the rate's minute, not in the window that refused; or in the window a refused
+            # burst measured, above a rate that samples cut since: no test. (Capacity 429s cut a
+            # full window's rate by a sixth; a probe past the guard's smaller quota was admitted,
+            # the guard lifted on a window, and the probes that followed climbed to twice it: 2 %
+            # capacity 429s, `tpm` unknown, a job of 6,000 rows at 0.73 of its limit.)
+            return False
         # A window that refused a request of ``tokens`` at a measure of its size holds less than
         # the measure plus ``tokens``: with up to a request's room left by the measure, it may still
         # admit one. Only past the measure does an admitted probe tell a bucket. (A full window,

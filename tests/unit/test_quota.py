@@ -217,6 +217,23 @@ class TestUnknownQuota:
         assert limit_s / out.seconds >= 0.9
         assert (out.throttled - out.capacity) / out.requests <= 0.02
 
+    @pytest.mark.parametrize("seed", [1, 3])
+    def test_capacity_throttles_do_not_lift_a_windows_guard(self, seed: int) -> None:
+        """The same on a full window: samples between random 429s cut the rate, the guard's quota
+        with it, and a probe past the smaller guard was admitted by the window a refused burst had
+        measured: the guard lifted on a window and probes climbed to twice it (567 and 721 s of a
+        546 s limit, 6.1 % and 1.9 % of the requests refused by the quota). Below that measure a
+        probe proves nothing, and the rate may climb back to it (573 and 546 s)."""
+        rows = 4 * BENCH_SHAPE["rows"]
+        shape = {**BENCH_SHAPE, "rows": rows}
+        out = run(shape="window", start=1.0, known=False, capacity_429=0.02, seed=seed, **shape)
+        tpm, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["settled"]
+        minutes = math.ceil(rows * settled / tpm) - 1  # full windows, then the rest at once
+        limit_s = 60.0 * minutes + BENCH_SHAPE["latency_s"]
+        assert out.quota.guard
+        assert limit_s / out.seconds >= 0.9
+        assert (out.throttled - out.capacity) / out.requests <= 0.02
+
     def test_the_rate_is_learnt_from_a_drained_quota(self) -> None:
         """Unknown and drained: the job runs near its limit, with few throttles."""
         out = run(shape="bucket", start=0.0, known=False)
