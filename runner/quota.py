@@ -54,7 +54,7 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   the requests since it refuse the share refused before it, no other cuts, :data:`HOLD_OFF_S`), and
   what the route is refused while paced at a sample's rate (a *quiet* period: under the quota it
   measured, only capacity 429s refuse) gives the capacity share (:data:`QUIET_KEPT_S`); the first
-  time it does, the cuts of the last two minutes are undone.
+  time it does, the cuts of the last ten minutes are undone.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
@@ -166,7 +166,7 @@ refused that much (:meth:`RouteQuota._capacity`): a shared quota taken for capac
 soon as it refuses more than that share, and its refusals then stop. (A gate on the 429s seen with
 room left in the model, the rule before, never opened on a paced route: 30 % random 429s cut an
 unknown quota's rate sample after sample, 60 s for a job of 3 s.)"""
-QUIET_KEPT_S = 120.0
+QUIET_KEPT_S = 600.0
 QUIET_MIN_REQUESTS = 40
 QUIET_Z = 2.0
 """A rate set from a sample is under the quota if the sample measured it: sent at it (from a round
@@ -182,7 +182,10 @@ periods give it, at a cut, the cuts of those minutes were those 429s: the rate b
 (twice the cut's at most), and the share explains such refusals from then on. (Counting the
 throttle that ends a period, as the stopping rule would have it, read 10 % as 10 % rather than 5-8 %,
 but after a sample that read a shared bucket's credit it also took the quota's refusals for
-capacity: a storm of 5.8 % of a job's requests.)"""
+capacity: a storm of 5.8 % of a job's requests.) Ten minutes of them: the share is a property of the
+service's load, and a slow route needs that long to gather enough (two minutes at 5 % capacity
+429s, `tpm` given, 6,000 rows: the rate ratcheted to 0.55 of the limit on average, 0.70 now; the
+periods are counted over their last minute at most, what the route's ledgers hold)."""
 HOLD_OFF_BASELINE = 20
 HOLD_OFF_REQUESTS = 40
 HOLD_OFF_S = 45.0

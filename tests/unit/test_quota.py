@@ -675,6 +675,17 @@ class TestCapacityFromQuietPeriods:
         assert q.capacity_share == pytest.approx(_share_floor(100, 10))
         assert q.rate * 60 == pytest.approx(480_000)
 
+    def test_quiet_periods_of_the_last_ten_minutes_are_pooled(self) -> None:
+        """A slow route gathers quiet requests slowly: 80 of them four minutes ago and 20 just now,
+        a tenth refused, give the share together (the 20 alone are too few)."""
+        t = 300.0
+        q = steady(360_000, now=t)
+        q._quiet.extend([(t - 240.0, 80, 8), (t - 5.0, 20, 2)])
+        q._cut_from.append((t - 250.0, 8_000.0))
+        sampled(q, t, refused=4)
+        assert q.capacity_share == pytest.approx(_share_floor(100, 10))
+        assert q.rate * 60 == pytest.approx(480_000)
+
     def test_quiet_periods_the_prior_explains_leave_the_cut(self) -> None:
         """Two in 100 refused under the sampled rates: the quota, not capacity; the sample cuts."""
         q = self.after_quiet_periods(refused=2)
