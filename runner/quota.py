@@ -99,6 +99,10 @@ say the quota is not full: startup ends. Capacity throttles, a few per cent, do 
 throttle counts against the wave its request went out in, not the wave under way when it is read: a
 busy client reads a 429 late, after the next wave went out, and must not dilute it among that
 wave's admissions."""
+STARTUP_STOCK = 128
+"""Requests sent in the startup waves before the one that ended it, refused no more than the 2 %
+prior explains, say the quota held a stock (a full bucket, a window's minute) that the startup spent,
+not a trickle of refill: see :meth:`RouteQuota._drained`."""
 MIN_SAMPLE_S = 1.0
 """Shortest span between two throttles that measures the refill (shorter: one request's size is
 a large error)..."""
@@ -705,7 +709,7 @@ class RouteQuota:
                 t >= STARTUP_EXIT_THROTTLES and t >= STARTUP_EXIT_SHARE * a
                 for a, t in (counts, (admitted, throttled))
             ):
-                self._drained(charge.at, now)
+                self._drained(charge.at, now, charge.wave)
             return
         # Paced to the end of its allowance, a throttle measures the rate; with room left in the
         # model it says the quota was taken by someone else, or refused for capacity: the level
@@ -745,21 +749,7 @@ class RouteQuota:
             # window slid, was lifted. The next samples say more, or undo it (capacity 429s).
             refused = self._refused(at)
             if refused:
-                span = max(min(at - self._startup_from, WINDOW_S), MIN_SAMPLE_S)
-                # What the quota admitted is what it took less what the requests in flight will
-                # add when they settle: it refused with those not yet booked (a window so filled
-                # holds more than its quota once they land; pacing at what it took, with them,
-                # read a 600,000 TPM window as 632,000 and sent into it as it slid). With the
-                # headroom, like a given tpm: the guard's quota is then what the window admitted.
-                taken = self._taken.since(at - span, at) - self._owed(now)
-                rate = taken / WINDOW_S * self.headroom
-                self._set_rate(rate, "refused", refused=round(refused, 3))
-                self._window_measure = self._rate_minute
-                self._note_cut(math.inf, 1.0 - refused, now)
-                self._throttles.append((at, self._owed(at)))
-                self._hold(now)
-                self._probe_at = now + REFUSED_HOLD_S
-                self._empty(now)
+                self._burst_refused(at, now, refused)
             return
         if not full:
             self._sample(at, now, paced=paced)
@@ -793,6 +783,24 @@ class RouteQuota:
             self._foreign_at = now
             self.notify("quota.emptied", {"refused": round(refused, 3)})
             self._empty(now)
+
+    def _burst_refused(self, at: float, now: float, refused: float) -> None:
+        """A burst into a full quota was refused (``refused``: the share): pace at a minute of what
+        the quota took over the burst's span (up to a minute), and judge the cut as any other."""
+        span = max(min(at - self._startup_from, WINDOW_S), MIN_SAMPLE_S)
+        # What the quota admitted is what it took less what the requests in flight will add when
+        # they settle: it refused with those not yet booked (a window so filled holds more than its
+        # quota once they land; pacing at what it took, with them, read a 600,000 TPM window as
+        # 632,000 and sent into it as it slid). With the headroom, like a given tpm: the guard's
+        # quota is then what the window admitted.
+        taken = self._taken.since(at - span, at) - self._owed(now)
+        self._set_rate(taken / WINDOW_S * self.headroom, "refused", refused=round(refused, 3))
+        self._window_measure = self._rate_minute
+        self._note_cut(math.inf, 1.0 - refused, now)
+        self._throttles.append((at, self._owed(at)))
+        self._hold(now)
+        self._probe_at = now + REFUSED_HOLD_S
+        self._empty(now)
 
     def cancelled(self, charge: Charge, now: float) -> None:
         """Admitted but never sent: give the reservation back."""
@@ -1078,11 +1086,26 @@ class RouteQuota:
         self._probe_at = now + self._hold_s
         self._probe_step = PROBE_FIRST_STEP
 
-    def _drained(self, at: float, now: float) -> None:
-        """A startup wave was mostly refused: the quota is not full (drained, or shared)."""
+    def _drained(self, at: float, now: float, wave: int) -> None:
+        """A startup ``wave`` was mostly refused: the quota is not full (drained, or shared), or the
+        startup spent all it held."""
         self.phase = "steady"
-        self._foreign_at = now
-        self.notify("quota.startup_ended", {"drained": True, "released": round(self._startup_released)})
+        sent = sum(a for w, (a, _) in self._waves.items() if w < wave)
+        refused = sum(t for w, (_, t) in self._waves.items() if w < wave)
+        # The waves before took what they were sent: the startup spent a stock (a full bucket, a
+        # window's minute), and what it took per second of its span is no refill. (With answers in
+        # 0.3-0.6 s, settlements land while the waves still double: a full bucket's 300,000 TPM
+        # spent in 2.4 s read as 4,300,000, discovery doubled it, and samples of 0 cut it to a
+        # sixteenth, a storm each time: 5-16 % of a job's requests throttled, 56 % in one run in
+        # five.) As a refused burst's: a minute of what it took, no discovery.
+        spent = sent >= STARTUP_STOCK and _tail(sent, refused, CAPACITY_PRIOR) >= 0.01
+        self.notify("quota.startup_ended", {"drained": not spent, "released": round(self._startup_released)})
+        sent, refused = sum(a for a, _ in self._waves.values()), sum(t for _, t in self._waves.values())
+        if spent and not self.known:
+            self._burst_refused(at, now, refused / sent)
+            return
+        if not spent:
+            self._foreign_at = now
         if not self.known:
             # Half the rate at which the quota admitted the startup's requests (what it refused
             # taken back), and discovery from there. (Half of all that was released, refused
@@ -1092,8 +1115,6 @@ class RouteQuota:
             self._set_rate(admitted / span / 2.0, "drained")
             self.discovering = True
             self._grown_at = now
-            sent = sum(a for a, _ in self._waves.values())
-            refused = sum(t for _, t in self._waves.values())
             self._note_cut(math.inf, 1.0 - refused / sent if sent else 0.0, now)
         self._throttles.append((at, self._owed(at)))
         self._epoch = now
