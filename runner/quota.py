@@ -1189,8 +1189,13 @@ class RouteQuota:
         allowed = self._allowed.since(start, at) / (at - start)
         sent = min(self.rate, allowed) * (1.0 - self._capacity())
         accepted = (requests - refused) / requests
-        if self._explained(requests, refused):
-            return  # as many refused as capacity 429s refuse anyway: no sign of the quota
+        if self._explained(requests, refused) and self._explained(*self._outcomes(candidates[-1][0], at)):
+            # As many refused as capacity 429s refuse anyway, over the sample and over every
+            # request since the earliest throttle of the span a sample may take: no sign of the
+            # quota. (Over the sample's ten or so requests alone, a share of 13 % that a shared
+            # bucket's refusals had been taken for explained every short sample while probes
+            # climbed to 1.8 times its quota: 20 % of a job's requests throttled, `tpm` given.)
+            return
         if self.rate >= self.ceiling and self._chance(candidates[-1][0], at):
             # Paced at a given tpm, the route cannot overdraw its quota by itself: only another
             # consumer or a lowered quota can, and either refuses a share that 429s at random could

@@ -463,6 +463,19 @@ class TestDecisions:
         q.throttled(q.admit(500.0, now + 1.0), now + 1.01)
         assert q.rate * 60 == pytest.approx(330_000)
 
+    @pytest.mark.parametrize(("refused", "cut"), [(4, False), (12, True)])
+    def test_a_capacity_share_explains_a_sample_only_over_its_whole_span(
+        self, refused: int, cut: bool
+    ) -> None:
+        """A capacity share of 13 % explains a sample of ten requests with three refused, but not
+        14 refused of the 43 since the earliest throttle of the span: the quota (a share taken
+        for capacity 429s too early). Four of 43 it does explain: no cut."""
+        t = 30.0
+        q = steady(360_000, now=t)
+        q.capacity_share, q._refusals = 0.13, 0.3
+        sampled(q, t, refused=refused)
+        assert (q.rate * 60 < 360_000) is cut
+
     def test_a_sample_a_little_under_the_rate_cuts_it(self) -> None:
         """A sample 2.4 % under what the route sent: the rate is over the quota by that much, and
         each 429 of it, one in 40 requests, would come back for the rest of the job: cut."""
