@@ -1090,15 +1090,15 @@ class RouteQuota:
         """A startup ``wave`` was mostly refused: the quota is not full (drained, or shared), or the
         startup spent all it held."""
         self.phase = "steady"
-        sent = sum(a for w, (a, _) in self._waves.items() if w < wave)
-        refused = sum(t for w, (_, t) in self._waves.items() if w < wave)
+        earlier = [counts for w, counts in self._waves.items() if w < wave]
+        earlier_sent, earlier_refused = sum(a for a, _ in earlier), sum(t for _, t in earlier)
         # The waves before took what they were sent: the startup spent a stock (a full bucket, a
         # window's minute), and what it took per second of its span is no refill. (With answers in
         # 0.3-0.6 s, settlements land while the waves still double: a full bucket's 300,000 TPM
         # spent in 2.4 s read as 4,300,000, discovery doubled it, and samples of 0 cut it to a
         # sixteenth, a storm each time: 5-16 % of a job's requests throttled, 56 % in one run in
         # five.) As a refused burst's: a minute of what it took, no discovery.
-        spent = sent >= STARTUP_STOCK and _tail(sent, refused, CAPACITY_PRIOR) >= 0.01
+        spent = earlier_sent >= STARTUP_STOCK and _tail(earlier_sent, earlier_refused, CAPACITY_PRIOR) >= 0.01
         self.notify("quota.startup_ended", {"drained": not spent, "released": round(self._startup_released)})
         sent, refused = sum(a for a, _ in self._waves.values()), sum(t for _, t in self._waves.values())
         if spent and not self.known:
