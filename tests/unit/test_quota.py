@@ -251,6 +251,23 @@ class TestUnknownQuota:
         assert out.throttled / out.requests <= 0.02
         assert limit_s / out.seconds >= 0.9
 
+    @pytest.mark.parametrize(("refused", "ended"), [(3, False), (6, True)])
+    def test_the_wave_that_finds_a_stock_spent_ends_the_startup_early(
+        self, refused: int, ended: bool
+    ) -> None:
+        """130 requests taken whole in the first waves, then 40 in the next: six 429s among them
+        are no random 429s (p < 0.001 at the 2 % prior), and the startup ends on them, as a spent
+        stock, not at a quarter of the wave (ten); three may be random: it goes on."""
+        q = RouteQuota.create(tpm=0, headroom=1.0, now=0.0)
+        for i in range(130):  # waves 0-5, every answer at once
+            at = i * 0.011
+            q.settle(q.admit(500.0, at), 500.0, at)
+        wave = [q.admit(500.0, 1.6 + i * 0.001) for i in range(40)]
+        for charge in wave[:refused]:
+            q.throttled(charge, 1.65)
+        assert (q.phase == "steady") is ended
+        assert math.isfinite(q.rate) is ended
+
     def test_the_rate_is_learnt_from_a_drained_quota(self) -> None:
         """Unknown and drained: the job runs near its limit, with few throttles."""
         out = run(shape="bucket", start=0.0, known=False)
