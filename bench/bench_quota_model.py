@@ -71,8 +71,10 @@ OVERNIGHT: dict[str, dict[str, Any]] = {
     "window, full": SCENARIOS["window, full"],
     "another consumer takes half": SCENARIOS["another consumer takes half"],
     "2 % capacity throttles": SCENARIOS["2 % capacity throttles"],
-    "2 % capacity throttles, window": {"quota_shape": "window", "quota_start": "full", "throttle_rate": 0.02},
+    "2 % capacity throttles, window": {**SCENARIOS["2 % capacity throttles"], "quota_shape": "window"},
 }
+RULES = {**CELLS, **OVERNIGHT}
+"""Every cell's rule by name (the short-answer cells are bench_quota's)."""
 SHORT_LATENCY_S = 0.5
 SHORT = ["bucket, full", "window, full", "another consumer takes half", "quota halved at 20 s"]
 
@@ -100,7 +102,7 @@ def _one(job: Job) -> tuple[str, bool, int, float, float, float]:
     from tests.unit.quota_sim import run
 
     scenario, known, seed, lag, rows, latency_s = job
-    rule = fault_rule({**CELLS, **OVERNIGHT}[scenario], TPM)
+    rule = fault_rule(RULES[scenario], TPM)
     tpm = int(rule.get("tpm", TPM))
     route = {**ROUTE, "rows": rows, "latency_s": latency_s}
     out = run(known=known, seed=seed, lag_s=lag, **{**route, **_sim_kwargs(rule)})

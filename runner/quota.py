@@ -705,19 +705,22 @@ class RouteQuota:
             for wave, (a, t) in self._waves.items():
                 if wave <= charge.wave:
                     admitted, throttled = admitted + a, throttled + t
-            # After a stock's worth of waves taken whole, the wave that finds it spent ends the
+            # The waves before this one took what they were sent, but for what the prior explains:
+            # the startup spent a stock (see _drained). Then the wave that finds it spent ends the
             # startup as soon as the prior cannot explain its 429s, not at a quarter of it: a late
             # wave is large, and a quarter of it was ten 429s or more (answers in 0.5 s, 600 rows:
             # 3.6 -> 3.0 % of the requests throttled).
-            spent = self._spent_stock(admitted - counts[0], throttled - counts[1]) and (
-                counts[1] >= STARTUP_EXIT_THROTTLES
+            earlier, earlier_refused = admitted - counts[0], throttled - counts[1]
+            spent = earlier >= STARTUP_STOCK and _tail(earlier, earlier_refused, CAPACITY_PRIOR) >= 0.01
+            if (
+                spent
+                and counts[1] >= STARTUP_EXIT_THROTTLES
                 and _tail(counts[0], counts[1], CAPACITY_PRIOR) < CAPACITY_P
-            )
-            if spent or any(
+            ) or any(
                 t >= STARTUP_EXIT_THROTTLES and t >= STARTUP_EXIT_SHARE * a
                 for a, t in (counts, (admitted, throttled))
             ):
-                self._drained(charge.at, now, charge.wave)
+                self._drained(charge.at, now, spent=spent)
             return
         # Paced to the end of its allowance, a throttle measures the rate; with room left in the
         # model it says the quota was taken by someone else, or refused for capacity: the level
@@ -740,7 +743,7 @@ class RouteQuota:
         if (
             self._withheld
             and at >= self._release_from
-            and not self._random_since(self._release_from, now, self._random_share(), RELEASE_P)
+            and not self._random_since(self._release_from, now, RELEASE_P)
         ):
             self._withheld = 0.0  # the waves are refused: the credit is not there
         if at < self._epoch or self._judge_cut(at, now):
@@ -765,12 +768,7 @@ class RouteQuota:
             pass  # no more refused than capacity 429s refuse anyway: the route goes on
         elif paced:
             step = self._probe_from
-            seen = self._random_share()  # the prior too: see PROBE_REFUSED_P
-            if (
-                step is not None
-                and at >= step[1]
-                and not self._random_since(step[1], now, seen, PROBE_REFUSED_P)
-            ):
+            if step is not None and at >= step[1] and not self._random_since(step[1], now, PROBE_REFUSED_P):
                 self._probe_refused(step[0], now)
             # One throttle may be a capacity 429 (the quota still holding what the requests in
             # flight will settle to): stop here. A second within a round trip says the quota is
@@ -1094,18 +1092,17 @@ class RouteQuota:
         self._probe_at = now + self._hold_s
         self._probe_step = PROBE_FIRST_STEP
 
-    def _drained(self, at: float, now: float, wave: int) -> None:
-        """A startup ``wave`` was mostly refused: the quota is not full (drained, or shared), or the
-        startup spent all it held."""
+    def _drained(self, at: float, now: float, *, spent: bool) -> None:
+        """A startup wave was mostly refused: the quota is not full (drained, or shared), or, when
+        the waves before it were taken whole (``spent``), the startup spent all it held.
+
+        A spent stock (a full bucket, a window's minute) is measured as a refused burst's, a minute
+        of what the quota took, with no discovery: what it took per second of the startup is no
+        refill. (With answers in 0.3-0.6 s, settlements land while the waves still double: a full
+        bucket's 300,000 TPM spent in 2.4 s read as 4,300,000, discovery doubled it, and samples of
+        0 cut it to a sixteenth, a storm each time: 5-16 % of a job's requests throttled, 56 % in
+        one run in five.)"""
         self.phase = "steady"
-        earlier = [counts for w, counts in self._waves.items() if w < wave]
-        # The waves before took what they were sent: the startup spent a stock (a full bucket, a
-        # window's minute), and what it took per second of its span is no refill. (With answers in
-        # 0.3-0.6 s, settlements land while the waves still double: a full bucket's 300,000 TPM
-        # spent in 2.4 s read as 4,300,000, discovery doubled it, and samples of 0 cut it to a
-        # sixteenth, a storm each time: 5-16 % of a job's requests throttled, 56 % in one run in
-        # five.) As a refused burst's: a minute of what it took, no discovery.
-        spent = self._spent_stock(sum(a for a, _ in earlier), sum(t for _, t in earlier))
         self.notify("quota.startup_ended", {"drained": not spent, "released": round(self._startup_released)})
         sent, refused = sum(a for a, _ in self._waves.values()), sum(t for _, t in self._waves.values())
         if spent and not self.known:
@@ -1126,12 +1123,6 @@ class RouteQuota:
         self._throttles.append((at, self._owed(at)))
         self._epoch = now
         self._empty(now)
-
-    @staticmethod
-    def _spent_stock(sent: int, refused: int) -> bool:
-        """Whether startup waves that sent ``sent`` requests, ``refused`` of them refused, were
-        taken whole but for what the prior explains (:data:`STARTUP_STOCK`)."""
-        return sent >= STARTUP_STOCK and _tail(sent, refused, CAPACITY_PRIOR) >= 0.01
 
     def _sample(self, at: float, now: float, *, paced: bool) -> None:
         """A throttle of a request admitted at ``at``: measure what the quota took since an earlier
@@ -1331,11 +1322,11 @@ class RouteQuota:
             self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
 
-    def _random_since(self, start: float, now: float, share: float, p: float) -> bool:
-        """Whether 429s at random, refusing ``share`` of the requests, would refuse as many of those
-        sent since ``start`` (read so far) with a probability of ``p`` or more: a probe step's
-        (:data:`PROBE_REFUSED_P`), the withheld level's waves (:data:`RELEASE_P`)."""
-        return _tail(*self._outcomes(start, now), share) >= p
+    def _random_since(self, start: float, now: float, p: float) -> bool:
+        """Whether 429s at random (:meth:`_random_share`: the prior at least) would refuse as many of
+        the requests sent since ``start`` (read so far) with a probability of ``p`` or more: a probe
+        step's (:data:`PROBE_REFUSED_P`), the withheld level's waves (:data:`RELEASE_P`)."""
+        return _tail(*self._outcomes(start, now), self._random_share()) >= p
 
     def _probe_refused(self, before: float, now: float) -> None:
         """A request sent at a probe step's rate was refused, paced: the quota is below the step.
