@@ -268,8 +268,11 @@ STREAK_MAX_BACKOFF = 16.0
 GUARD_PROBE_S = 2.0
 """When the guard first holds requests back, one is sent past it at once; after each refusal the
 next waits this long, doubling..."""
-GUARD_PROBE_MAX_S = 16.0
-"""...up to this."""
+GUARD_PROBE_MAX_S = 64.0
+"""...up to this. A rolling window refuses every probe, each a 429: at most 16 s apart, a full
+window's 600-row job (2 minutes) paid seven of them, 1.4 % of its requests with `tpm` given; now four
+or five (0.8 %). A bucket's first or second probe is admitted, so a bucket's guard lifts as soon; one
+that lifts late lost nothing but credit, as the guard paces at a minute of the rate."""
 GUARD_ADMITTED_S = 1.0
 REFUSALS_KEPT = 32
 """A probe past the guard is taken as admitted when no 429 came back within 3 times the slowest of
@@ -561,6 +564,8 @@ class RouteQuota:
     _window_cap: float = math.inf
     """The route's own charges of the last 60 s when the quota refused with the guard holding the
     route near them: the most a rolling window was seen to hold (see :data:`GUARD_CAP_FLOOR`)."""
+    _lifted_at: float = -math.inf
+    """When the window guard was last lifted."""
     _window_measure: float = 0.0
     """A minute of the rate a refused burst set (0: none did): a window's whole size, exactly. While
     the guard holds, a probe past a smaller guard proves no bucket, and the rate may be probed back
@@ -1297,7 +1302,8 @@ class RouteQuota:
                 # Below what a refused burst measured, though, samples cut the rate (a window's
                 # own charges expiring, or capacity 429s): it may climb back, up to that measure.
                 return
-            span = PROBE_BINDING_ROUND_TRIPS * self._evidence_s
+            # Since the guard lifted, if later: before, the guard held the route back, not the rate.
+            span = max(min(PROBE_BINDING_ROUND_TRIPS * self._evidence_s, now - self._lifted_at), MIN_SAMPLE_S)
             delivered = self._taken.since(now - span, now) / span
             if delivered < PROBE_BINDING * self.rate * (1.0 - self._capacity()):
                 # The rate did not hold the route back for the last round trips (answers slow, rows
@@ -1372,6 +1378,11 @@ class RouteQuota:
         # 126 s took 205.)
         return room < 0.0 and self._probe is None and now >= self._guard_probe_at
 
+    @property
+    def _request_size(self) -> float:
+        """What the largest request seen is expected to cost, settled."""
+        return self._floor / MIN_REQUESTS_PER_S + max(self._extra, 0.0)
+
     def _refusal_wait(self) -> float:
         """How long after its admission a request with no 429 back was admitted (see
         :data:`GUARD_ADMITTED_S`)."""
@@ -1385,10 +1396,15 @@ class RouteQuota:
         the quota took, exact for a window, but for a bucket its capacity plus its refill, and all
         of a shared bucket's capacity though only part of its refill is the route's (316,000 TPM of
         a 150,000 share). The model's level grew at that rate while the guard held the route back;
-        sent at once, it was a burst of 20 requests into a bucket holding a third of it. So the level
-        keeps a round trip of the rate: the rate is tried at its pace, and its first samples come
-        before a storm (quota_sim, shared bucket, `tpm` unknown: 4.0 -> 3.0 % throttled)."""
+        sent at once, it was a burst of 20 requests into a bucket holding a third of it. A round trip
+        of the rate, the rule before, was still a burst: a quota halved while the guard held the
+        route, its rate still the burst's 756,000 TPM of 300,000, took 27 requests at once and
+        refused 26 (the issue's stand-in shape, 1,200 rows: 3.7 % of the requests throttled). So
+        the level keeps two requests' worth: the rate is tried at its pace from the first request,
+        and its first samples come before a storm (1.6 %). The probes' test of what the rate held
+        back counts from here (:meth:`_grow`): the guard, not the rate, held the route before."""
         self.guard = False
+        self._lifted_at = self._stamp
         self._unconfirmed = unconfirmed
         if self.known and unconfirmed is not None and math.isfinite(self.level):
             # Lifted on no news (no 429 back in time, the answer still out): the level that built
@@ -1398,10 +1414,10 @@ class RouteQuota:
             # (:data:`RELEASE_P`), as TCP restarts from a small window after an idle spell.
             self._withheld = max(0.0, self.level - self.rate * self._evidence_s)
             self.level -= self._withheld
-            self._wave = STARTUP_FIRST_WAVE * (self._floor / MIN_REQUESTS_PER_S + max(self._extra, 0.0))
+            self._wave = STARTUP_FIRST_WAVE * self._request_size
             self._wave_at = self._release_from = math.inf
         if not self.known and math.isfinite(self.rate):
-            self.level = min(self.level, self.rate * self._evidence_s)
+            self.level = min(self.level, STARTUP_FIRST_WAVE * self._request_size)
             if self._cut is not None and math.isinf(self._cut[0]):
                 # The refused burst's cut is still being judged, by whether the quota refuses the
                 # share it refused before at the burst's measure: a window would refuse none, so
