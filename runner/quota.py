@@ -61,8 +61,10 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   requests back, those a window would still admit (it holds the reservations of the requests in
   flight, not yet their settlements) go on, up to a small overfill; then, once the route's own
   charges are past the guard's quota (a measure within a request of the window's size), one is
-  sent past it now and then, and once one is admitted (no 429 back in time) the guard is lifted;
-  with ``tpm`` given, the level built behind it goes out in waves once the answer confirms it.
+  sent past it now and then (further apart after each refusal: a window refuses them all), and
+  once one is admitted (no 429 back in time) the guard is lifted; with ``tpm`` given, the level
+  built behind it goes out in waves once the answer confirms it, and with it unknown, not at all:
+  the route paces from two requests' worth.
   A 429 while the route's own charges fill the guard is the window's size, not a sample of the
   rate: the guard holds the route to what they were then (down to 97 % of the rate's minute).
   Samples that cut the rate (and the guard's quota) below what a refused burst measured prove no
