@@ -269,13 +269,14 @@ the quota, and 30 % capacity 429s refuse four in a row often enough that a route
 starved the judge; its cut stood, and a job of 41 s took 1,646."""
 STREAK_MAX_BACKOFF = 16.0
 GUARD_PROBE_S = 2.0
-"""When the guard first holds requests back, one is sent past it at once; after each refusal the
-next waits this long, doubling..."""
+"""When the guard first holds requests back, one is sent past it at once; after the first refusal the
+next waits this long, then twice as long, then four times longer after each refusal..."""
 GUARD_PROBE_MAX_S = 64.0
-"""...up to this. A rolling window refuses every probe, each a 429: at most 16 s apart, a full
+"""...up to this. A rolling window refuses every probe, each a 429: doubling up to 16 s, a full
 window's 600-row job (2 minutes) paid seven of them, 1.4 % of its requests with `tpm` given; now four
-or five (0.8 %). A bucket's first or second probe is admitted, so a bucket's guard lifts as soon; one
-that lifts late lost nothing but credit, as the guard paces at a minute of the rate."""
+(0.7 %; with `tpm` unknown 2.38 -> 1.90 %). A bucket's first or second probe is admitted (a shared
+one's, or one halved behind the guard, the second), so a bucket's guard lifts as soon; one that
+lifts late lost nothing but credit, as the guard paces at a minute of the rate."""
 GUARD_ADMITTED_S = 1.0
 REFUSALS_KEPT = 32
 """A probe past the guard is taken as admitted when no 429 came back within 3 times the slowest of
@@ -701,7 +702,8 @@ class RouteQuota:
         self.window.settle(charge.window_charge, 0.0)
         if charge.probe:  # a refused probe tells the shape, not the rate
             self._end_probe(charge)
-            self._guard_probe_wait = min(self._guard_probe_wait * 2, GUARD_PROBE_MAX_S)
+            growth = 2.0 if self._guard_probe_wait <= GUARD_PROBE_S else 4.0
+            self._guard_probe_wait = min(self._guard_probe_wait * growth, GUARD_PROBE_MAX_S)
             self._guard_probe_at = now + self._guard_probe_wait
             return
         if self.phase == "startup" and charge.wave >= 0:

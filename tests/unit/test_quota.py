@@ -17,6 +17,7 @@ import pytest
 from runner.quota import (
     DRAIN_P,
     GUARD_ADMITTED_S,
+    GUARD_PROBE_MAX_S,
     PROBE_EVERY_S,
     PROBE_HOLD_S,
     PROBE_MAX_RISE,
@@ -85,8 +86,8 @@ class TestKnownQuota:
 
     def test_a_full_window_pays_few_probes_past_its_guard(self) -> None:
         """bench_quota's full window, told its tpm: every probe past the guard is a 429 on a
-        window, and they come further apart after each refusal, up to a minute: four or five in a
-        2-minute job (at most 16 s apart, seven: 1.5 % of its requests)."""
+        window, and they come further apart after each refusal, up to a minute: four in a 2-minute
+        job (at most 16 s apart, seven: 1.5 % of its requests)."""
         out = run(shape="window", start=1.0, known=True, **BENCH_SHAPE)
         assert out.quota.guard
         assert out.throttled / out.requests <= 0.01
@@ -580,6 +581,23 @@ class TestWindowGuard:
         probe = q.admit(300.0, 2.0)
         assert probe.probe
         assert q.delay(300.0, 2.1) > 0.0  # one probe at a time
+
+    def test_probes_a_window_refuses_come_further_and_further_apart(self) -> None:
+        """Every probe past a window's guard is a 429. A bucket's first or second is admitted; from
+        the third on, the waits grow fourfold, up to a minute (doubling up to 16 s, a full window's
+        2-minute job paid seven 429s for them)."""
+        q, _ = self.at_the_guard(0)
+        q.window.reserve(200.0, 2.0)  # past the guard's quota: probes go
+        now, waits = 2.0, []
+        for _ in range(3):  # within the minute of the window's charges
+            assert q.delay(300.0, now) == 0.0
+            probe = q.admit(300.0, now)
+            assert probe.probe
+            q.throttled(probe, now + 0.01)
+            waits.append(round(q._guard_probe_at - (now + 0.01), 6))
+            now = q._guard_probe_at
+        assert waits == [4.0, 16.0, GUARD_PROBE_MAX_S]
+        assert q.guard
 
     def test_a_probe_with_no_429_in_time_lifts_the_guard(self) -> None:
         """No 429 back within GUARD_ADMITTED_S: it was admitted, the guard is lifted at once..."""
