@@ -277,6 +277,13 @@ window's 600-row job (2 minutes) paid seven of them, 1.4 % of its requests with 
 (0.7 %; with `tpm` unknown 2.38 -> 1.90 %). A bucket's first or second probe is admitted (a shared
 one's, or one halved behind the guard, the second), so a bucket's guard lifts as soon; one that
 lifts late lost nothing but credit, as the guard paces at a minute of the rate."""
+GUARD_DEBT_SLACK = 1.5
+"""A probe past the guard waits until the debt the quota had when last found empty (what the
+requests in flight then owed) would be repaid at two thirds of the rate. A refused burst's measure
+counts a bucket's capacity as rate, so the model's level came back before the bucket's did: the
+first probe, sent while the bucket still paid for the burst's settlements, was refused on nearly
+every bucket, and the guard lifted 4 s later on the next (quota_model, `tpm` unknown: 2 % capacity
+2.07 -> 1.85 % throttled, a quota doubled at 20 s 0.928 -> 0.953 of its limit)."""
 GUARD_ADMITTED_S = 1.0
 REFUSALS_KEPT = 32
 """A probe past the guard is taken as admitted when no 429 came back within 3 times the slowest of
@@ -1394,7 +1401,10 @@ class RouteQuota:
         # tpm unknown, measured at 299,400 of its 300,000 TPM, admitted a probe sent with 100
         # tokens of room: its guard lifted, samples of 0 cut the rate to an eighth, and a job of
         # 126 s took 205.)
-        return room < 0.0 and self._probe is None and now >= self._guard_probe_at
+        repaid = self._emptied is None or (
+            now - self._emptied[0] >= GUARD_DEBT_SLACK * self._emptied[1] / self.rate
+        )
+        return room < 0.0 and self._probe is None and now >= self._guard_probe_at and repaid
 
     @property
     def _request_size(self) -> float:
