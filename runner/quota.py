@@ -1401,10 +1401,15 @@ class RouteQuota:
         # tpm unknown, measured at 299,400 of its 300,000 TPM, admitted a probe sent with 100
         # tokens of room: its guard lifted, samples of 0 cut the rate to an eighth, and a job of
         # 126 s took 205.)
-        repaid = self._emptied is None or (
-            now - self._emptied[0] >= GUARD_DEBT_SLACK * self._emptied[1] / self.rate
-        )
-        return room < 0.0 and self._probe is None and now >= self._guard_probe_at and repaid
+        return room < 0.0 and self._probe is None and now >= self._guard_probe_at and self._repaid(now)
+
+    def _repaid(self, now: float) -> bool:
+        """Whether the debt the quota had when last found empty would be repaid by ``now`` at
+        :data:`GUARD_DEBT_SLACK` of the rate's pace."""
+        if self._emptied is None:
+            return True
+        since, debt = self._emptied
+        return now - since >= GUARD_DEBT_SLACK * debt / self.rate
 
     @property
     def _request_size(self) -> float:
