@@ -146,6 +146,39 @@ class TestKnownQuota:
             q.admit(300.0, 5.0)
         assert q.delay(300.0, 5.0) == pytest.approx(0.25 * math.log2(1.5), abs=0.01)
 
+    def test_a_first_wave_refused_whole_ends_the_startup(self) -> None:
+        """Both requests of the first wave refused: with ``tpm`` given the quota is drained, and
+        the route paces from empty at once (two 429s at 2 % capacity 429s: p = 0.0004)."""
+        told: list[tuple[str, dict[str, Any]]] = []
+        q = RouteQuota.create(tpm=600_000, headroom=1.0, now=0.0, notify=lambda e, f: told.append((e, f)))
+        first = []
+        while q.delay(300.0, 0.0) == 0.0:
+            first.append(q.admit(300.0, 0.0))
+        assert len(first) == STARTUP_FIRST_WAVE
+        for charge in first:
+            q.throttled(charge, 0.02)
+        assert q.phase == "steady"
+        assert ("quota.startup_ended", {"drained": True, "released": 600}) in told
+        assert q.delay(300.0, 0.03) > 0.0
+
+    def test_a_first_wave_refused_in_part_goes_on(self) -> None:
+        """One 429 of two is a capacity 429 as likely as a drained quota: the waves go on."""
+        q = RouteQuota.create(tpm=600_000, headroom=1.0, now=0.0)
+        first = [q.admit(300.0, 0.0) for _ in range(STARTUP_FIRST_WAVE)]
+        q.throttled(first[0], 0.02)
+        q.settle(first[1], 800.0, 2.0)
+        assert q.phase == "startup"
+        assert q.delay(300.0, 0.25) == 0.0
+
+    @pytest.mark.parametrize("seed", [1, 3, 5])
+    def test_a_drained_bucket_costs_its_first_wave_only(self, seed: int) -> None:
+        """The issue's drained bucket, told its tpm, 429s read 150 ms late: the first wave's two
+        429s end the startup. (They were too few to: the bucket's refill admitted the next waves,
+        and the one that found it empty a second later cost 19 429s with seed 1.)"""
+        out = run(shape="bucket", start=0.0, lag_s=0.15, seed=seed)
+        assert out.throttled <= 2 * STARTUP_FIRST_WAVE
+        assert limit(0.0) / out.seconds >= 0.95
+
     def test_throttles_count_against_the_wave_they_went_out_in(self) -> None:
         """Three 429s of the first wave, read during the third, end the startup: the later waves'
         admissions do not dilute them."""
