@@ -20,7 +20,8 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   (emptied, cut) is part of what it acted on, not news.
 * **Startup in waves.** The first admissions are released in waves that double every
   :data:`STARTUP_DOUBLING_S` while nothing throttles: a full quota is used within a second or two;
-  a drained one costs the first small waves, not a storm.
+  a drained one costs the first small waves, not a storm (the first wave, refused whole, ends the
+  startup at once with ``tpm`` given, and at a later wave's first 429 with it unknown).
 * **The rate is measured, not guessed.** Between two throttles the quota was empty at both ends, so
   what it took in between is what it refilled: that sample is the rate to pace at (less what the
   requests in flight still owe at its end, plus what those in flight at its start owed then: the
@@ -42,19 +43,20 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
 * **Capacity 429s are not the quota.** Throttles with room left in the model empty it only when
   random refusals at the capacity share seen could hardly explain them (:func:`_tail`); a throttle
   while the quota took all that was sent is no over-sending; cuts (a drain, a refused burst, an
-  overshoot, samples) that halved the rate, after which the quota still refused the share it
-  refused before, as it would not had it been the quota, are undone and that share taken for
-  capacity 429s (:meth:`RouteQuota._judge_cut`, within 30 s or 200 requests of the cut); refusals
-  it explains then neither stop the route nor cut its rate, for as long as the route keeps being
-  refused that much (a refused burst's cut stands once the guard lifts: at a bucket's measure, a
-  bucket refuses that share again). Paced at a given ``tpm``, a sample cuts only if such refusals
-  could hardly explain the requests refused since the earliest throttle of the last 15 s. With the
-  queue always full, no 429 comes with room left, so random ones look paced and each sample between
-  two of them reads the rate less their share: a sample's cut is tried before the next one (while
-  the requests since it refuse the share refused before it, no other cuts, :data:`HOLD_OFF_S`), and
-  what the route is refused while paced at a sample's rate (a *quiet* period: under the quota it
-  measured, only capacity 429s refuse) gives the capacity share (:data:`QUIET_KEPT_S`); the first
-  time it does, the cuts of the last ten minutes are undone.
+  overshoot, samples) that halved the rate, after which the quota still refused the share it refused
+  before, as it would not had it been the quota, are undone and that share taken for capacity 429s
+  (:meth:`RouteQuota._judge_cut`, within 30 s or 200 requests of the cut; a drain's cut by whether
+  the prior explains the refusals since, for the share its few requests were refused is no
+  baseline); refusals it explains then neither stop the route nor cut its rate, for as long as the
+  route keeps being refused that much (a refused burst's cut stands once the guard lifts: at a
+  bucket's measure, a bucket refuses that share again). Paced at a given ``tpm``, a sample cuts only
+  if such refusals could hardly explain the requests refused since the earliest throttle of the last
+  15 s. With the queue always full, no 429 comes with room left, so random ones look paced and each
+  sample between two of them reads the rate less their share: a sample's cut is tried before the
+  next one (while the requests since it refuse the share refused before it, no other cuts,
+  :data:`HOLD_OFF_S`), and what the route is refused while paced at a sample's rate (a *quiet*
+  period: under the quota it measured, only capacity 429s refuse) gives the capacity share
+  (:data:`QUIET_KEPT_S`); the first time it does, the cuts of the last ten minutes are undone.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
@@ -515,7 +517,8 @@ class RouteQuota:
     _startup_from: float = 0.0
     _startup_released: float = 0.0
     _first_refused: bool = False
-    """The first wave was refused whole, `tpm` unknown: a later wave's first 429 ends the startup."""
+    """The first wave was refused whole: the startup ended on it (``tpm`` given) or ends at a later
+    wave's first 429 (unknown)."""
     _waves: dict[int, list[int]] = field(default_factory=dict)
     """Admissions and throttles per startup wave: 0 is the first wave (the requests sent at once),
     then one per doubling."""
