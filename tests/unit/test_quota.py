@@ -252,10 +252,11 @@ class TestUnknownQuota:
         self, seed: int, reserved: float, settled: float
     ) -> None:
         """The issue's second trial at its own speed (answers in 75 ms, 300 rows): random 429s
-        among the first requests (three of four with seed 8) read as a drained quota. The cut is judged by whether
-        the route, paced at half of what the quota took, is still refused more than the 2 % prior
-        explains: it is, and the cut is undone (356 s with seed 8, 599 s with seed 14, when it was
-        judged against the startup's share as exact and the route sat at its floor)."""
+        among the first requests (three of four with seed 8) read as a drained quota. The cut is
+        judged by whether the route, paced at half of what the quota took, is still refused more
+        than the 2 % prior explains: it is, and the cut is undone (356 s with seed 8, 599 s with
+        seed 14, when it was judged against the startup's share as exact and the route sat at its
+        floor)."""
         out = run(
             tpm=10**9,
             known=False,
