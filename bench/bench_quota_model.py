@@ -21,7 +21,7 @@ Two cells are the model's alone (bench_quota has no such route): 10 % capacity 4
 full bucket, and on a route with no quota at all (5-10 % is where the controller is weakest).
 
 **The issue's second trial**, at its own speed: no quota, 30 % capacity 429s, 300 rows, answers in
-75 ms. Its limit is the concurrency bound (0.35 s), which no client meets with 30 % of its requests
+75 ms. Its limit is the concurrency bound (0.37 s), which no client meets with 30 % of its requests
 refused, so its ratios are small both ways; what it shows is the tail: a run or two in twenty held
 near the rate's floor for minutes (the worst ratio), where the same rows with ``tpm`` given take a
 few seconds.
@@ -84,10 +84,8 @@ TRIAL_ROWS = 300
 TRIAL_LATENCY_S = 0.075
 TRIAL: dict[str, dict[str, Any]] = {
     "30 % capacity throttles, no quota": {
-        "quota_shape": "bucket",
-        "quota_start": "full",
+        **MODEL_ONLY["10 % capacity throttles, no quota"],
         "throttle_rate": 0.3,
-        "tpm": 10**9,
     },
 }
 """The issue's second trial (its 5 % of 503s left out: quota_sim has none)."""

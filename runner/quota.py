@@ -516,9 +516,6 @@ class RouteQuota:
     _stamp: float = 0.0
     _startup_from: float = 0.0
     _startup_released: float = 0.0
-    _first_refused: bool = False
-    """The first wave was refused whole: the startup ended on it (``tpm`` given) or ends at a later
-    wave's first 429 (unknown)."""
     _waves: dict[int, list[int]] = field(default_factory=dict)
     """Admissions and throttles per startup wave: 0 is the first wave (the requests sent at once),
     then one per doubling."""
@@ -765,11 +762,13 @@ class RouteQuota:
             improbable = _tail(counts[0], counts[1], CAPACITY_PRIOR) < CAPACITY_P
             # The first wave refused whole is a drained quota (STARTUP_FIRST_WAVE): with tpm given,
             # the startup ends now; with it unknown, at the next 429 of a later wave.
-            if charge.wave == 0 and counts[1] == counts[0] and improbable:
-                self._first_refused = True
+            first_sent, first_refused = self._waves.get(0, (0, 0))
+            drained_first = (
+                first_refused == first_sent and _tail(first_sent, first_refused, CAPACITY_PRIOR) < CAPACITY_P
+            )
             if (
                 (spent and counts[1] >= STARTUP_EXIT_THROTTLES and improbable)
-                or (self._first_refused and (self.known or charge.wave > 0))
+                or (drained_first and (self.known or charge.wave > 0))
                 or any(
                     t >= STARTUP_EXIT_THROTTLES and t >= STARTUP_EXIT_SHARE * a
                     for a, t in (counts, (admitted, throttled))
