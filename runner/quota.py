@@ -47,16 +47,19 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   before, as it would not had it been the quota, are undone and that share taken for capacity 429s
   (:meth:`RouteQuota._judge_cut`, within 30 s or 200 requests of the cut; a drain's cut by whether
   the prior explains the refusals since, for the share its few requests were refused is no
-  baseline); refusals it explains then neither stop the route nor cut its rate, for as long as the
-  route keeps being refused that much (a refused burst's cut stands once the guard lifts: at a
-  bucket's measure, a bucket refuses that share again). Paced at a given ``tpm``, a sample cuts only
+  baseline, and no sample cuts again while it is judged); refusals it explains then neither stop the
+  route nor cut its rate, for as long as the route keeps being refused that much (a refused burst's
+  cut stands once the guard lifts: at a bucket's measure, a bucket refuses that share again). A
+  route an undone cut left unpaced tests its storms against the upper bound of the share judged,
+  until it has sent enough to measure that share itself. Paced at a given ``tpm``, a sample cuts only
   if such refusals could hardly explain the requests refused since the earliest throttle of the last
   15 s. With the queue always full, no 429 comes with room left, so random ones look paced and each
   sample between two of them reads the rate less their share: a sample's cut is tried before the
   next one (while the requests since it refuse the share refused before it, no other cuts,
   :data:`HOLD_OFF_S`), and what the route is refused while paced at a sample's rate (a *quiet*
   period: under the quota it measured, only capacity 429s refuse) gives the capacity share
-  (:data:`QUIET_KEPT_S`); the first time it does, the cuts of the last ten minutes are undone.
+  (:data:`QUIET_KEPT_S`); the first time it does (whether a cut or a probe step ends the period),
+  the cuts of the last ten minutes are undone.
 * **The window guard.** A bucket lets a job spend its capacity at once *and* refill during the
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
@@ -426,12 +429,21 @@ def _pmf_run(n: int, j: int, p: float, *, up: bool) -> float:
     return total
 
 
-def _wilson_low(n: float, k: float) -> float:
-    """Wilson's lower bound (:data:`QUIET_Z`) of a share, ``k`` of ``n``."""
+def _wilson(n: float, k: float, side: float) -> float:
+    """Wilson's lower (``side`` -1) or upper (+1) bound, at z = :data:`QUIET_Z`, of a share: ``k``
+    of ``n``."""
     z2 = QUIET_Z * QUIET_Z
     p = k / n
     spread = QUIET_Z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
-    return max(0.0, (p + z2 / (2.0 * n) - spread) / (1.0 + z2 / n))
+    return min(1.0, max(0.0, (p + z2 / (2.0 * n) + side * spread) / (1.0 + z2 / n)))
+
+
+def _wilson_low(n: float, k: float) -> float:
+    return _wilson(n, k, -1.0)
+
+
+def _wilson_high(n: float, k: float) -> float:
+    return _wilson(n, k, 1.0)
 
 
 def _share_floor(n: int, k: int) -> float:
@@ -560,6 +572,9 @@ class RouteQuota:
     _refusals: float = 0.0
     """Running share of admissions refused, for any reason (over :data:`CAPACITY_HORIZON`)."""
     _cut: _Cut | None = None
+    _unpaced_since: tuple[float, int, int] | None = None
+    """(when, requests, refused) of an undone cut that left the route unpaced: the requests judged
+    and those sent since give the capacity share its storms are tested against (:meth:`_storm_share`)."""
     """The last cut (a drain, a refused burst, an overshoot, a sample), until the requests sent
     since say whether the refusals were capacity 429s (:meth:`_judge_cut`)."""
     _rate_set_at: float = 0.0
@@ -848,6 +863,17 @@ class RouteQuota:
         """A burst into a full quota was refused (``refused``: the share): pace at a minute of what
         the quota took over the burst's span (up to a minute), and judge the cut as any other."""
         span = max(min(at - self._startup_from, WINDOW_S), MIN_SAMPLE_S)
+        if self._unpaced_since is not None:
+            # Unpaced again since an undone cut: what the route was refused until this storm is
+            # the capacity share, measured over more requests than the judge had (its share, a
+            # few requests', was high as often as low: 22 % for 10 % capacity 429s explained a
+            # full bucket's refusals away while probes climbed to twice it).
+            since, _, _ = self._unpaced_since
+            n, k = self._outcomes(since, at - 1.0) if at - 1.0 > since else (0, 0)
+            if n >= QUIET_MIN_REQUESTS:
+                self.capacity_share = k / n
+                self._refusals = max(self._refusals, self.capacity_share)
+            self._unpaced_since = None
         # What the quota admitted is what it took less what the requests in flight will add when
         # they settle: it refused with those not yet booked (a window so filled holds more than its
         # quota once they land; pacing at what it took, with them, read a 600,000 TPM window as
@@ -985,6 +1011,18 @@ class RouteQuota:
         share = k0 / n0
         return _tail(n, k, share) >= HOLD_OFF_MORE_P and _head(n, k, share) >= HOLD_OFF_FEWER_P
 
+    def _drain_judged(self) -> bool:
+        """Whether a drained startup's cut (or one chained to it) is still being judged with the
+        route paced at the rate it set: no sample cuts again until the judge has its verdict. A
+        drained quota paced at half of what it took is refused no more than the prior explains, and
+        samples then cut nothing; capacity 429s read as a drain are refused the same share, and
+        each sample between two of them read the rate less that share and cut it, restarting the
+        judge's count (at a request a second, before it had the ten requests it needs: the issue's
+        second trial, 30 % capacity 429s and no quota, sat at the rate's floor for minutes in 25 of
+        400 runs in quota_sim). Once a probe or discovery changed the rate, samples measure it."""
+        cut = self._cut
+        return cut is not None and math.isfinite(cut.sent) and self._rate_set_at <= cut.at
+
     def _refused_before(self, at: float) -> tuple[int, int]:
         """(requests, refused) before a sample's cut at ``at``: from the earliest throttle of the last
         :data:`MAX_SAMPLE_S` (before it, the quota may have had credit), a round trip after the rate
@@ -1044,7 +1082,7 @@ class RouteQuota:
             starts = sorted(times)
             sent = list(admitted)  # in admission order
             last = bisect.bisect_right(sent, latest)
-            share = self._random_share()
+            share = max(self._random_share(), self._storm_share(latest))
             for i in range(len(starts) - UNPACED_THROTTLES + 1):
                 refused = len(starts) - i
                 between = max(last - bisect.bisect_left(sent, starts[i]), refused)
@@ -1052,6 +1090,23 @@ class RouteQuota:
                     return refused / between
         self._capacity_seen += 1.0 / CAPACITY_HORIZON
         return 0.0
+
+    def _storm_share(self, at: float) -> float:
+        """The share of requests capacity 429s may refuse on a route unpaced again by an undone cut
+        (0 on any other): the share of the requests sent since the undo, up to a second before
+        ``at``, once they are :data:`QUIET_MIN_REQUESTS`; before, the upper bound of the share the
+        undo was judged on (:func:`_wilson_high`). The judge's ten or twenty requests, taken as
+        exact, were a low estimate as often as not: 30 % capacity 429s judged at 22 % read the
+        next cluster of them as a storm into a spent quota, and the route sat at a refused burst's
+        measure for minutes."""
+        if self._unpaced_since is None:
+            return 0.0
+        since, n, refused = self._unpaced_since
+        if at - 1.0 > since:
+            requests, k = self._outcomes(since, at - 1.0)
+            if requests >= QUIET_MIN_REQUESTS:
+                return k / requests
+        return _wilson_high(n, refused)
 
     def _note_cut(self, before: float, accepted: float, now: float, sent: float = math.inf) -> None:
         """Keep a cut for :meth:`_judge_cut`. A cut while one is still unjudged joins it: the chain
@@ -1097,7 +1152,7 @@ class RouteQuota:
             and _tail(n, refused, 1.0 - accepted_before) >= CAPACITY_P
         ):
             # Cut, the quota still refused the same share: those were capacity 429s, not it.
-            self._undo_cut(before, 1.0 - accepted, now)
+            self._undo_cut(before, n, refused, now)
             return True
         if _head(n, refused, 1.0 - accepted_before) < CAPACITY_P or n >= CAPACITY_JUDGED:
             self._cut = None  # the quota: the cut stands
@@ -1116,18 +1171,20 @@ class RouteQuota:
         a job of 18.)"""
         baseline = max(self._capacity(), CAPACITY_PRIOR)
         if _tail(n, refused, baseline) < CAPACITY_P and _tail(n, refused, 1.0 - cut.accepted) >= CAPACITY_P:
-            self._undo_cut(cut.before, refused / n, now)
+            self._undo_cut(cut.before, n, refused, now)
             return True
         before_low = _wilson_low(cut.sent, (1.0 - cut.accepted) * cut.sent)
         if _head(n, refused, before_low) < CAPACITY_P or n >= CAPACITY_JUDGED:
             self._cut = None  # the quota: the cut stands
         return False
 
-    def _undo_cut(self, before: float, refused: float, now: float) -> None:
-        """The refusals that led to the last cut were capacity 429s (``refused``: their share): the
-        rate before comes back and climbs again as discovery does."""
+    def _undo_cut(self, before: float, n: int, refused: int, now: float) -> None:
+        """The refusals that led to the last cut were capacity 429s (``refused`` of the ``n``
+        requests sent since it): the rate before comes back and climbs again as discovery does; an
+        unpaced route's storms are tested against what those requests allow (:meth:`_storm_share`)."""
         self._cut = None
-        self.capacity_share = max(self.capacity_share, min(1.0 - CAPACITY_MIN_ACCEPTED, refused))
+        self._unpaced_since = (now, n, refused) if math.isinf(before) else None
+        self.capacity_share = max(self.capacity_share, min(1.0 - CAPACITY_MIN_ACCEPTED, refused / n))
         self._refusals = max(self._refusals, self.capacity_share)
         self._set_rate(before, "capacity", capacity_share=round(self.capacity_share, 3))
         if math.isfinite(self.level):
@@ -1301,7 +1358,7 @@ class RouteQuota:
             # capacity 429s, three of its eleven requests refused, read 0.75 of tpm and cut to it.
             return
         if sample < OVER_SENDING * sent:
-            if self._held_off(at):
+            if self._held_off(at) or self._drain_judged():
                 return  # the last cut is still being tried
             before = self.rate
             rate = max(sample * PACE_MARGIN, self.rate * MAX_CUT)
@@ -1314,11 +1371,7 @@ class RouteQuota:
             if not known and self.capacity_share:
                 # The first capacity share the quiet periods give: the cuts of the last minutes
                 # were capacity 429s read as the quota (see QUIET_KEPT_S).
-                top = min(max(r for _, r in self._cut_from), 2.0 * rate)
-                self._cut_from.clear()
-                self._held = self._cut = None
-                self._set_rate(top, "capacity", capacity_share=round(self.capacity_share, 3))
-                self._hold(now)
+                self._restore_cuts(rate, now)
                 return
             self._set_rate(
                 rate,
@@ -1339,6 +1392,27 @@ class RouteQuota:
             self._hold(now)
         elif self.discovering:
             self._hold(now)  # the quota took all that was sent: a capacity 429, or the rate is right
+
+    def _restore_cuts(self, rate: float, now: float) -> None:
+        """The quiet periods gave a capacity share for the first time: the samples' cuts of the last
+        minutes were capacity 429s read as the quota (see :data:`QUIET_KEPT_S`). The rate before
+        them comes back (twice ``rate`` at most)."""
+        top = min(max(r for _, r in self._cut_from), 2.0 * rate)
+        self._cut_from.clear()
+        self._held = self._cut = None
+        self._set_rate(top, "capacity", capacity_share=round(self.capacity_share, 3))
+        self._hold(now)
+
+    def _quiet_share(self, now: float) -> float:
+        """The capacity share the quiet periods would give if the one under way ended ``now``."""
+        n = k = 0
+        for end, requests, refused in self._quiet:
+            if end >= now - QUIET_KEPT_S:
+                n, k = n + requests, k + refused
+        if now > self._quiet_from:
+            n1, k1 = self._outcomes(self._quiet_from, now)
+            n, k = n + n1, k + k1
+        return _share_floor(n, k)
 
     def _owed(self, at: float) -> float:
         """What the requests in flight admitted by ``at`` will add when they settle: the service has
@@ -1389,6 +1463,14 @@ class RouteQuota:
                 # guard to 350,000 of 300,000 TPM; as the minute ended, a storm and a halving).
                 # Below what a refused burst measured, though, samples cut the rate (a window's
                 # own charges expiring, or capacity 429s): it may climb back, up to that measure.
+                return
+            if not self.capacity_share and self._cut_from and self._quiet_share(now):
+                # The quiet periods give a capacity share at a probe's turn, not at a cut's: the
+                # cuts were capacity 429s all the same. (Only at a cut, the rule before, a period
+                # closed by a probe gave the share and the cuts were never undone: the route climbed
+                # from its floor by probe steps, capped at twice a rate the next sample halved.)
+                self._close_quiet(trigger=False)
+                self._restore_cuts(self.rate, now)
                 return
             # Since the guard lifted, if later: before, the guard held the route back, not the rate.
             span = max(min(PROBE_BINDING_ROUND_TRIPS * self._evidence_s, now - self._lifted_at), MIN_SAMPLE_S)

@@ -247,7 +247,10 @@ class TestUnknownQuota:
         assert out.seconds <= 3.0 * 600 * LATENCY * 1.05 / 64 / 0.7
         assert out.quota.capacity_share >= 0.15
 
-    @pytest.mark.parametrize(("seed", "reserved", "settled"), [(8, 111, 60), (14, 306, 800)])
+    @pytest.mark.parametrize(
+        ("seed", "reserved", "settled"),
+        [(8, 111, 60), (14, 306, 800), (31, 306, 800), (3, 111, 60), (7, 306, 800), (7, 111, 60)],
+    )
     def test_capacity_throttles_read_as_a_drained_start_are_undone(
         self, seed: int, reserved: float, settled: float
     ) -> None:
@@ -256,7 +259,11 @@ class TestUnknownQuota:
         judged by whether the route, paced at half of what the quota took, is still refused more
         than the 2 % prior explains: it is, and the cut is undone (356 s with seed 8, 599 s with
         seed 14, when it was judged against the startup's share as exact and the route sat at its
-        floor)."""
+        floor). Seeds 31 and 3: samples between two random 429s cut the rate before the judge had
+        its ten requests, and restarted its count (637 and 491 s); no sample cuts while it judges.
+        Seed 7: undone to unpaced on 4 of 18 requests refused, the next cluster of 30 % random
+        429s read as a storm against that 22 % (403 and 201 s); storms are tested against the
+        share's upper bound until the route has sent enough to measure it."""
         out = run(
             tpm=10**9,
             known=False,
@@ -281,6 +288,16 @@ class TestUnknownQuota:
         need = BENCH_SHAPE["rows"] * settled - tpm - 20.0 * tpm / 60  # after the capacity and 20 s
         limit_s = 20.0 + need / (2 * tpm / 60) + BENCH_SHAPE["latency_s"]
         assert limit_s / out.seconds >= 0.9
+
+    def test_a_capacity_share_found_at_a_probe_undoes_the_cuts(self) -> None:
+        """A tenth of the requests refused at random, `tpm` given: the quiet periods give the
+        capacity share when a probe step closes one, not a cut. The samples' cuts it proves wrong
+        are undone then too (258 s of an 80 s limit when only a cut could undo them: the route
+        climbed back by probe steps, capped at twice a rate the next sample halved)."""
+        out = run(shape="bucket", start=1.0, known=True, capacity_429=0.1, seed=14, **BENCH_SHAPE)
+        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
+        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
+        assert limit_s / out.seconds >= 0.4
 
     @pytest.mark.parametrize("seed", [1, 6])
     def test_capacity_throttles_at_a_tenth_do_not_ratchet_the_rate(self, seed: int) -> None:
