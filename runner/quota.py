@@ -64,7 +64,9 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
   requests back, those a window would still admit (it holds the reservations of the requests in
-  flight, not yet their settlements) go on, up to a small overfill; then, once the route's own
+  flight, not yet their settlements) go on, up to a small overfill (with ``tpm`` given and answers
+  settling below their reservations, where a window holds just what the guard books, one *last
+  filler* past it by less than a request); then, once the route's own
   charges are past the guard's quota (a measure within a request of the window's size), one is
   sent past it now and then (further apart after each refusal: a window refuses them all), and
   once one is admitted (no 429 back in time) the guard is lifted; with ``tpm`` given, the level
@@ -535,6 +537,8 @@ class RouteQuota:
     _guard_probe_wait: float = GUARD_PROBE_S
     _probe: Charge | None = None
     """The request sent past the window guard, until it is answered."""
+    _filler: Charge | None = None
+    """The last filler sent past the guard (:meth:`_last_filler`), until it is answered."""
     _unconfirmed: Charge | None = None
     """The probe that lifted the guard because no 429 came back in time, until it is answered."""
     _withheld: float = 0.0
@@ -679,13 +683,15 @@ class RouteQuota:
     def admit(self, tokens: float, now: float) -> Charge:
         """Book an admission that :meth:`delay` allowed."""
         self._refill(now)
-        probe = False
+        probe = last = False
         used = 0.0
         if self.guard and math.isfinite(self.rate):
             used = self.window.used(now)
             self.window.tpm = self.guard_quota
             if self.window.wait_time(tokens + max(self._extra, 0.0), now) > GUARD_PROBE_MIN_HOLD_S:
-                probe = self._window_room(now) < tokens  # else a filler a window admits too
+                room = self._window_room(now)
+                last = self._last_filler(room, tokens)
+                probe = room < tokens and not last  # else a filler a window admits too
         # Book what the request is expected to cost in the end, not only its reservation: the
         # service charges the rest when the answer ends, and an answer read late (a busy client)
         # must not look like quota still free.
@@ -718,6 +724,9 @@ class RouteQuota:
         self._in_flight.add(charge)
         if probe:
             self._probe = charge
+        elif last:
+            self._filler = charge
+            self._guard_probe_at = now + self._refusal_wait()
         return charge
 
     def settle(self, charge: Charge, tokens: float, now: float, booked_at: float | None = None) -> None:
@@ -735,6 +744,8 @@ class RouteQuota:
         self.window.settle(charge.window_charge, tokens, booked_at)
         self.settled.add(tokens, now)
         self._taken.add(extra - charge.owed, charge.at)  # a request's whole cost, at its admission
+        if charge is self._filler:
+            self._filler = None
         if charge.probe:
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
             if self.guard:
@@ -752,7 +763,7 @@ class RouteQuota:
         self._refusals += 1.0 / CAPACITY_HORIZON
         self._refusal_s.append(now - charge.at)
         self.window.settle(charge.window_charge, 0.0)
-        if charge.probe:  # a refused probe tells the shape, not the rate
+        if charge.probe or charge is self._filler:  # a refused probe tells the shape, not the rate
             self._end_probe(charge)
             growth = 2.0 if self._guard_probe_wait <= GUARD_PROBE_S else 4.0
             self._guard_probe_wait = min(self._guard_probe_wait * growth, GUARD_PROBE_MAX_S)
@@ -902,7 +913,7 @@ class RouteQuota:
             self._startup_released -= charge.reserved
             if self.phase == "startup":
                 self._waves[charge.wave][0] -= 1
-        if charge.probe:
+        if charge.probe or charge is self._filler:
             self._end_probe(charge)
 
     def failed(self, charge: Charge, now: float) -> None:
@@ -910,7 +921,7 @@ class RouteQuota:
         self._in_flight.discard(charge)
         self.level += charge.owed
         self._taken.add(-charge.owed, charge.at)
-        if charge.probe:
+        if charge.probe or charge is self._filler:
             self._end_probe(charge)
 
     @property
@@ -1546,7 +1557,24 @@ class RouteQuota:
         # tpm unknown, measured at 299,400 of its 300,000 TPM, admitted a probe sent with 100
         # tokens of room: its guard lifted, samples of 0 cut the rate to an eighth, and a job of
         # 126 s took 205.)
-        return room < 0.0 and self._probe is None and now >= self._guard_probe_at and self._repaid(now)
+        due = self._probe is None and now >= self._guard_probe_at and self._repaid(now)
+        if self._last_filler(room, tokens):
+            return due and self._filler is None
+        return room < 0.0 and due
+
+    def _last_filler(self, room: float, tokens: float) -> bool:
+        """Whether a request with ``room`` left in a window of the guard's quota goes as the *last
+        filler*: with ``tpm`` given, when the answers settle below their reservations (``max_tokens``
+        far above the outputs). A window then holds what the guard books, the reservations of the
+        requests in flight, so no filler can take the route's charges past the guard's quota and no
+        probe ever went: a bucket was paced as a window, at its settled charges per minute (a job
+        of 204 s at 300,000 TPM, 4,196 tokens reserved and 1,100 settled, took 299 s). The last
+        filler takes them past it by less than a request; a window admits it only if the guard's
+        quota is short of its size by that much, and then the probe behind it, past the guard, is
+        still one a window refuses. Refused, it waits as a refused probe does. (Sending the probe
+        at once instead lifted the guard on a 10,000 TPM window in one run of six: its charges
+        expire by the guard's 0.1 s slots, a little after the window's.)"""
+        return self.known and self._extra < 0.0 and 0.0 <= room < tokens
 
     def _repaid(self, now: float) -> bool:
         """Whether the debt the quota had when last found empty would be repaid by ``now`` at
@@ -1610,6 +1638,9 @@ class RouteQuota:
     def _end_probe(self, charge: Charge) -> None:
         """The probe past the guard was refused, or never answered: if it had lifted the guard (no
         429 in time), the guard is back."""
+        if charge is self._filler:
+            self._filler = None
+            return
         self._probe = None
         if self._unconfirmed is charge:
             self._unconfirmed = None

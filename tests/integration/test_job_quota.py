@@ -38,6 +38,7 @@ def run_quota_job(
     rows: int,
     tpm: int,
     max_in_flight: int = 32,
+    max_tokens: int = 100,
     faults: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Run ``rows`` rows on the ``global.`` route under ``rule`` (``faults``: more of the fault
@@ -52,7 +53,7 @@ def run_quota_job(
         tmp_path / "out",
         emu.url,
         model={"endpoints": ["global"]},
-        request={"max_tokens": 100},
+        request={"max_tokens": max_tokens},
         limits={"max_in_flight": max_in_flight, "tpm": tpm},
         retry={"max_attempts": 50},
     )
@@ -79,6 +80,20 @@ class TestKnownQuota:
         assert outcomes.get("ThrottlingException", 0) <= 0.05 * sum(outcomes.values())
         ended = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.startup_ended"]
         assert [e["drained"] for e in ended] == [True]
+
+    def test_a_bucket_lifts_the_guard_when_max_tokens_is_far_above_the_answers(
+        self, emu: EmulatorThread, tmp_path: Path
+    ) -> None:
+        """`max_tokens` 300 for answers of 20-60 tokens, a full 20,000 TPM bucket: the route's own
+        charges fill the window guard in a second, and a window would hold the reservations of the
+        requests in flight just as the guard books them, so no filler ever took them past it and
+        no probe went: the bucket was paced as a window, held for the rest of the minute. The last
+        filler, then a probe past the guard, which the bucket admits: the guard lifts."""
+        rule = {"quota_shape": "bucket", "tpm": 20_000}
+        outcomes = run_quota_job(emu, tmp_path, rule, rows=500, tpm=20_000, max_tokens=300)
+        lifted = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.guard_lifted"]
+        assert lifted, "the window guard held a bucket"
+        assert outcomes.get("ThrottlingException", 0) <= 0.05 * sum(outcomes.values())
 
     def test_capacity_429s_are_not_quota_evidence(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """5 % of calls refused at random, the quota far away: the route is never paced down nor

@@ -31,7 +31,7 @@ from runner.quota import (
     _share_floor,
     _tail,
 )
-from tests.unit.quota_sim import run
+from tests.unit.quota_sim import Shape, run
 
 ROWS, SETTLED, RATE, LATENCY = 1200, 800, 10_000, 2.4
 BENCH_SHAPE: dict[str, Any] = {
@@ -683,6 +683,74 @@ class TestWindowGuard:
         probe = q.admit(300.0, 2.0)
         assert probe.probe
         assert q.delay(300.0, 2.1) > 0.0  # one probe at a time
+
+    @staticmethod
+    def at_the_guard_settling_below(room: float) -> RouteQuota:
+        """A route told 60,000 TPM whose answers settle 200 tokens below their 300-token
+        reservations (``max_tokens`` far above the outputs), its window ``room`` short of full."""
+        q = RouteQuota.create(tpm=60_000, headroom=1.0, now=0.0)
+        q.phase, q._settled_n, q._extra = "steady", 10, -200.0
+        q.window.reserve(60_000 - room, 0.0)
+        q.level = q.burst
+        return q
+
+    def test_the_last_filler_goes_when_answers_settle_below_their_reservations(self) -> None:
+        """A window holds the reservations of the requests in flight, as the guard books them: no
+        filler could take the route's charges past the guard's quota, and no probe went. With 100
+        tokens of room, one request goes as the last filler (not a probe); the probe past the guard
+        goes once a 429 for it would have come back."""
+        q = self.at_the_guard_settling_below(100.0)
+        assert q.delay(300.0, 2.0) == 0.0
+        filler = q.admit(300.0, 2.0)
+        assert not filler.probe
+        assert q.delay(300.0, 2.0 + GUARD_ADMITTED_S / 2) > 0.0
+        assert q.delay(300.0, 2.0 + GUARD_ADMITTED_S) == 0.0
+        probe = q.admit(300.0, 2.0 + GUARD_ADMITTED_S)
+        assert probe.probe
+        q.settle(probe, 100.0, 2.0 + GUARD_ADMITTED_S + 1.0)
+        assert not q.guard  # admitted past the guard: a bucket
+
+    def test_a_refused_last_filler_waits_as_a_refused_probe(self) -> None:
+        """A window of the guard's size refuses the last filler: the guard holds, and the next try
+        waits as after a refused probe."""
+        q = self.at_the_guard_settling_below(100.0)
+        filler = q.admit(300.0, 2.0)
+        q.throttled(filler, 2.01)
+        assert q.guard
+        assert q._guard_probe_at == pytest.approx(2.01 + 4.0)
+        assert q.delay(300.0, 3.0) > 0.0
+
+    def test_no_last_filler_with_tpm_unknown(self) -> None:
+        """With the quota unknown, the guard's quota is a measure that may be short of a window's
+        size by more than a request: only a probe past it tells a bucket (sending the last filler
+        and its probe there lifted the guard on windows: 1.1 -> 4.3 % throttled in quota_sim)."""
+        q = self.at_the_guard_settling_below(100.0)
+        q.known, q.ceiling = False, math.inf
+        assert q.delay(300.0, 2.0) > 0.0
+
+    @pytest.mark.parametrize("shape", ["bucket", "window"])
+    def test_max_tokens_far_above_the_outputs(self, shape: Shape) -> None:
+        """300,000 TPM given, 4,196 tokens reserved (``max_tokens`` 4,096) and 1,100 settled,
+        answers in 4 s, 1,200 rows: a bucket's guard lifts, and the job runs within 0.85 of the
+        bucket's limit (the guard held it to a window's pace: 299 s, 0.68); a window keeps its
+        guard, at the cost of a 429 or a few."""
+        out = run(
+            shape=shape,
+            start=1.0,
+            known=True,
+            tpm=300_000,
+            rows=1200,
+            reserved=4196,
+            settled=1100,
+            latency_s=4.0,
+        )
+        if shape == "bucket":
+            limit_s = (1200 * 1100 - 300_000) / (300_000 / 60) + 4.0
+            assert not out.quota.guard
+            assert limit_s / out.seconds >= 0.85
+        else:
+            assert out.quota.guard
+            assert out.throttled <= 0.01 * out.requests
 
     def test_probes_a_window_refuses_come_further_and_further_apart(self) -> None:
         """Every probe past a window's guard is a 429. A bucket's first or second is admitted; from
