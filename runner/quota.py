@@ -64,9 +64,9 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
   requests back, those a window would still admit (it holds the reservations of the requests in
-  flight, not yet their settlements) go on, up to a small overfill (with ``tpm`` given and answers
-  settling below their reservations, where a window holds just what the guard books, one *last
-  filler* past it by less than a request); then, once the route's own
+  flight, not yet their settlements) go on, up to a small overfill (with answers settling below
+  their reservations, where a window holds just what the guard books, one *last filler* past it by
+  less than a request); then, once the route's own
   charges are past the guard's quota (a measure within a request of the window's size), one is
   sent past it now and then (further apart after each refusal: a window refuses them all), and
   once one is admitted (no 429 back in time) the guard is lifted; with ``tpm`` given, the level
@@ -1564,17 +1564,18 @@ class RouteQuota:
 
     def _last_filler(self, room: float, tokens: float) -> bool:
         """Whether a request with ``room`` left in a window of the guard's quota goes as the *last
-        filler*: with ``tpm`` given, when the answers settle below their reservations (``max_tokens``
-        far above the outputs). A window then holds what the guard books, the reservations of the
-        requests in flight, so no filler can take the route's charges past the guard's quota and no
-        probe ever went: a bucket was paced as a window, at its settled charges per minute (a job
-        of 204 s at 300,000 TPM, 4,196 tokens reserved and 1,100 settled, took 299 s). The last
-        filler takes them past it by less than a request; a window admits it only if the guard's
-        quota is short of its size by that much, and then the probe behind it, past the guard, is
-        still one a window refuses. Refused, it waits as a refused probe does. (Sending the probe
-        at once instead lifted the guard on a 10,000 TPM window in one run of six: its charges
-        expire by the guard's 0.1 s slots, a little after the window's.)"""
-        return self.known and self._extra < 0.0 and 0.0 <= room < tokens
+        filler*: when the answers settle below their reservations (``max_tokens`` far above the
+        outputs). A window then holds what the guard books, the reservations of the requests in
+        flight, so no filler can take the route's charges past the guard's quota and no probe ever
+        went: a bucket was paced as a window, at its settled charges per minute (a job of 208 s at
+        300,000 TPM, 4,196 tokens reserved and 1,100 settled, took 299 s with ``tpm`` given, 263 s
+        unknown). The last filler takes them past it by less than a request; a window admits it
+        only if the guard's quota is short of its size by that much, and then the probe behind it,
+        past the guard, is still one a window refuses. Refused, it waits as a refused probe does.
+        (Sending the probe at once instead lifted the guard on a 10,000 TPM window in one run of
+        six with ``tpm`` given, and on windows measured by a refused burst with it unknown: its
+        charges expire by the guard's 0.1 s slots, a little after the window's.)"""
+        return self._extra < 0.0 and 0.0 <= room < tokens
 
     def _repaid(self, now: float) -> bool:
         """Whether the debt the quota had when last found empty would be repaid by ``now`` at

@@ -720,24 +720,26 @@ class TestWindowGuard:
         assert q._guard_probe_at == pytest.approx(2.01 + 4.0)
         assert q.delay(300.0, 3.0) > 0.0
 
-    def test_no_last_filler_with_tpm_unknown(self) -> None:
-        """With the quota unknown, the guard's quota is a measure that may be short of a window's
-        size by more than a request: only a probe past it tells a bucket (sending the last filler
-        and its probe there lifted the guard on windows: 1.1 -> 4.3 % throttled in quota_sim)."""
+    def test_the_last_filler_goes_with_tpm_unknown_too(self) -> None:
+        """With the quota unknown, the guard's quota is a measure (a refused burst's, a window's
+        exact size): the last filler and the probe behind it go as with ``tpm`` given."""
         q = self.at_the_guard_settling_below(100.0)
         q.known, q.ceiling = False, math.inf
-        assert q.delay(300.0, 2.0) > 0.0
+        assert q.delay(300.0, 2.0) == 0.0
+        assert not q.admit(300.0, 2.0).probe
+        assert q._filler is not None
 
+    @pytest.mark.parametrize("known", [True, False])
     @pytest.mark.parametrize("shape", ["bucket", "window"])
-    def test_max_tokens_far_above_the_outputs(self, shape: Shape) -> None:
-        """300,000 TPM given, 4,196 tokens reserved (``max_tokens`` 4,096) and 1,100 settled,
-        answers in 4 s, 1,200 rows: a bucket's guard lifts, and the job runs within 0.85 of the
-        bucket's limit (the guard held it to a window's pace: 299 s, 0.68); a window keeps its
-        guard, at the cost of a 429 or a few."""
+    def test_max_tokens_far_above_the_outputs(self, shape: Shape, known: bool) -> None:
+        """300,000 TPM, 4,196 tokens reserved (``max_tokens`` 4,096) and 1,100 settled, answers in
+        4 s, 1,200 rows: a bucket's guard lifts, and the job runs within 0.85 of the bucket's limit
+        (the guard held it to a window's pace: 299 s with ``tpm`` given, 0.68; 263 s unknown); a
+        window keeps its guard, at the cost of a 429 or a few."""
         out = run(
             shape=shape,
             start=1.0,
-            known=True,
+            known=known,
             tpm=300_000,
             rows=1200,
             reserved=4196,
