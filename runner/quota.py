@@ -64,9 +64,9 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
   requests back, those a window would still admit (it holds the reservations of the requests in
-  flight, not yet their settlements) go on, up to a small overfill (with answers settling below
-  their reservations, where a window holds just what the guard books, one *last filler* past it by
-  less than a request); then, once the route's own
+  flight, not yet their settlements) go on, up to a small overfill (with ``tpm`` given and answers
+  settling below their reservations, where a window holds just what the guard books, one *last
+  filler* past it by less than a request); then, once the route's own
   charges are past the guard's quota (a measure within a request of the window's size), one is
   sent past it now and then (further apart after each refusal: a window refuses them all), and
   once one is admitted (no 429 back in time) the guard is lifted; with ``tpm`` given, the level
@@ -121,6 +121,12 @@ STARTUP_STOCK = 128
 """Requests sent in the startup waves before the one that ended it, refused no more than the 2 %
 prior explains, say the quota held a stock (a full bucket, a window's minute) that the startup spent,
 not a trickle of refill: see :meth:`RouteQuota._drained`."""
+STARTUP_STOCK_TOKENS = 80_000
+"""...or this many quota tokens of them (reservations): with ``max_tokens`` 4,096, a full 300,000
+TPM quota holds 67 reservations, and a startup that spent them read as a drained quota at 3,800,000
+TPM, whose cut the judge undid within two seconds: a storm of 20-25 % of the job's requests. A
+drained quota's refill admits that much in the startup's first second or two only at 3,000,000 TPM
+or more."""
 MIN_SAMPLE_S = 1.0
 """Shortest span between two throttles that measures the refill (shorter: one request's size is
 a large error)..."""
@@ -784,7 +790,9 @@ class RouteQuota:
             # wave is large, and a quarter of it was ten 429s or more (answers in 0.5 s, 600 rows:
             # 3.6 -> 3.0 % of the requests throttled).
             earlier, earlier_refused = admitted - counts[0], throttled - counts[1]
-            spent = earlier >= STARTUP_STOCK and _tail(earlier, earlier_refused, CAPACITY_PRIOR) >= 0.01
+            spent = (earlier >= STARTUP_STOCK or earlier * charge.reserved >= STARTUP_STOCK_TOKENS) and _tail(
+                earlier, earlier_refused, CAPACITY_PRIOR
+            ) >= 0.01
             improbable = _tail(counts[0], counts[1], CAPACITY_PRIOR) < CAPACITY_P
             # The first wave refused whole is a drained quota (STARTUP_FIRST_WAVE): with tpm given,
             # the startup ends now; with it unknown, at the next 429 of a later wave.
@@ -1564,18 +1572,20 @@ class RouteQuota:
 
     def _last_filler(self, room: float, tokens: float) -> bool:
         """Whether a request with ``room`` left in a window of the guard's quota goes as the *last
-        filler*: when the answers settle below their reservations (``max_tokens`` far above the
-        outputs). A window then holds what the guard books, the reservations of the requests in
-        flight, so no filler can take the route's charges past the guard's quota and no probe ever
-        went: a bucket was paced as a window, at its settled charges per minute (a job of 208 s at
-        300,000 TPM, 4,196 tokens reserved and 1,100 settled, took 299 s with ``tpm`` given, 263 s
-        unknown). The last filler takes them past it by less than a request; a window admits it
-        only if the guard's quota is short of its size by that much, and then the probe behind it,
-        past the guard, is still one a window refuses. Refused, it waits as a refused probe does.
-        (Sending the probe at once instead lifted the guard on a 10,000 TPM window in one run of
-        six with ``tpm`` given, and on windows measured by a refused burst with it unknown: its
-        charges expire by the guard's 0.1 s slots, a little after the window's.)"""
-        return self._extra < 0.0 and 0.0 <= room < tokens
+        filler*: with ``tpm`` given, when the answers settle below their reservations
+        (``max_tokens`` far above the outputs). A window then holds what the guard books, the
+        reservations of the requests in flight, so no filler can take the route's charges past the
+        guard's quota and no probe ever went: a bucket was paced as a window, at its settled
+        charges per minute (a job of 208 s at 300,000 TPM, 4,196 tokens reserved and 1,100
+        settled, took 299 s). The last filler takes them past it by less than a request; a window
+        admits it only if the guard's quota is short of its size by that much, and then the probe
+        behind it, past the guard, is still one a window refuses. Refused, it waits as a refused
+        probe does. (Sending the probe at once instead lifted the guard on a 10,000 TPM window in
+        one run of six: the guard's charges expire by 0.1 s slots, a little after the window's.)
+        Not with ``tpm`` unknown: the guard's quota is then a refused burst's measure, which read a
+        300,000 TPM window as 289,000, short by more than two requests; the filler and the probe
+        were admitted, and the guard lifted on a window (a storm of 41 % in one run of sixty)."""
+        return self.known and self._extra < 0.0 and 0.0 <= room < tokens
 
     def _repaid(self, now: float) -> bool:
         """Whether the debt the quota had when last found empty would be repaid by ``now`` at

@@ -289,6 +289,29 @@ class TestUnknownQuota:
         limit_s = 20.0 + need / (2 * tpm / 60) + BENCH_SHAPE["latency_s"]
         assert limit_s / out.seconds >= 0.9
 
+    @pytest.mark.parametrize("seed", [1, 3])
+    def test_a_stock_of_large_reservations_is_no_drained_quota(self, seed: int) -> None:
+        """``max_tokens`` 4,096 (4,496 tokens reserved, 1,150 settled) on a full 300,000 TPM
+        bucket: the quota holds 67 reservations, fewer than the 128 requests that said "a stock",
+        and the startup that spent them read a drained quota at 3,800,000 TPM; the judge undid that
+        cut within two seconds, and the route stormed the spent quota (42 and 329 429s of 600 rows).
+        Counted in tokens too, the stock is measured as a refused burst: 3 429s."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        out = run(
+            shape="bucket",
+            start=1.0,
+            known=False,
+            tpm=300_000,
+            rows=600,
+            reserved=4496,
+            settled=1150,
+            latency_s=1.8,
+            seed=seed,
+            notify=lambda event, fields: events.append((event, fields)),
+        )
+        assert [f["drained"] for e, f in events if e == "quota.startup_ended"] == [False]
+        assert out.throttled <= 0.02 * out.requests
+
     def test_a_capacity_share_found_at_a_probe_undoes_the_cuts(self) -> None:
         """A tenth of the requests refused at random, `tpm` given: the quiet periods give the
         capacity share when a probe step closes one, not a cut. The samples' cuts it proves wrong
@@ -720,26 +743,24 @@ class TestWindowGuard:
         assert q._guard_probe_at == pytest.approx(2.01 + 4.0)
         assert q.delay(300.0, 3.0) > 0.0
 
-    def test_the_last_filler_goes_with_tpm_unknown_too(self) -> None:
-        """With the quota unknown, the guard's quota is a measure (a refused burst's, a window's
-        exact size): the last filler and the probe behind it go as with ``tpm`` given."""
+    def test_no_last_filler_with_tpm_unknown(self) -> None:
+        """With the quota unknown, the guard's quota is a refused burst's measure, which may be
+        short of a window's size by more than a request: no last filler (it and the probe behind
+        it lifted the guard on a window, a storm of 41 % in one quota_sim run of sixty)."""
         q = self.at_the_guard_settling_below(100.0)
         q.known, q.ceiling = False, math.inf
-        assert q.delay(300.0, 2.0) == 0.0
-        assert not q.admit(300.0, 2.0).probe
-        assert q._filler is not None
+        assert q.delay(300.0, 2.0) > 0.0
 
-    @pytest.mark.parametrize("known", [True, False])
     @pytest.mark.parametrize("shape", ["bucket", "window"])
-    def test_max_tokens_far_above_the_outputs(self, shape: Shape, known: bool) -> None:
-        """300,000 TPM, 4,196 tokens reserved (``max_tokens`` 4,096) and 1,100 settled, answers in
-        4 s, 1,200 rows: a bucket's guard lifts, and the job runs within 0.85 of the bucket's limit
-        (the guard held it to a window's pace: 299 s with ``tpm`` given, 0.68; 263 s unknown); a
-        window keeps its guard, at the cost of a 429 or a few."""
+    def test_max_tokens_far_above_the_outputs(self, shape: Shape) -> None:
+        """300,000 TPM given, 4,196 tokens reserved (``max_tokens`` 4,096) and 1,100 settled,
+        answers in 4 s, 1,200 rows: a bucket's guard lifts, and the job runs within 0.85 of the
+        bucket's limit (the guard held it to a window's pace: 299 s, 0.68); a window keeps its
+        guard, at the cost of a 429 or a few."""
         out = run(
             shape=shape,
             start=1.0,
-            known=known,
+            known=True,
             tpm=300_000,
             rows=1200,
             reserved=4196,
