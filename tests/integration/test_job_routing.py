@@ -250,11 +250,14 @@ class TestQuota:
         assert elapsed < 12.0  # one at a time would take 500 x 75 ms = 37 s
 
     def test_unknown_quota_is_throttled_more(self, emu: EmulatorThread, tmp_path: Path) -> None:
-        """Without ``tpm`` the adaptive limit has to find the quota by hitting it: clearly more throttles."""
-        _, blind, _ = self.quota_job(emu, tmp_path, spec_tpm=0)
+        """Without ``tpm`` the adaptive limit has to find the quota by hitting it: more throttles
+        than with it, but no storm. (41-98 of some 550 calls while a startup that spent this
+        quota's 40 reservations read it as drained; since it counts a stock in tokens too, 7 in
+        most runs, 41 in about one of ten, when the 429s are read late.)"""
+        _, blind, calls = self.quota_job(emu, tmp_path, spec_tpm=0)
         _, informed, _ = self.quota_job(emu, tmp_path, spec_tpm=self.QUOTA)
-        assert blind >= 10
-        assert blind > 3 * informed
+        assert blind > informed
+        assert blind <= 0.1 * calls
 
 
 class TestSourceRegions:
