@@ -582,11 +582,11 @@ class RouteQuota:
     _refusals: float = 0.0
     """Running share of admissions refused, for any reason (over :data:`CAPACITY_HORIZON`)."""
     _cut: _Cut | None = None
+    """The last cut (a drain, a refused burst, an overshoot, a sample), until the requests sent
+    since say whether the refusals were capacity 429s (:meth:`_judge_cut`)."""
     _unpaced_since: tuple[float, int, int] | None = None
     """(when, requests, refused) of an undone cut that left the route unpaced: the requests judged
     and those sent since give the capacity share its storms are tested against (:meth:`_storm_share`)."""
-    """The last cut (a drain, a refused burst, an overshoot, a sample), until the requests sent
-    since say whether the refusals were capacity 429s (:meth:`_judge_cut`)."""
     _rate_set_at: float = 0.0
     """When the rate was last set (the requests before it were sent at another one)."""
     _quiet_from: float = math.inf
@@ -769,7 +769,7 @@ class RouteQuota:
         self._refusals += 1.0 / CAPACITY_HORIZON
         self._refusal_s.append(now - charge.at)
         self.window.settle(charge.window_charge, 0.0)
-        if charge.probe or charge is self._filler:  # a refused probe tells the shape, not the rate
+        if self._past_guard_sent(charge):  # a refused probe tells the shape, not the rate
             self._end_probe(charge)
             growth = 2.0 if self._guard_probe_wait <= GUARD_PROBE_S else 4.0
             self._guard_probe_wait = min(self._guard_probe_wait * growth, GUARD_PROBE_MAX_S)
@@ -887,10 +887,9 @@ class RouteQuota:
             # the capacity share, measured over more requests than the judge had (its share, a
             # few requests', was high as often as low: 22 % for 10 % capacity 429s explained a
             # full bucket's refusals away while probes climbed to twice it).
-            since, _, _ = self._unpaced_since
-            n, k = self._outcomes(since, at - 1.0) if at - 1.0 > since else (0, 0)
-            if n >= QUIET_MIN_REQUESTS:
-                self.capacity_share = k / n
+            measured = self._unpaced_share(self._unpaced_since[0], at)
+            if measured is not None:
+                self.capacity_share = measured
                 self._refusals = max(self._refusals, self.capacity_share)
             self._unpaced_since = None
         # What the quota admitted is what it took less what the requests in flight will add when
@@ -921,7 +920,7 @@ class RouteQuota:
             self._startup_released -= charge.reserved
             if self.phase == "startup":
                 self._waves[charge.wave][0] -= 1
-        if charge.probe or charge is self._filler:
+        if self._past_guard_sent(charge):
             self._end_probe(charge)
 
     def failed(self, charge: Charge, now: float) -> None:
@@ -929,7 +928,7 @@ class RouteQuota:
         self._in_flight.discard(charge)
         self.level += charge.owed
         self._taken.add(-charge.owed, charge.at)
-        if charge.probe or charge is self._filler:
+        if self._past_guard_sent(charge):
             self._end_probe(charge)
 
     @property
@@ -1013,8 +1012,7 @@ class RouteQuota:
         self._quiet_from = math.inf
         while self._quiet and self._quiet[0][0] < now - QUIET_KEPT_S:
             self._quiet.popleft()
-        share = _share_floor(sum(n for _, n, _ in self._quiet), sum(k for _, _, k in self._quiet))
-        self.capacity_share = max(self.capacity_share, share)
+        self.capacity_share = max(self.capacity_share, _share_floor(*self._quiet_pool(now)))
 
     def _held_off(self, at: float) -> bool:
         """Whether the last sample's cut holds a new one off (:data:`HOLD_OFF_REQUESTS`)."""
@@ -1121,11 +1119,15 @@ class RouteQuota:
         if self._unpaced_since is None:
             return 0.0
         since, n, refused = self._unpaced_since
-        if at - 1.0 > since:
-            requests, k = self._outcomes(since, at - 1.0)
-            if requests >= QUIET_MIN_REQUESTS:
-                return k / requests
-        return _wilson_high(n, refused)
+        measured = self._unpaced_share(since, at)
+        return measured if measured is not None else _wilson_high(n, refused)
+
+    def _unpaced_share(self, since: float, at: float) -> float | None:
+        """The share of its requests the route was refused since an undone cut left it unpaced (at
+        ``since``), up to a second before ``at`` (the storm that may be under way left out), once
+        they are :data:`QUIET_MIN_REQUESTS`; else ``None``."""
+        n, k = self._outcomes(since, at - 1.0) if at - 1.0 > since else (0, 0)
+        return k / n if n >= QUIET_MIN_REQUESTS else None
 
     def _note_cut(self, before: float, accepted: float, now: float, sent: float = math.inf) -> None:
         """Keep a cut for :meth:`_judge_cut`. A cut while one is still unjudged joins it: the chain
@@ -1422,8 +1424,9 @@ class RouteQuota:
         self._set_rate(top, "capacity", capacity_share=round(self.capacity_share, 3))
         self._hold(now)
 
-    def _quiet_share(self, now: float) -> float:
-        """The capacity share the quiet periods would give if the one under way ended ``now``."""
+    def _quiet_pool(self, now: float) -> tuple[int, int]:
+        """(requests, refused) of the quiet periods of the last :data:`QUIET_KEPT_S`, the one under
+        way (if any) counted up to ``now``."""
         n = k = 0
         for end, requests, refused in self._quiet:
             if end >= now - QUIET_KEPT_S:
@@ -1431,7 +1434,7 @@ class RouteQuota:
         if now > self._quiet_from:
             n1, k1 = self._outcomes(self._quiet_from, now)
             n, k = n + n1, k + k1
-        return _share_floor(n, k)
+        return n, k
 
     def _owed(self, at: float) -> float:
         """What the requests in flight admitted by ``at`` will add when they settle: the service has
@@ -1483,7 +1486,7 @@ class RouteQuota:
                 # Below what a refused burst measured, though, samples cut the rate (a window's
                 # own charges expiring, or capacity 429s): it may climb back, up to that measure.
                 return
-            if not self.capacity_share and self._cut_from and self._quiet_share(now):
+            if not self.capacity_share and self._cut_from and _share_floor(*self._quiet_pool(now)):
                 # The quiet periods give a capacity share at a probe's turn, not at a cut's: the
                 # cuts were capacity 429s all the same. (Only at a cut, the rule before, a period
                 # closed by a probe gave the share and the cuts were never undone: the route climbed
@@ -1569,6 +1572,11 @@ class RouteQuota:
         if self._last_filler(room, tokens):
             return due and self._filler is None
         return room < 0.0 and due
+
+    def _past_guard_sent(self, charge: Charge) -> bool:
+        """Whether ``charge`` went past the window guard (the probe, or the last filler before it):
+        refused, it waits as a refused probe does; never answered, it ends the same way."""
+        return charge.probe or charge is self._filler
 
     def _last_filler(self, room: float, tokens: float) -> bool:
         """Whether a request with ``room`` left in a window of the guard's quota goes as the *last

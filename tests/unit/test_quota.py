@@ -297,17 +297,14 @@ class TestUnknownQuota:
         cut within two seconds, and the route stormed the spent quota (42 and 329 429s of 600 rows).
         Counted in tokens too, the stock is measured as a refused burst: 3 429s."""
         events: list[tuple[str, dict[str, Any]]] = []
+        long_max_tokens = {**BENCH_SHAPE, "reserved": BENCH_SHAPE["reserved"] - 256 + 4_096}
         out = run(
             shape="bucket",
             start=1.0,
             known=False,
-            tpm=300_000,
-            rows=600,
-            reserved=4496,
-            settled=1150,
-            latency_s=1.8,
             seed=seed,
             notify=lambda event, fields: events.append((event, fields)),
+            **long_max_tokens,
         )
         assert [f["drained"] for e, f in events if e == "quota.startup_ended"] == [False]
         assert out.throttled <= 0.02 * out.requests
