@@ -67,9 +67,7 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   flight, not yet their settlements) go on, up to a small overfill (with ``tpm`` given and answers
   settling below their reservations, where a window holds just what the guard books, one *last
   filler* past it by less than a request); then, once the route's own
-  charges are past the guard's quota (a measure within a request of the window's size; with ``tpm``
-  given and answers settling below their reservations, as soon as a window of that size would
-  refuse a request whatever the guard's books have not seen yet, however short the hold), one is
+  charges are past the guard's quota (a measure within a request of the window's size), one is
   sent past it now and then (further apart after each refusal: a window refuses them all), and
   once one is admitted (no 429 back in time) the guard is lifted; with ``tpm`` given, the level
   built behind it goes out in waves once the answer confirms it, and with it unknown, not at all:
@@ -331,18 +329,9 @@ the rate's minute, no lower: a rate measured 1-2 % above a window (an overshoot 
 start read 296,660 TPM of 300,000) overfilled it at every minute's end, and each refusal read as a
 sample halved the rate; a capacity 429 that came when the charges were 10 % under the window, taken
 as its size, let a probe past the guard be admitted, and the guard was lifted on a window."""
-GUARD_READ_LAG_S = 0.1
-"""How long an answer the service ended may wait to be read, until the route has read a 429 or an
-answer that says (:meth:`RouteQuota._window_refuses`)..."""
-GUARD_UNREAD_P = 0.01
-"""...and the chance, at most, that more answers than the window test counts ended unread in that
-time (Poisson, at the route's rate of answers). Counting their expected number only, a window of
-300,000 TPM (4,496 tokens reserved, 1,150 settled, 150 ms read lag) admitted a request the test
-said it would refuse, in one quota_sim run of sixty: its guard lifted, 6.7 % of the requests
-throttled."""
 GUARD_PROBE_MIN_HOLD_S = 2.0
 """A request is sent past the guard only when the guard would hold it longer than this: admitted
-just before the window frees, it would prove nothing (but see :meth:`RouteQuota._window_refuses`)."""
+just before the window frees, it would prove nothing."""
 EXTRA_WEIGHT = 0.05
 """Weight of one settlement in the running mean of settlement minus reservation (the first ones
 make a plain mean, so the first answers teach it at once)."""
@@ -397,17 +386,6 @@ class _Ledger:
             if self._stamps[i] == k:
                 total += self._slots[i]
         return total
-
-
-def _poisson_bound(mean: float, p: float) -> int:
-    """The least ``k`` that a Poisson count of ``mean`` exceeds with a probability under ``p``."""
-    term = total = math.exp(-mean)
-    k = 0
-    while 1.0 - total >= p:
-        k += 1
-        term *= mean / k
-        total += term
-    return k
 
 
 def _tail(n: int, k: int, p: float) -> float:
@@ -578,9 +556,6 @@ class RouteQuota:
     """When the release began: a wave refused says the credit is not there (:data:`RELEASE_P`)."""
     _refusal_s: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
     """How long the last 429s took to be read, from admission."""
-    _answer_lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
-    """How much of the last answers' round trips the service did not spend on them (the way there
-    and back, and the client's reading): how long an answer it ended may wait to be read."""
     _taken: _Ledger = field(default_factory=_Ledger)
     _sent: _Ledger = field(default_factory=_Ledger)
     """Requests admitted, per slot..."""
@@ -705,11 +680,7 @@ class RouteQuota:
             self.window.tpm = self.guard_quota
             held = self.window.wait_time(tokens + max(self._extra, 0.0), now)
             if held > 0.0:
-                if (
-                    wait <= 0.0
-                    and (held > GUARD_PROBE_MIN_HOLD_S or self._window_refuses(tokens, now))
-                    and self._past_guard(tokens, now)
-                ):
+                if wait <= 0.0 and held > GUARD_PROBE_MIN_HOLD_S and self._past_guard(tokens, now):
                     return 0.0
                 retry_at = answered_at if probe is not None else self._guard_probe_at
                 wait = max(wait, min(held, max(retry_at - now, 1e-3)))
@@ -723,10 +694,7 @@ class RouteQuota:
         if self.guard and math.isfinite(self.rate):
             used = self.window.used(now)
             self.window.tpm = self.guard_quota
-            held = self.window.wait_time(tokens + max(self._extra, 0.0), now)
-            if held > 0.0 and self._window_refuses(tokens, now):
-                probe = True
-            elif held > GUARD_PROBE_MIN_HOLD_S:
+            if self.window.wait_time(tokens + max(self._extra, 0.0), now) > GUARD_PROBE_MIN_HOLD_S:
                 room = self._window_room(now)
                 last = self._last_filler(room, tokens)
                 probe = room < tokens and not last  # else a filler a window admits too
@@ -780,8 +748,6 @@ class RouteQuota:
         self._extra += weight * (extra - self._extra)
         self._round_trip += weight * (now - charge.at - self._round_trip)
         self.window.settle(charge.window_charge, tokens, booked_at)
-        if booked_at is not None:
-            self._answer_lag_s.append(max(0.0, booked_at - charge.at))
         self.settled.add(tokens, now)
         self._taken.add(extra - charge.owed, charge.at)  # a request's whole cost, at its admission
         if charge is self._filler:
@@ -1572,28 +1538,6 @@ class RouteQuota:
         self._probe_at = now + self._hold_s
         self._probe_step = PROBE_FIRST_STEP
 
-    def _window_refuses(self, tokens: float, now: float) -> bool:
-        """Whether a window of the guard's quota, ``tpm`` given and answers settling below their
-        reservations, would refuse a request of ``tokens`` now, however far ahead of the guard's
-        books it may be: charges the guard lets go by 0.1 s slots and a little late (the request's
-        way there), and the refunds of answers it ended that the route has not read yet. Then the
-        request goes past the guard as its probe, whatever the guard's hold: with the reservations
-        in flight filling the guard, answers free it every few tenths of a second, no hold reached
-        :data:`GUARD_PROBE_MIN_HOLD_S`, and no probe ever went (a 100,000 TPM bucket, ``max_tokens``
-        2,000 for answers of 20-60 tokens, paced as a window end to end: 94 s for about 55). A
-        ``tpm`` given is the window's size at most, so a request past it that is admitted proves a
-        quota refilled continuously."""
-        if not (self.known and self._extra < 0.0):
-            return False
-        lag = max(max(self._refusal_s, default=0.0), max(self._answer_lag_s, default=0.0))
-        if not self._refusal_s and not self._answer_lag_s:
-            lag = GUARD_READ_LAG_S
-        slack = self.window.expiring(now, SLOT_S + lag)
-        if self._in_flight and self._round_trip > 0.0:
-            unread = _poisson_bound(len(self._in_flight) / self._round_trip * lag, GUARD_UNREAD_P)
-            slack -= self._extra * min(unread, len(self._in_flight))  # extra < 0
-        return self._window_room(now) + slack < tokens
-
     def _window_room(self, now: float) -> float:
         """What a rolling window of the guard's quota would still admit: it holds the reservations of
         the requests in flight, not yet what they will settle to."""
@@ -1625,8 +1569,6 @@ class RouteQuota:
         # tokens of room: its guard lifted, samples of 0 cut the rate to an eighth, and a job of
         # 126 s took 205.)
         due = self._probe is None and now >= self._guard_probe_at and self._repaid(now)
-        if self._window_refuses(tokens, now):
-            return due
         if self._last_filler(room, tokens):
             return due and self._filler is None
         return room < 0.0 and due
