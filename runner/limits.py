@@ -237,12 +237,20 @@ class Admission:
         self._grant()
 
     def release(
-        self, permit: Permit, outcome: Outcome, usage: Usage | None = None, *, server_s: float | None = None
+        self,
+        permit: Permit,
+        outcome: Outcome,
+        usage: Usage | None = None,
+        *,
+        server_s: float | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         """End a request: book its quota charge and let the route's model learn from how it went.
 
         ``server_s``: the time the request spent at the service (its answer's invocation latency),
-        which dates the quota charge from the request's arrival there.
+        which dates the quota charge from the request's arrival there. ``max_tokens``: the request's,
+        which with the answer's usage gives its reservation in the service's count (the permit's is
+        the runner's estimate of the input).
         """
         state = self._routes[permit.route]
         self._in_flight -= 1
@@ -256,7 +264,19 @@ class Admission:
                 quota.throttled(charge, now)
             elif usage is not None:
                 booked_at = now - server_s if server_s is not None else None
-                quota.settle(charge, self.charge_of(usage), now, booked_at)
+                reserved = (
+                    usage.input_tokens + usage.cache_creation_input_tokens + max_tokens
+                    if max_tokens is not None
+                    else None
+                )
+                quota.settle(
+                    charge,
+                    self.charge_of(usage),
+                    now,
+                    booked_at,
+                    server_s=server_s,
+                    service_reserved=reserved,
+                )
             elif outcome == "cancelled":
                 quota.cancelled(charge, now)
             else:

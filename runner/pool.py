@@ -477,7 +477,9 @@ class Pool:
                 outcome = "cancelled"
                 raise
             finally:
-                self.admission.release(permit, outcome, usage, server_s=server_s)
+                self.admission.release(
+                    permit, outcome, usage, server_s=server_s, max_tokens=record.max_tokens
+                )
                 if self.cost_cap is not None:
                     cost = self.pricer(route.model_id, usage) if usage is not None else 0.0
                     self.cost_cap.settle(reserved_cost, cost)

@@ -64,12 +64,13 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   same minute; a rolling window does not. Until the route shows otherwise, its own charges of the
   last 60 s stay within ``60 x rate`` (exact for a window, safe for a bucket). When the guard holds
   requests back, those a window would still admit (it holds the reservations of the requests in
-  flight, not yet their settlements) go on, up to a small overfill (with ``tpm`` given and answers
-  settling below their reservations, where a window holds just what the guard books, one *last
-  filler* past it by less than a request); then, once the route's own
+  flight, not yet their settlements) go on, up to a small overfill; then, once the route's own
   charges are past the guard's quota (a measure within a request of the window's size), one is
   sent past it now and then (further apart after each refusal: a window refuses them all), and
-  once one is admitted (no 429 back in time) the guard is lifted; with ``tpm`` given, the level
+  once one is admitted (no 429 back in time) the guard is lifted. With ``tpm`` given and answers
+  settling below their reservations, where a window holds just what the guard books, the probe
+  goes as soon as the guard holds a request, and is judged at its answer by what a window held
+  when it was sent (:class:`_GuardTest`); with ``tpm`` given, the level
   built behind it goes out in waves once the answer confirms it, and with it unknown, not at all:
   the route paces from two requests' worth.
   A 429 while the route's own charges fill the guard is the window's size, not a sample of the
@@ -331,7 +332,11 @@ sample halved the rate; a capacity 429 that came when the charges were 10 % unde
 as its size, let a probe past the guard be admitted, and the guard was lifted on a window."""
 GUARD_PROBE_MIN_HOLD_S = 2.0
 """A request is sent past the guard only when the guard would hold it longer than this: admitted
-just before the window frees, it would prove nothing."""
+just before the window frees, it would prove nothing (unless it is judged at its answer: see
+:class:`_GuardTest`)."""
+GUARD_READ_LAG_S = 0.1
+"""How long the service's window may be ahead of the guard's books when the route has read no
+answer yet to tell (the way there, the 0.1 s slots the books keep charges by)."""
 EXTRA_WEIGHT = 0.05
 """Weight of one settlement in the running mean of settlement minus reservation (the first ones
 make a plain mean, so the first answers teach it at once)."""
@@ -513,6 +518,32 @@ class Charge:
 
 
 @dataclass(eq=False)
+class _GuardTest:
+    """A probe past the window guard with ``tpm`` given and answers settling below their
+    reservations, judged at its answer by what a window would have held when it was sent.
+
+    The guard's books hold the requests in flight at the route's estimate of their reservations,
+    and know of an answer's refund only once it is read. With ``max_tokens`` far above the
+    answers, one refund is nearly a whole reservation, and the estimates' error over the requests
+    in flight is more than the margin a request past the guard has (a window admitted such a probe
+    in one run of six end to end). Both are known once the requests in flight then have been
+    answered: each answer gives the service's count of its input, and its time at the service says
+    whether it had ended before the probe was sent (taken as ended whenever that cannot be ruled
+    out)."""
+
+    probe: Charge
+    at: float
+    quota: float
+    """The guard's quota when the probe was sent (``tpm`` given: the window's size at most)."""
+    booked: float
+    """The guard's books then, the probe left out, less what a window may have let go already."""
+    pending: dict[Charge, float]
+    """The requests in flight then, not answered yet, and what the books held for each."""
+    correction: float = 0.0
+    """What a window held less than the books, by the requests in flight then answered since."""
+
+
+@dataclass(eq=False)
 class RouteQuota:
     """The quota model and pacer of one route (mutable; owned by one event loop)."""
 
@@ -543,8 +574,14 @@ class RouteQuota:
     _guard_probe_wait: float = GUARD_PROBE_S
     _probe: Charge | None = None
     """The request sent past the window guard, until it is answered."""
-    _filler: Charge | None = None
-    """The last filler sent past the guard (:meth:`_last_filler`), until it is answered."""
+    _test: _GuardTest | None = None
+    """The probe past the guard being judged at its answer, if it is one (:class:`_GuardTest`)."""
+    _overestimates: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
+    """How far the last answers' reservations, as the route estimated them, were over the service's
+    own count (at least 0)."""
+    _answer_lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
+    """The time the last answers' round trips spent outside the service (the way there and back,
+    the client's reading): how far the service may be ahead of the books."""
     _unconfirmed: Charge | None = None
     """The probe that lifted the guard because no 429 came back in time, until it is answered."""
     _withheld: float = 0.0
@@ -674,13 +711,15 @@ class RouteQuota:
             self._grow(now)  # the rate holds requests back: time to probe it upward, if due
         probe = self._probe
         answered_at = probe.at + self._refusal_wait() if probe is not None else math.inf
+        if self._test is not None:
+            answered_at = math.inf  # judged at its answer
         if probe is not None and self.guard and now >= answered_at:
             self._lift_guard(unconfirmed=probe)
         if self.guard and math.isfinite(self.rate):
             self.window.tpm = self.guard_quota
             held = self.window.wait_time(tokens + max(self._extra, 0.0), now)
             if held > 0.0:
-                if wait <= 0.0 and held > GUARD_PROBE_MIN_HOLD_S and self._past_guard(tokens, now):
+                if wait <= 0.0 and self._may_probe(held) and self._past_guard(tokens, now):
                     return 0.0
                 retry_at = answered_at if probe is not None else self._guard_probe_at
                 wait = max(wait, min(held, max(retry_at - now, 1e-3)))
@@ -689,15 +728,13 @@ class RouteQuota:
     def admit(self, tokens: float, now: float) -> Charge:
         """Book an admission that :meth:`delay` allowed."""
         self._refill(now)
-        probe = last = False
+        probe = False
         used = 0.0
         if self.guard and math.isfinite(self.rate):
             used = self.window.used(now)
             self.window.tpm = self.guard_quota
-            if self.window.wait_time(tokens + max(self._extra, 0.0), now) > GUARD_PROBE_MIN_HOLD_S:
-                room = self._window_room(now)
-                last = self._last_filler(room, tokens)
-                probe = room < tokens and not last  # else a filler a window admits too
+            if self._may_probe(self.window.wait_time(tokens + max(self._extra, 0.0), now)):
+                probe = self._window_room(now) < tokens  # else a filler a window admits too
         # Book what the request is expected to cost in the end, not only its reservation: the
         # service charges the rest when the answer ends, and an answer read late (a busy client)
         # must not look like quota still free.
@@ -730,15 +767,37 @@ class RouteQuota:
         self._in_flight.add(charge)
         if probe:
             self._probe = charge
-        elif last:
-            self._filler = charge
-            self._guard_probe_at = now + self._refusal_wait()
+            if self._tests_guard():
+                self._test = self._guard_test(charge, used, now)
         return charge
 
-    def settle(self, charge: Charge, tokens: float, now: float, booked_at: float | None = None) -> None:
-        """The request ran: book its real charge (cache reads free, output burnt down)."""
+    def settle(
+        self,
+        charge: Charge,
+        tokens: float,
+        now: float,
+        booked_at: float | None = None,
+        *,
+        server_s: float | None = None,
+        service_reserved: float | None = None,
+    ) -> None:
+        """The request ran: book its real charge (cache reads free, output burnt down).
+
+        ``server_s``: its time at the service (the answer's invocation latency);
+        ``service_reserved``: its reservation in the service's count (input, cache writes and
+        ``max_tokens``), where the route booked its own estimate."""
         self._refill(now)
         self._in_flight.discard(charge)
+        reserved = charge.reserved if service_reserved is None else service_reserved
+        self._overestimates.append(max(0.0, charge.reserved - reserved))
+        if server_s is not None:
+            self._answer_lag_s.append(max(0.0, now - charge.at - server_s))
+        test = self._test
+        if test is not None and charge in test.pending:
+            # Ended at the service before the probe was sent (unless that can be ruled out), a
+            # window held its settled charge then; else its reservation, in the service's count.
+            ended = charge.at + server_s if server_s is not None else charge.at
+            test.correction += (tokens if ended <= test.at else reserved) - test.pending.pop(charge)
         if charge.at >= self._streak_from:
             self._streak = 0  # admitted after the streak began, and answered: the quota admits again
         extra = tokens - charge.reserved
@@ -750,9 +809,9 @@ class RouteQuota:
         self.window.settle(charge.window_charge, tokens, booked_at)
         self.settled.add(tokens, now)
         self._taken.add(extra - charge.owed, charge.at)  # a request's whole cost, at its admission
-        if charge is self._filler:
-            self._filler = None
         if charge.probe:
+            if test is not None and test.probe is charge and not self._judge_guard_test(test, reserved, now):
+                return  # a window could have admitted it: no news
             # Admitted past the window guard: the quota refills continuously, not minute by minute.
             if self.guard:
                 self._lift_guard()
@@ -768,8 +827,9 @@ class RouteQuota:
         self._accepted.add(-1.0, charge.at)
         self._refusals += 1.0 / CAPACITY_HORIZON
         self._refusal_s.append(now - charge.at)
+        self._test_drop(charge)
         self.window.settle(charge.window_charge, 0.0)
-        if self._past_guard_sent(charge):  # a refused probe tells the shape, not the rate
+        if charge.probe:  # a refused probe tells the shape, not the rate
             self._end_probe(charge)
             growth = 2.0 if self._guard_probe_wait <= GUARD_PROBE_S else 4.0
             self._guard_probe_wait = min(self._guard_probe_wait * growth, GUARD_PROBE_MAX_S)
@@ -916,11 +976,12 @@ class RouteQuota:
         if math.isfinite(self.level):
             self.level = min(self.burst, self.level + charge.reserved + charge.owed)
         self.window.settle(charge.window_charge, 0.0)
+        self._test_drop(charge)
         if charge.wave >= 0:
             self._startup_released -= charge.reserved
             if self.phase == "startup":
                 self._waves[charge.wave][0] -= 1
-        if self._past_guard_sent(charge):
+        if charge.probe:
             self._end_probe(charge)
 
     def failed(self, charge: Charge, now: float) -> None:
@@ -928,7 +989,8 @@ class RouteQuota:
         self._in_flight.discard(charge)
         self.level += charge.owed
         self._taken.add(-charge.owed, charge.at)
-        if self._past_guard_sent(charge):
+        self._test_drop(charge)  # the service may have held it, or not: not, to be sure
+        if charge.probe:
             self._end_probe(charge)
 
     @property
@@ -1569,31 +1631,57 @@ class RouteQuota:
         # tokens of room: its guard lifted, samples of 0 cut the rate to an eighth, and a job of
         # 126 s took 205.)
         due = self._probe is None and now >= self._guard_probe_at and self._repaid(now)
-        if self._last_filler(room, tokens):
-            return due and self._filler is None
+        if self._tests_guard():
+            return due  # judged at its answer, by what a window held then
         return room < 0.0 and due
 
-    def _past_guard_sent(self, charge: Charge) -> bool:
-        """Whether ``charge`` went past the window guard (the probe, or the last filler before it):
-        refused, it waits as a refused probe does; never answered, it ends the same way."""
-        return charge.probe or charge is self._filler
-
-    def _last_filler(self, room: float, tokens: float) -> bool:
-        """Whether a request with ``room`` left in a window of the guard's quota goes as the *last
-        filler*: with ``tpm`` given, when the answers settle below their reservations
+    def _tests_guard(self) -> bool:
+        """Whether a probe past the guard is judged at its answer (:class:`_GuardTest`): with
+        ``tpm`` given, the window's size at most, and answers settling below their reservations
         (``max_tokens`` far above the outputs). A window then holds what the guard books, the
-        reservations of the requests in flight, so no filler can take the route's charges past the
-        guard's quota and no probe ever went: a bucket was paced as a window, at its settled
-        charges per minute (a job of 208 s at 300,000 TPM, 4,196 tokens reserved and 1,100
-        settled, took 299 s). The last filler takes them past it by less than a request; a window
-        admits it only if the guard's quota is short of its size by that much, and then the probe
-        behind it, past the guard, is still one a window refuses. Refused, it waits as a refused
-        probe does. (Sending the probe at once instead lifted the guard on a 10,000 TPM window in
-        one run of six: the guard's charges expire by 0.1 s slots, a little after the window's.)
-        Not with ``tpm`` unknown: the guard's quota is then a refused burst's measure, which read a
-        300,000 TPM window as 289,000, short by more than two requests; the filler and the probe
-        were admitted, and the guard lifted on a window (a storm of 41 % in one run of sixty)."""
-        return self.known and self._extra < 0.0 and 0.0 <= room < tokens
+        reservations of the requests in flight, so no filler could take the route past the guard's
+        quota, the probe's own margin is less than a request, and a bucket was paced as a window
+        (a job of 208 s at 300,000 TPM, 4,196 tokens reserved and 1,100 settled, took 299 s). Not
+        with ``tpm`` unknown: the guard's quota is then a refused burst's measure, which read a
+        300,000 TPM window as 289,000, short by more than two requests."""
+        return self.known and self._extra < 0.0
+
+    def _may_probe(self, held: float) -> bool:
+        """Whether a request the guard would hold ``held`` seconds may go past it: one admitted just
+        before the window frees proves nothing (:data:`GUARD_PROBE_MIN_HOLD_S`), but a probe judged
+        at its answer knows. (The reservations in flight filling the guard, each answer frees it:
+        its holds stayed under 2 s, and no probe went at all end to end.)"""
+        return held > GUARD_PROBE_MIN_HOLD_S or (held > 0.0 and self._tests_guard())
+
+    def _guard_test(self, probe: Charge, used: float, now: float) -> _GuardTest:
+        """The probe ``probe`` just admitted, with the guard's books at ``used`` before it."""
+        lag = max(self._answer_lag_s, default=GUARD_READ_LAG_S)
+        early = self.window.expiring(now, SLOT_S + lag)  # what a window may have let go already
+        pending = {c: c.window_charge.tokens for c in self._in_flight if c is not probe}
+        return _GuardTest(probe, now, self.guard_quota, used - early, pending)
+
+    def _test_drop(self, charge: Charge) -> None:
+        """``charge``, in flight when the probe being judged was sent, was refused or lost: a window
+        held nothing for it then (to be sure)."""
+        test = self._test
+        if test is not None and charge in test.pending:
+            test.correction -= test.pending.pop(charge)
+
+    def _judge_guard_test(self, test: _GuardTest, reserved: float, now: float) -> bool:
+        """The probe of ``test`` was answered (``reserved``: its reservation, in the service's count):
+        True when a window of the guard's quota would have refused it, whatever the requests then
+        in flight and not answered yet turn out to have been (each as far over the service's count
+        as any answer lately). Else no news: the next probe waits as after a refused one, without
+        the growth."""
+        self._test = None
+        unknown = len(test.pending) * max(self._overestimates, default=0.0)
+        held = test.booked + test.correction - unknown
+        proved = held + reserved > test.quota + 1.0  # a token over it: not a rounding of the quota
+        self.notify("quota.guard_tested", {"proved": proved, "held": round(held), "quota": round(test.quota)})
+        if not proved:
+            self._probe = None
+            self._guard_probe_at = now + GUARD_PROBE_S
+        return proved
 
     def _repaid(self, now: float) -> bool:
         """Whether the debt the quota had when last found empty would be repaid by ``now`` at
@@ -1657,10 +1745,9 @@ class RouteQuota:
     def _end_probe(self, charge: Charge) -> None:
         """The probe past the guard was refused, or never answered: if it had lifted the guard (no
         429 in time), the guard is back."""
-        if charge is self._filler:
-            self._filler = None
-            return
         self._probe = None
+        if self._test is not None and self._test.probe is charge:
+            self._test = None
         if self._unconfirmed is charge:
             self._unconfirmed = None
             self._withheld = 0.0

@@ -56,6 +56,19 @@ class TokenWindow:
         self._expire(now)
         return self._sum
 
+    def expiring(self, now: float, within: float) -> float:
+        """Tokens of the slots holding a charge due to leave within ``within`` seconds of ``now``:
+        what a window keeping each charge apart may have let go already (a slot leaves with its
+        last charge)."""
+        self._expire(now)
+        horizon = now + within - WINDOW_S
+        total = 0.0
+        for slot in self._slots:
+            if slot.start > horizon:
+                break
+            total += slot.tokens
+        return total
+
     def wait_time(self, tokens: float, now: float) -> float:
         """Seconds until ``tokens`` fit, 0 if they fit now. A request larger than the whole quota fits
         only into an empty window (Bedrock would reject it outright only above the quota itself)."""

@@ -95,6 +95,30 @@ class TestKnownQuota:
         assert lifted, "the window guard held a bucket"
         assert outcomes.get("ThrottlingException", 0) <= 0.05 * sum(outcomes.values())
 
+    @pytest.mark.parametrize("shape", ["bucket", "window"])
+    def test_a_probe_judged_at_its_answer_tells_a_bucket_from_a_window(
+        self, emu: EmulatorThread, tmp_path: Path, shape: str
+    ) -> None:
+        """`max_tokens` 600 for answers of 20-60 tokens, 20,000 TPM, answers in about a second: the
+        reservations in flight fill the window guard and each answer frees it, so no hold reached
+        the 2 s a probe waited for, and a bucket was paced as a window. The probe goes at once and
+        is judged at its answer, by the service's own count of each reservation then in flight: a
+        bucket's guard lifts; a window keeps its guard (a probe judged on the route's estimates
+        lifted it in one run of six)."""
+        rule = {"quota_shape": shape, "tpm": 20_000}
+        latency = {"latency": {"dist": "uniform", "min_ms": 800, "max_ms": 1200}}
+        outcomes = run_quota_job(
+            emu, tmp_path, rule, rows=150, tpm=20_000, max_tokens=600, faults={"defaults": latency}
+        )
+        events = quota_events(tmp_path / "out")
+        lifted = [e for e in events if e["event"] == "quota.guard_lifted"]
+        if shape == "bucket":
+            assert lifted, "the window guard held a bucket"
+            assert [e["proved"] for e in events if e["event"] == "quota.guard_tested"][-1]
+        else:
+            assert not lifted, "the window guard lifted on a window"
+        assert outcomes.get("ThrottlingException", 0) <= 0.05 * sum(outcomes.values())
+
     def test_capacity_429s_are_not_quota_evidence(self, emu: EmulatorThread, tmp_path: Path) -> None:
         """5 % of calls refused at random, the quota far away: the route is never paced down nor
         emptied (each 429 is retried at once and the burst goes on)."""

@@ -134,7 +134,7 @@ def run(
     if notify is not None:
         quota.notify = lambda event, fields: notify(event, {**fields, "t": t})  # the time of the call
     queue = list(range(rows))
-    events: list[tuple[float, int, bool, Charge, list[float] | None, float]] = []
+    events: list[tuple[float, int, bool, Charge, list[float] | None, float, float]] = []
     in_flight = done = requests = throttled = capacity = seq = 0
     t = 0.0
     while done < rows and t < 3600:
@@ -144,14 +144,14 @@ def run(
         if other_share:
             service.draw(other_share * tpm / 60.0 * dt, t)
         while events and events[0][0] <= t:
-            _, _, ok, charge, entry, admitted_at = heapq.heappop(events)
+            _, _, ok, charge, entry, admitted_at, served = heapq.heappop(events)
             in_flight -= 1
             if ok:
                 if isinstance(service, Bucket):
                     service.settle(reserved, settled, t)
                 elif entry is not None:
                     service.settle_entry(entry, settled, t)
-                quota.settle(charge, settled, t, booked_at=admitted_at)
+                quota.settle(charge, settled, t, booked_at=admitted_at, server_s=served)
                 done += 1
             else:
                 quota.throttled(charge, t)
@@ -170,10 +170,10 @@ def run(
             if not accepted:
                 throttled += 1
                 late = rnd.expovariate(1.0 / lag_s) if lag_s else 0.0
-                heapq.heappush(events, (t + 0.01 + late, seq, False, charge, None, t))
+                heapq.heappush(events, (t + 0.01 + late, seq, False, charge, None, t, 0.0))
                 continue
-            wait = latency_s * math.exp(0.3 * rnd.gauss(0.0, 1.0))
-            wait += rnd.expovariate(1.0 / lag_s) if lag_s else 0.0
+            served = latency_s * math.exp(0.3 * rnd.gauss(0.0, 1.0))
+            wait = served + (rnd.expovariate(1.0 / lag_s) if lag_s else 0.0)
             entry = accepted if isinstance(accepted, list) else None
-            heapq.heappush(events, (t + wait, seq, True, charge, entry, t))
+            heapq.heappush(events, (t + wait, seq, True, charge, entry, t, served))
     return Outcome(t, requests, throttled, capacity, quota)

@@ -18,6 +18,7 @@ from runner.quota import (
     DRAIN_P,
     GUARD_ADMITTED_S,
     GUARD_PROBE_MAX_S,
+    GUARD_PROBE_MIN_HOLD_S,
     PROBE_EVERY_S,
     PROBE_HOLD_S,
     PROBE_MAX_RISE,
@@ -705,48 +706,101 @@ class TestWindowGuard:
         assert q.delay(300.0, 2.1) > 0.0  # one probe at a time
 
     @staticmethod
-    def at_the_guard_settling_below(room: float) -> RouteQuota:
+    def at_the_guard_settling_below(room: float, in_flight: int = 0) -> tuple[RouteQuota, list[Charge]]:
         """A route told 60,000 TPM whose answers settle 200 tokens below their 300-token
-        reservations (``max_tokens`` far above the outputs), its window ``room`` short of full."""
+        reservations (``max_tokens`` far above the outputs), its window ``room`` short of full, with
+        ``in_flight`` of its requests out (sent at 1 s)."""
         q = RouteQuota.create(tpm=60_000, headroom=1.0, now=0.0)
         q.phase, q._settled_n, q._extra = "steady", 10, -200.0
-        q.window.reserve(60_000 - room, 0.0)
+        q.window.reserve(60_000 - room - 300.0 * in_flight, 0.0)
         q.level = q.burst
-        return q
+        out = [q.admit(300.0, 1.0) for _ in range(in_flight)]
+        return q, out
 
-    def test_the_last_filler_goes_when_answers_settle_below_their_reservations(self) -> None:
-        """A window holds the reservations of the requests in flight, as the guard books them: no
-        filler could take the route's charges past the guard's quota, and no probe went. With 100
-        tokens of room, one request goes as the last filler (not a probe); the probe past the guard
-        goes once a 429 for it would have come back."""
-        q = self.at_the_guard_settling_below(100.0)
-        assert q.delay(300.0, 2.0) == 0.0
-        filler = q.admit(300.0, 2.0)
-        assert not filler.probe
-        assert q.delay(300.0, 2.0 + GUARD_ADMITTED_S / 2) > 0.0
-        assert q.delay(300.0, 2.0 + GUARD_ADMITTED_S) == 0.0
-        probe = q.admit(300.0, 2.0 + GUARD_ADMITTED_S)
+    def test_a_probe_judged_at_its_answer_goes_however_short_the_hold(self) -> None:
+        """A window holds the reservations of the requests in flight, as the guard books them, and
+        each answer frees it: no filler took the route past the guard's quota, its holds stayed
+        under 2 s, and no probe went (a bucket paced as a window). With ``tpm`` given, a request
+        the guard holds goes as the probe at once, with 100 tokens of room and a hold of 1.5 s; at
+        its answer a window of the guard's quota would have refused it: the guard lifts."""
+        q, _ = self.at_the_guard_settling_below(100.0)
+        q.window.tpm = q.guard_quota
+        assert 0.0 < q.window.wait_time(300.0, 58.5) < GUARD_PROBE_MIN_HOLD_S
+        assert q.delay(300.0, 58.5) == 0.0
+        probe = q.admit(300.0, 58.5)
         assert probe.probe
-        q.settle(probe, 100.0, 2.0 + GUARD_ADMITTED_S + 1.0)
-        assert not q.guard  # admitted past the guard: a bucket
+        q.delay(300.0, 58.5 + GUARD_ADMITTED_S)
+        assert q.guard  # not lifted for no 429 in time: judged at its answer
+        q.settle(probe, 100.0, 59.5, server_s=0.9, service_reserved=300.0)
+        assert not q.guard
 
-    def test_a_refused_last_filler_waits_as_a_refused_probe(self) -> None:
-        """A window of the guard's size refuses the last filler: the guard holds, and the next try
-        waits as after a refused probe."""
-        q = self.at_the_guard_settling_below(100.0)
-        filler = q.admit(300.0, 2.0)
-        q.throttled(filler, 2.01)
+    def test_no_lift_when_an_answer_may_have_freed_the_window(self) -> None:
+        """The same probe, with two requests in flight when it went: one of them had been at the
+        service since before the probe was sent (its answer's own time says so), so a window may
+        have taken its refund back already and admitted the probe: no news, and the next probe
+        waits 2 s."""
+        q, (early, late) = self.at_the_guard_settling_below(100.0, in_flight=2)
+        probe = q.admit(300.0, 58.5)
+        assert probe.probe
+        q.settle(early, 100.0, 58.6, server_s=57.0, service_reserved=300.0)  # ended by 58.0
+        q.settle(late, 100.0, 59.8, server_s=58.7, service_reserved=300.0)  # ended after 59.7
+        q.settle(probe, 100.0, 59.5, server_s=0.9, service_reserved=300.0)
         assert q.guard
-        assert q._guard_probe_at == pytest.approx(2.01 + 4.0)
-        assert q.delay(300.0, 3.0) > 0.0
+        assert q._guard_probe_at == pytest.approx(59.5 + 2.0)
 
-    def test_no_last_filler_with_tpm_unknown(self) -> None:
+    def test_no_lift_when_the_reservations_in_flight_were_estimated_high(self) -> None:
+        """A window counts each reservation in its own tokens: answered after the probe, the
+        requests in flight then show the route's estimates 150 tokens over each, so a window held
+        less than the books, and may have admitted the probe: no lift."""
+        q, out = self.at_the_guard_settling_below(100.0, in_flight=2)
+        probe = q.admit(300.0, 58.5)
+        for charge in out:
+            q.settle(charge, 100.0, 59.0, server_s=58.9, service_reserved=150.0)
+        q.settle(probe, 100.0, 59.5, server_s=0.9, service_reserved=240.0)
+        assert q.guard
+
+    def test_a_refused_probe_waits(self) -> None:
+        """A window of the guard's size refuses the probe: the guard holds, and the next try waits
+        4 s."""
+        q, _ = self.at_the_guard_settling_below(100.0)
+        probe = q.admit(300.0, 58.5)
+        q.throttled(probe, 58.51)
+        assert q.guard
+        assert q._guard_probe_at == pytest.approx(58.51 + 4.0)
+        assert q.delay(300.0, 59.5) > 0.0
+
+    def test_no_probe_judged_at_its_answer_with_tpm_unknown(self) -> None:
         """With the quota unknown, the guard's quota is a refused burst's measure, which may be
-        short of a window's size by more than a request: no last filler (it and the probe behind
-        it lifted the guard on a window, a storm of 41 % in one quota_sim run of sixty)."""
-        q = self.at_the_guard_settling_below(100.0)
+        short of a window's size by more than a request: a probe goes only past it, on a hold of
+        2 s or more (one sent with a request's room left lifted the guard on a window, a storm of
+        41 % in one quota_sim run of sixty)."""
+        q, _ = self.at_the_guard_settling_below(100.0)
         q.known, q.ceiling = False, math.inf
+        assert q.delay(300.0, 58.5) > 0.0
         assert q.delay(300.0, 2.0) > 0.0
+
+    @pytest.mark.parametrize("shape", ["bucket", "window"])
+    def test_reservations_in_flight_filling_the_guard(self, shape: Shape) -> None:
+        """600,000 TPM given, 1,124 tokens reserved and 350 settled, answers in 1.5 s, 2,000 rows:
+        the reservations in flight fill the guard, so its holds stay short. A bucket's guard lifts,
+        and the job runs near its concurrency bound (about 48 s; 63-67 s at a window's pace); a
+        window keeps its guard."""
+        out = run(
+            shape=shape,
+            start=1.0,
+            known=True,
+            tpm=600_000,
+            rows=2000,
+            reserved=1124,
+            settled=350,
+            latency_s=1.5,
+        )
+        if shape == "bucket":
+            assert not out.quota.guard
+            assert out.seconds < 60.0
+        else:
+            assert out.quota.guard
+            assert out.throttled <= 0.005 * out.requests
 
     @pytest.mark.parametrize("shape", ["bucket", "window"])
     def test_max_tokens_far_above_the_outputs(self, shape: Shape) -> None:
