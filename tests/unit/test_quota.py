@@ -674,6 +674,27 @@ class TestDecisions:
         assert q._hold_s == 2 * PROBE_HOLD_S
 
 
+FAR_ABOVE: dict[str, tuple[float, int, float, float, float, float, float]] = {
+    # The settled charges fill the guard: 299 s at a window's pace, 0.68 of the bucket's limit
+    # (1,200 x 1,100 - 300,000 tokens at 5,000 a second, plus a round trip); within 0.85 of it.
+    "settled charges": (
+        300_000,
+        1200,
+        4196,
+        1100,
+        4.0,
+        ((1200 * 1100 - 300_000) / 5000 + 4.0) / 0.85,
+        0.01,
+    ),
+    # The reservations in flight fill it, and each answer frees it: holds under 2 s, 63-67 s at
+    # a window's pace; the concurrency bound is about 48 s.
+    "reservations in flight": (600_000, 2000, 1124, 350, 1.5, 60.0, 0.005),
+}
+"""Quota_sim cases with ``tpm`` given and reservations far above the settled charges: tpm, rows,
+reserved, settled, answer time, the bucket's job time at most, the share of a window's requests
+throttled at most."""
+
+
 class TestWindowGuard:
     @staticmethod
     def at_the_guard(n: int) -> tuple[RouteQuota, list[Charge]]:
@@ -780,51 +801,28 @@ class TestWindowGuard:
         assert q.delay(300.0, 2.0) > 0.0
 
     @pytest.mark.parametrize("shape", ["bucket", "window"])
-    def test_reservations_in_flight_filling_the_guard(self, shape: Shape) -> None:
-        """600,000 TPM given, 1,124 tokens reserved and 350 settled, answers in 1.5 s, 2,000 rows:
-        the reservations in flight fill the guard, so its holds stay short. A bucket's guard lifts,
-        and the job runs near its concurrency bound (about 48 s; 63-67 s at a window's pace); a
-        window keeps its guard."""
+    @pytest.mark.parametrize("case", list(FAR_ABOVE))
+    def test_max_tokens_far_above_the_outputs(self, case: str, shape: Shape) -> None:
+        """``tpm`` given, reservations (``max_tokens``) far above the settled charges: a bucket's
+        guard lifts, and the job runs near the bucket's limit; a window keeps its guard, at the cost
+        of a 429 or a few."""
+        tpm, rows, reserved, settled, latency_s, bucket_s, window_429s = FAR_ABOVE[case]
         out = run(
             shape=shape,
             start=1.0,
             known=True,
-            tpm=600_000,
-            rows=2000,
-            reserved=1124,
-            settled=350,
-            latency_s=1.5,
+            tpm=tpm,
+            rows=rows,
+            reserved=reserved,
+            settled=settled,
+            latency_s=latency_s,
         )
         if shape == "bucket":
             assert not out.quota.guard
-            assert out.seconds < 60.0
+            assert out.seconds < bucket_s
         else:
             assert out.quota.guard
-            assert out.throttled <= 0.005 * out.requests
-
-    @pytest.mark.parametrize("shape", ["bucket", "window"])
-    def test_max_tokens_far_above_the_outputs(self, shape: Shape) -> None:
-        """300,000 TPM given, 4,196 tokens reserved (``max_tokens`` 4,096) and 1,100 settled,
-        answers in 4 s, 1,200 rows: a bucket's guard lifts, and the job runs within 0.85 of the
-        bucket's limit (the guard held it to a window's pace: 299 s, 0.68); a window keeps its
-        guard, at the cost of a 429 or a few."""
-        out = run(
-            shape=shape,
-            start=1.0,
-            known=True,
-            tpm=300_000,
-            rows=1200,
-            reserved=4196,
-            settled=1100,
-            latency_s=4.0,
-        )
-        if shape == "bucket":
-            limit_s = (1200 * 1100 - 300_000) / (300_000 / 60) + 4.0
-            assert not out.quota.guard
-            assert limit_s / out.seconds >= 0.85
-        else:
-            assert out.quota.guard
-            assert out.throttled <= 0.01 * out.requests
+            assert out.throttled <= window_429s * out.requests
 
     def test_probes_a_window_refuses_come_further_and_further_apart(self) -> None:
         """Every probe past a window's guard is a 429. A bucket's first or second is admitted; from
