@@ -69,9 +69,10 @@ also answers 429 for capacity, whatever the quota. :class:`RouteQuota` assumes n
   sent past it now and then (further apart after each refusal: a window refuses them all), and
   once one is admitted (no 429 back in time) the guard is lifted. With ``tpm`` given and answers
   settling below their reservations, where a window holds just what the guard books, the probe
-  goes as soon as the guard holds a request, and is judged at its answer by what a window held
-  when it was sent (:class:`_GuardTest`); with ``tpm`` given, the level
-  built behind it goes out in waves once the answer confirms it, and with it unknown, not at all:
+  goes as soon as the guard holds a request, and is judged at its answer (and those of the
+  requests in flight when it went) by what a window held when it arrived (:class:`_GuardTest`);
+  with ``tpm`` given, the level built behind it goes out in waves once the answer confirms it,
+  and with it unknown, not at all:
   the route paces from two requests' worth.
   A 429 while the route's own charges fill the guard is the window's size, not a sample of the
   rate: the guard holds the route to what they were then (down to 97 % of the rate's minute).
@@ -334,9 +335,10 @@ GUARD_PROBE_MIN_HOLD_S = 2.0
 """A request is sent past the guard only when the guard would hold it longer than this: admitted
 just before the window frees, it would prove nothing (unless it is judged at its answer: see
 :class:`_GuardTest`)."""
-GUARD_READ_LAG_S = 0.1
-"""How long the service's window may be ahead of the guard's books when the route has read no
-answer yet to tell (the way there, the 0.1 s slots the books keep charges by)."""
+GUARD_LEAVING_S = 5.0
+"""A probe judged at its answer counts the guard's slots that a window may have let go by the time
+the probe reached it, up to this long after it was sent; one that took longer to get there tells
+nothing."""
 EXTRA_WEIGHT = 0.05
 """Weight of one settlement in the running mean of settlement minus reservation (the first ones
 make a plain mean, so the first answers teach it at once)."""
@@ -520,27 +522,37 @@ class Charge:
 @dataclass(eq=False)
 class _GuardTest:
     """A probe past the window guard with ``tpm`` given and answers settling below their
-    reservations, judged at its answer by what a window would have held when it was sent.
+    reservations, judged once it and every request in flight when it went have been answered, by
+    what a window would have held when the probe reached it.
 
     The guard's books hold the requests in flight at the route's estimate of their reservations,
     and know of an answer's refund only once it is read. With ``max_tokens`` far above the
     answers, one refund is nearly a whole reservation, and the estimates' error over the requests
     in flight is more than the margin a request past the guard has (a window admitted such a probe
-    in one run of six end to end). Both are known once the requests in flight then have been
-    answered: each answer gives the service's count of its input, and its time at the service says
-    whether it had ended before the probe was sent (taken as ended whenever that cannot be ruled
-    out)."""
+    in one run of six end to end). Both are known once those requests have been answered: each
+    answer gives the service's count of its input, and its time at the service says whether it
+    may have ended before the probe arrived, which is no later than the probe's answer less its
+    own time at the service (a busy client sends late: judged at the probe's admission instead, a
+    window lifted its guard in one run of four on a loaded machine)."""
 
     probe: Charge
-    at: float
     quota: float
     """The guard's quota when the probe was sent (``tpm`` given: the window's size at most)."""
     booked: float
-    """The guard's books then, the probe left out, less what a window may have let go already."""
+    """The guard's books then, the probe left out."""
+    leaving: list[tuple[float, float]]
+    """(start, tokens) of the books' slots then that a window may have let go within seconds."""
     pending: dict[Charge, float]
     """The requests in flight then, not answered yet, and what the books held for each."""
-    correction: float = 0.0
-    """What a window held less than the books, by the requests in flight then answered since."""
+    answered: list[tuple[float, float, float, float]] = field(default_factory=list)
+    """(earliest end at the service, settled charge, reservation in the service's count, what the
+    books held) of those answered since."""
+    dropped: float = 0.0
+    """What the books held for those refused or lost since (a window held nothing for them)."""
+    arrival: float = math.inf
+    """The latest the probe can have reached the service, once it is answered."""
+    reserved: float = 0.0
+    """The probe's reservation in the service's count, once it is answered."""
 
 
 @dataclass(eq=False)
@@ -576,12 +588,6 @@ class RouteQuota:
     """The request sent past the window guard, until it is answered."""
     _test: _GuardTest | None = None
     """The probe past the guard being judged at its answer, if it is one (:class:`_GuardTest`)."""
-    _overestimates: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
-    """How far the last answers' reservations, as the route estimated them, were over the service's
-    own count (at least 0)."""
-    _answer_lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=REFUSALS_KEPT))
-    """The time the last answers' round trips spent outside the service (the way there and back,
-    the client's reading): how far the service may be ahead of the books."""
     _unconfirmed: Charge | None = None
     """The probe that lifted the guard because no 429 came back in time, until it is answered."""
     _withheld: float = 0.0
@@ -789,15 +795,10 @@ class RouteQuota:
         self._refill(now)
         self._in_flight.discard(charge)
         reserved = charge.reserved if service_reserved is None else service_reserved
-        self._overestimates.append(max(0.0, charge.reserved - reserved))
-        if server_s is not None:
-            self._answer_lag_s.append(max(0.0, now - charge.at - server_s))
         test = self._test
         if test is not None and charge in test.pending:
-            # Ended at the service before the probe was sent (unless that can be ruled out), a
-            # window held its settled charge then; else its reservation, in the service's count.
             ended = charge.at + server_s if server_s is not None else charge.at
-            test.correction += (tokens if ended <= test.at else reserved) - test.pending.pop(charge)
+            test.answered.append((ended, tokens, reserved, test.pending.pop(charge)))
         if charge.at >= self._streak_from:
             self._streak = 0  # admitted after the streak began, and answered: the quota admits again
         extra = tokens - charge.reserved
@@ -809,15 +810,22 @@ class RouteQuota:
         self.window.settle(charge.window_charge, tokens, booked_at)
         self.settled.add(tokens, now)
         self._taken.add(extra - charge.owed, charge.at)  # a request's whole cost, at its admission
-        if charge.probe:
-            if test is not None and test.probe is charge and not self._judge_guard_test(test, reserved, now):
-                return  # a window could have admitted it: no news
-            # Admitted past the window guard: the quota refills continuously, not minute by minute.
-            if self.guard:
-                self._lift_guard()
-            elif self._unconfirmed is charge:
-                self._wave_at = self._release_from = now  # confirmed: release the withheld level
-            self._probe = self._unconfirmed = None
+        if test is not None and test.probe is charge:
+            test.arrival = now - server_s if server_s is not None else now
+            test.reserved = reserved
+        if test is not None and not math.isinf(test.arrival) and not test.pending:
+            self._judge_guard_test(test, now)
+        elif charge.probe and test is None:
+            self._probe_admitted(charge, now)
+
+    def _probe_admitted(self, charge: Charge, now: float) -> None:
+        """The probe past the window guard was admitted: the quota refills continuously, not minute
+        by minute."""
+        if self.guard:
+            self._lift_guard()
+        elif self._unconfirmed is charge:
+            self._wave_at = self._release_from = now  # confirmed: release the withheld level
+        self._probe = self._unconfirmed = None
 
     def throttled(self, charge: Charge, now: float) -> None:
         """The service refused the request: it booked nothing, and the quota is empty now."""
@@ -827,7 +835,7 @@ class RouteQuota:
         self._accepted.add(-1.0, charge.at)
         self._refusals += 1.0 / CAPACITY_HORIZON
         self._refusal_s.append(now - charge.at)
-        self._test_drop(charge)
+        self._test_drop(charge, now)
         self.window.settle(charge.window_charge, 0.0)
         if charge.probe:  # a refused probe tells the shape, not the rate
             self._end_probe(charge)
@@ -976,7 +984,7 @@ class RouteQuota:
         if math.isfinite(self.level):
             self.level = min(self.burst, self.level + charge.reserved + charge.owed)
         self.window.settle(charge.window_charge, 0.0)
-        self._test_drop(charge)
+        self._test_drop(charge, now)
         if charge.wave >= 0:
             self._startup_released -= charge.reserved
             if self.phase == "startup":
@@ -989,7 +997,7 @@ class RouteQuota:
         self._in_flight.discard(charge)
         self.level += charge.owed
         self._taken.add(-charge.owed, charge.at)
-        self._test_drop(charge)  # the service may have held it, or not: not, to be sure
+        self._test_drop(charge, now)  # the service may have held it, or not: not, to be sure
         if charge.probe:
             self._end_probe(charge)
 
@@ -1655,33 +1663,39 @@ class RouteQuota:
 
     def _guard_test(self, probe: Charge, used: float, now: float) -> _GuardTest:
         """The probe ``probe`` just admitted, with the guard's books at ``used`` before it."""
-        lag = max(self._answer_lag_s, default=GUARD_READ_LAG_S)
-        early = self.window.expiring(now, SLOT_S + lag)  # what a window may have let go already
+        leaving = self.window.leaving(now, GUARD_LEAVING_S)
         pending = {c: c.window_charge.tokens for c in self._in_flight if c is not probe}
-        return _GuardTest(probe, now, self.guard_quota, used - early, pending)
+        return _GuardTest(probe, self.guard_quota, used, leaving, pending)
 
-    def _test_drop(self, charge: Charge) -> None:
+    def _test_drop(self, charge: Charge, now: float) -> None:
         """``charge``, in flight when the probe being judged was sent, was refused or lost: a window
         held nothing for it then (to be sure)."""
         test = self._test
         if test is not None and charge in test.pending:
-            test.correction -= test.pending.pop(charge)
+            test.dropped += test.pending.pop(charge)
+            if not test.pending and not math.isinf(test.arrival):
+                self._judge_guard_test(test, now)
 
-    def _judge_guard_test(self, test: _GuardTest, reserved: float, now: float) -> bool:
-        """The probe of ``test`` was answered (``reserved``: its reservation, in the service's count):
-        True when a window of the guard's quota would have refused it, whatever the requests then
-        in flight and not answered yet turn out to have been (each as far over the service's count
-        as any answer lately). Else no news: the next probe waits as after a refused one, without
-        the growth."""
+    def _judge_guard_test(self, test: _GuardTest, now: float) -> None:
+        """The probe of ``test`` and every request in flight when it went have been answered: the
+        guard lifts if a window of the guard's quota would have refused the probe when it arrived.
+        Else no news: the next probe waits as after a refused one, without the growth."""
         self._test = None
-        unknown = len(test.pending) * max(self._overestimates, default=0.0)
-        held = test.booked + test.correction - unknown
-        proved = held + reserved > test.quota + 1.0  # a token over it: not a rounding of the quota
+        arrival = test.arrival
+        held = test.booked - test.dropped
+        held -= sum(tokens for start, tokens in test.leaving if start + WINDOW_S <= arrival + SLOT_S)
+        for ended, settled, reserved, booked in test.answered:
+            # Ended before the probe arrived (unless that can be ruled out), a window held its
+            # settled charge then; else its reservation, in the service's count.
+            held += (settled if ended <= arrival else reserved) - booked
+        in_time = arrival <= test.probe.at + GUARD_LEAVING_S
+        proved = in_time and held + test.reserved > test.quota + 1.0  # a token over: no rounding
         self.notify("quota.guard_tested", {"proved": proved, "held": round(held), "quota": round(test.quota)})
-        if not proved:
+        if proved:
+            self._probe_admitted(test.probe, now)
+        else:
             self._probe = None
             self._guard_probe_at = now + GUARD_PROBE_S
-        return proved
 
     def _repaid(self, now: float) -> bool:
         """Whether the debt the quota had when last found empty would be repaid by ``now`` at

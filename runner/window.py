@@ -56,18 +56,18 @@ class TokenWindow:
         self._expire(now)
         return self._sum
 
-    def expiring(self, now: float, within: float) -> float:
-        """Tokens of the slots holding a charge due to leave within ``within`` seconds of ``now``:
-        what a window keeping each charge apart may have let go already (a slot leaves with its
-        last charge)."""
+    def leaving(self, now: float, within: float) -> list[tuple[float, float]]:
+        """(start, tokens) of the slots holding a charge due to leave within ``within`` seconds of
+        ``now``: what a window keeping each charge apart may let go before this one does (a slot
+        leaves with its last charge)."""
         self._expire(now)
         horizon = now + within - WINDOW_S
-        total = 0.0
+        out = []
         for slot in self._slots:
             if slot.start > horizon:
                 break
-            total += slot.tokens
-        return total
+            out.append((slot.start, slot.tokens))
+        return out
 
     def wait_time(self, tokens: float, now: float) -> float:
         """Seconds until ``tokens`` fit, 0 if they fit now. A request larger than the whole quota fits

@@ -102,9 +102,9 @@ class TestKnownQuota:
         """`max_tokens` 600 for answers of 20-60 tokens, 20,000 TPM, answers in about a second: the
         reservations in flight fill the window guard and each answer frees it, so no hold reached
         the 2 s a probe waited for, and a bucket was paced as a window. The probe goes at once and
-        is judged at its answer, by the service's own count of each reservation then in flight: a
-        bucket's guard lifts; a window keeps its guard (a probe judged on the route's estimates
-        lifted it in one run of six)."""
+        is judged at its answer, by what a window held when it arrived, in the service's own count
+        of each reservation then in flight: a bucket's guard lifts; a window keeps its guard (a
+        probe judged on the route's estimates lifted it in one run of six)."""
         rule = {"quota_shape": shape, "tpm": 20_000}
         latency = {"latency": {"dist": "uniform", "min_ms": 800, "max_ms": 1200}}
         outcomes = run_quota_job(

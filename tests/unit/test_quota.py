@@ -769,6 +769,29 @@ class TestWindowGuard:
         assert q.guard
         assert q._guard_probe_at == pytest.approx(59.5 + 2.0)
 
+    def test_the_verdict_waits_for_the_requests_in_flight_when_the_probe_went(self) -> None:
+        """The probe is answered before a request that was in flight when it went: what a window
+        held for that one is not known yet, so the guard holds and no other probe goes; once it is
+        answered (it ended after the probe arrived), the guard lifts."""
+        q, (other,) = self.at_the_guard_settling_below(100.0, in_flight=1)
+        probe = q.admit(300.0, 58.5)
+        q.settle(probe, 100.0, 59.5, server_s=0.9, service_reserved=300.0)
+        assert q.guard
+        assert q.delay(300.0, 59.55) > 0.0
+        q.settle(other, 100.0, 59.6, server_s=58.6, service_reserved=300.0)
+        assert not q.guard
+
+    def test_a_probe_sent_late_counts_the_answers_ended_before_it_arrived(self) -> None:
+        """A busy client admits the probe at 58.5 s but sends it late: answered at 60.0 s after 0.5 s
+        at the service, it arrived at 59.5 s at the latest. A request in flight at its admission
+        ended at the service no earlier than 59.2 s, so perhaps before the probe arrived: a window
+        may have taken its refund back and admitted the probe. No lift."""
+        q, (other,) = self.at_the_guard_settling_below(100.0, in_flight=1)
+        probe = q.admit(300.0, 58.5)
+        q.settle(other, 100.0, 59.4, server_s=58.2, service_reserved=300.0)
+        q.settle(probe, 100.0, 60.0, server_s=0.5, service_reserved=300.0)
+        assert q.guard
+
     def test_no_lift_when_the_reservations_in_flight_were_estimated_high(self) -> None:
         """A window counts each reservation in its own tokens: answered after the probe, the
         requests in flight then show the route's estimates 150 tokens over each, so a window held
