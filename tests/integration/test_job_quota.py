@@ -87,10 +87,10 @@ class TestKnownQuota:
         """`max_tokens` 300 for answers of 20-60 tokens, a full 20,000 TPM bucket: the route's own
         charges fill the window guard in a second, and a window would hold the reservations of the
         requests in flight just as the guard books them, so no filler ever took them past it and
-        no probe went: the bucket was paced as a window, held for the rest of the minute. The last
-        filler, then a probe past the guard, which the bucket admits: the guard lifts."""
+        no probe went: the bucket was paced as a window, held for the rest of the minute. A probe
+        past the guard, judged at its answer, which the bucket admits: the guard lifts."""
         rule = {"quota_shape": "bucket", "tpm": 20_000}
-        outcomes = run_quota_job(emu, tmp_path, rule, rows=500, tpm=20_000, max_tokens=300)
+        outcomes = run_quota_job(emu, tmp_path, rule, rows=400, tpm=20_000, max_tokens=300)
         lifted = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.guard_lifted"]
         assert lifted, "the window guard held a bucket"
         assert outcomes.get("ThrottlingException", 0) <= 0.05 * sum(outcomes.values())
