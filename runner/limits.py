@@ -128,6 +128,13 @@ class Admission:
             + usage.output_tokens * self.output_burndown
         )
 
+    @staticmethod
+    def reservation_of(usage: Usage, max_tokens: int) -> float:
+        """Quota tokens the service reserved for a request while it ran, by its own count of the
+        input: input, cache writes and ``max_tokens`` (the admission booked the runner's estimate).
+        """
+        return usage.input_tokens + usage.cache_creation_input_tokens + max_tokens
+
     def _delay(self, route: Route, tokens: float, now: float) -> float:
         """0 when a request may start on ``route`` now; else seconds to wait (``inf``: a release)."""
         if self._in_flight >= self.max_in_flight:
@@ -264,11 +271,7 @@ class Admission:
                 quota.throttled(charge, now)
             elif usage is not None:
                 booked_at = now - server_s if server_s is not None else None
-                reserved = (
-                    usage.input_tokens + usage.cache_creation_input_tokens + max_tokens
-                    if max_tokens is not None
-                    else None
-                )
+                reserved = self.reservation_of(usage, max_tokens) if max_tokens is not None else None
                 quota.settle(
                     charge,
                     self.charge_of(usage),

@@ -167,6 +167,11 @@ class TestAdmission:
         adm = Admission([ROUTE], max_in_flight=1, output_burndown=5.0)
         assert adm.charge_of(Usage(100, 10, 20, 1000)) == 100 + 20 + 50
 
+    def test_reservation_is_the_services_input_count_plus_max_tokens(self) -> None:
+        """Reservation = input + cache writes + max_tokens, by the service's count of the input;
+        cache reads and the output take no part."""
+        assert Admission.reservation_of(Usage(100, 10, 20, 1000), max_tokens=256) == 100 + 20 + 256
+
 
 OTHER = Route("us.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "us")
 
