@@ -26,6 +26,7 @@ import structlog
 
 from runner import catalog
 from runner import logging as runner_logging
+from runner.advice import quota_advice
 from runner.batch.lane import run_batch_lane
 from runner.bedrock import AioBotoControlPlane, AioBotoTransport, Transport, logging_destinations
 from runner.errors import (
@@ -404,6 +405,15 @@ async def _finish(run: _Run, *, stopped: str | None, started: float, limit: int 
     else:
         code = EXIT_OK
     route_states = {r.name: run.router.state(r) for r in run.routes}
+    uses = run.admission.uses()
+    for route, message in quota_advice(uses).items():
+        log.warning(
+            "quota.advice",
+            route=route,
+            requests=uses[route].requests,
+            throttled=uses[route].throttled,
+            message=message,
+        )
     log.info(
         "job.finished",
         exit_code=code,

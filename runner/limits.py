@@ -56,6 +56,25 @@ class RouteFigures(NamedTuple):
     """Share of requests the route's model takes for capacity 429s (refused whatever the quota)."""
 
 
+class RouteUse(NamedTuple):
+    """One route's use of its quota over the whole run, for the advice at the job's end
+    (:func:`runner.advice.quota_advice`)."""
+
+    requests: int
+    """Requests sent and answered (an answer, a throttle or another error)..."""
+    throttled: int
+    """...and of them, those Bedrock throttled."""
+    answered: int
+    reserved: float
+    """Quota tokens Bedrock reserved for the ``answered`` requests while they ran (its own count of
+    the input, plus ``max_tokens``)..."""
+    settled: float
+    """...and what they settled to."""
+    tpm: int
+    """The quota given for the route (0: learned from throttles)."""
+    adaptive: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Permit:
     """The right to send one request on ``route``; hand it back with :meth:`Admission.release`."""
@@ -78,8 +97,14 @@ class _Waiter:
 @dataclass(eq=False)
 class _RouteState:
     quota: RouteQuota | None
+    tpm: int = 0
     in_flight: int = 0
     throttles: deque[float] = field(default_factory=deque)
+    requests: int = 0
+    throttled: int = 0
+    answered: int = 0
+    reserved: float = 0.0
+    settled: float = 0.0
 
 
 class Admission:
@@ -97,6 +122,7 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_in_flight = max_in_flight
+        self.adaptive = adaptive
         self.output_burndown = output_burndown
         self._clock = clock
         self._in_flight = 0
@@ -108,7 +134,8 @@ class Admission:
                     tpm=quotas.get(r, 0), headroom=headroom, now=now, notify=_notifier(r.name)
                 )
                 if (adaptive or quotas.get(r, 0))
-                else None
+                else None,
+                tpm=quotas.get(r, 0),
             )
             for r in routes
         }
@@ -264,17 +291,27 @@ class Admission:
         state.in_flight -= 1
         now = self._clock()
         quota, charge = state.quota, permit.charge
+        if outcome != "cancelled":
+            state.requests += 1
         if outcome == "throttled":
             state.throttles.append(now)
+            state.throttled += 1
+        reserved = settled = None
+        if usage is not None:
+            settled = self.charge_of(usage)
+            if max_tokens is not None:
+                reserved = self.reservation_of(usage, max_tokens)
+                state.answered += 1
+                state.reserved += reserved
+                state.settled += settled
         if quota is not None and charge is not None:
             if outcome == "throttled":
                 quota.throttled(charge, now)
-            elif usage is not None:
+            elif settled is not None:
                 booked_at = now - server_s if server_s is not None else None
-                reserved = self.reservation_of(usage, max_tokens) if max_tokens is not None else None
                 quota.settle(
                     charge,
-                    self.charge_of(usage),
+                    settled,
                     now,
                     booked_at,
                     server_s=server_s,
@@ -303,3 +340,18 @@ class Admission:
                 capacity_share=q.capacity_share if q is not None else 0.0,
             )
         return out
+
+    def uses(self) -> dict[str, RouteUse]:
+        """Each route's use of its quota over the run (what the advice at the job's end reads)."""
+        return {
+            route.name: RouteUse(
+                requests=state.requests,
+                throttled=state.throttled,
+                answered=state.answered,
+                reserved=state.reserved,
+                settled=state.settled,
+                tpm=state.tpm,
+                adaptive=self.adaptive,
+            )
+            for route, state in self._routes.items()
+        }

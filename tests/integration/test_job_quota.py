@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from runner.cli import main
 from runner.emulator import EmulatorThread
 from runner.exit_codes import EXIT_OK
 from runner.job import run_job
 from runner.state import JobDir
-from tests.helpers import GLOBAL_HAIKU, make_spec, outcomes_of, spec_data, write_prompts
+from tests.helpers import GLOBAL_HAIKU, make_spec, outcomes_of, spec_data, write_prompts, write_spec
 
 FAST = {"latency": {"dist": "uniform", "min_ms": 50, "max_ms": 100}}
 
@@ -80,6 +81,7 @@ class TestKnownQuota:
         assert outcomes.get("ThrottlingException", 0) <= 0.05 * sum(outcomes.values())
         ended = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.startup_ended"]
         assert [e["drained"] for e in ended] == [True]
+        assert not [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.advice"]
 
     def test_a_bucket_lifts_the_guard_when_max_tokens_is_far_above_the_answers(
         self, emu: EmulatorThread, tmp_path: Path
@@ -161,6 +163,43 @@ class TestUnknownQuota:
         faults = {"seed": seed}
         outcomes = run_quota_job(emu, tmp_path, rule, rows=300, tpm=0, max_in_flight=64, faults=faults)
         assert outcomes.get("ThrottlingException", 0) > 0
-        rates = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.rate"]
+        events = quota_events(tmp_path / "out")
+        rates = [e for e in events if e["event"] == "quota.rate"]
         if rates:
             assert "capacity" in [e["why"] for e in rates]
+        # A third of the requests refused: the job's end says what the user could change.
+        (advice,) = [e for e in events if e["event"] == "quota.advice"]
+        assert advice["route"] == "global@us-east-1"
+        assert "give it as [limits] tpm" in advice["message"]
+
+
+class TestAdvice:
+    def test_a_throttled_fixed_pool_is_told_on_stderr(
+        self, emu: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`bedrock-batch run` with a fixed pool (adaptive = false) that Bedrock throttled a third of
+        the time, `max_tokens` 600 for answers of 20-60 tokens: the warning at the job's end names
+        the route, the throttles, the setting to change, and the reservations the answers did not
+        use. The rows all end ok."""
+        emu.reset()
+        emu.set_faults({"defaults": {**FAST, "throttle_rate": 0.3}, "seed": 2})
+        source = write_prompts(tmp_path / "in.parquet", 150)
+        data = spec_data(
+            source,
+            tmp_path / "out",
+            emu.url,
+            model={"endpoints": ["global"]},
+            request={"max_tokens": 600},
+            limits={"max_in_flight": 32, "adaptive": False},
+            retry={"max_attempts": 50},
+        )
+        spec = write_spec(tmp_path / "job.toml", data)
+        assert main(["run", str(spec), "--no-progress"]) == EXIT_OK
+        err = capsys.readouterr().err
+        (line,) = [line for line in err.splitlines() if "quota.advice" in line]
+        assert "global@us-east-1: " in line
+        assert "with adaptive = false" in line
+        assert "max_tokens nearer the answers" in line
+        (advice,) = [e for e in quota_events(tmp_path / "out") if e["event"] == "quota.advice"]
+        assert advice["throttled"] > 0.2 * advice["requests"]
+        assert emu.counters()["billed_requests"] == 150

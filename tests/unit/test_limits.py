@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.limits import Admission
+from runner.limits import Admission, Outcome, RouteUse
 from runner.types import Route, Usage
 from runner.window import BUCKET_S, WINDOW_S, TokenWindow
 
@@ -171,6 +171,33 @@ class TestAdmission:
         """Reservation = input + cache writes + max_tokens, by the service's count of the input;
         cache reads and the output take no part."""
         assert Admission.reservation_of(Usage(100, 10, 20, 1000), max_tokens=256) == 100 + 20 + 256
+
+    async def test_uses_count_what_each_route_did(self) -> None:
+        """A route's use over the run: requests answered one way or another (a request cancelled
+        before its answer is none), its throttles, and for the answered requests what Bedrock
+        reserved (its input count + max_tokens) against what they settled to."""
+        adm = Admission([ROUTE, OTHER], max_in_flight=10, tpm={ROUTE: 60_000}, output_burndown=5.0)
+        outcomes: list[tuple[Outcome, Usage | None]] = [
+            ("ok", Usage(100, 20)),
+            ("ok", Usage(50, 10)),
+            ("throttled", None),
+            ("failed", None),
+            ("cancelled", None),
+        ]
+        for outcome, usage in outcomes:
+            permit = await adm.acquire([ROUTE], 100)
+            adm.release(permit, outcome, usage, max_tokens=256 if usage else None)
+        uses = adm.uses()
+        assert uses[ROUTE.name] == RouteUse(
+            requests=4,
+            throttled=1,
+            answered=2,
+            reserved=100 + 256 + 50 + 256,
+            settled=100 + 5 * 20 + 50 + 5 * 10,
+            tpm=60_000,
+            adaptive=True,
+        )
+        assert uses[OTHER.name] == RouteUse(0, 0, 0, 0.0, 0.0, tpm=0, adaptive=True)
 
 
 OTHER = Route("us.anthropic.claude-haiku-4-5-20251001-v1:0", "us-east-1", "us")
