@@ -2,10 +2,10 @@
 
 The quota controller does its best with what it is told, but some settings cost throughput or
 throttles that no controller can win back: a quota it must learn from throttles (tiny quotas and
-``max_tokens`` far above the answers are where learning costs most; README, *Known limitations*), a
-fixed pool that does not pace, a ``max_tokens`` that makes Bedrock reserve several times what the
-answers use. The user can only fix those if the run says so, at the end, when the throttles have
-been counted, rather than in a README they read before the first job.
+``max_tokens`` far above the answers are where learning costs most: docs/quota.md, *Known
+limitations*), a fixed pool that does not pace, a ``max_tokens`` that makes Bedrock reserve several
+times what the answers use. The user can only fix those if the run says so, at the end, when the
+throttles have been counted, rather than in docs they read before the first job.
 """
 
 from __future__ import annotations

@@ -337,7 +337,7 @@ class TestUnknownQuota:
         """Four times bench_quota's rows (about nine minutes of quota), 2 % of requests refused at
         random: each sample between two of them cuts the rate a little, and only probes win it
         back. When every random 429 ended a probe step, the rate fell for good: 828 and 823 s of a
-        494 s limit; 498 and 512 s now. (Seed 1 still ratchets: 770 s; see the README's known
+        494 s limit; 498 and 512 s now. (Seed 1 still ratchets: 770 s; see docs/quota.md's known
         limitations.)"""
         rows = 4 * BENCH_SHAPE["rows"]
         shape = {**BENCH_SHAPE, "rows": rows}
