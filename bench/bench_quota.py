@@ -8,7 +8,8 @@ two side by side, then the fixed pools (whose storms of 429s would starve the ot
 
 * **known**: this runner told the quota (``[limits] tpm``);
 * **unknown**: this runner not told (``tpm = 0``);
-* **fixed**: what most tools do: 64 fixed workers with exponential backoff (``adaptive = false``).
+* **fixed**: what most tools do: ``max_in_flight`` (64) fixed workers with exponential backoff
+  (``adaptive = false``).
 
 The fixed client gives up the rows its backoff runs out on (throttled to the end: 30-110 of 600,
 5-18 %, per scenario in the 2026-11-30 run), which ``bedrock-batch run`` reports as retryable:
@@ -34,8 +35,9 @@ whole minutes the job's quota tokens span, plus the rest sent at the concurrency
 Targets (issue 10): limit / time >= 0.9, <= 2 % of requests throttled (beyond the injected capacity
 429s), 0 failed rows, 0 rows billed twice, faster than the fixed client (to its complete job).
 
-Knobs: ``BENCH_QUOTA_ROWS`` (600), ``BENCH_QUOTA_TPM`` (300,000), ``BENCH_QUOTA_PARALLEL`` (scenarios
-run at once, 4), ``BENCH_QUOTA_ONLY`` (scenarios to run, by part of their names, ``;``-separated:
+Knobs: ``BENCH_QUOTA_ROWS`` (600), ``BENCH_QUOTA_TPM`` (300,000), ``BENCH_QUOTA_MAX_IN_FLIGHT`` (64,
+every client's, the fixed pool's workers too), ``BENCH_QUOTA_PARALLEL`` (scenarios run at once, 4),
+``BENCH_QUOTA_ONLY`` (scenarios to run, by part of their names, ``;``-separated:
 ``window, empty;halved``), ``BENCH_LOG_LEVEL`` (``info`` keeps each route's quota decisions in its
 job's ``events.jsonl``).
 """
@@ -90,9 +92,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "2 % capacity throttles": {"quota_shape": "bucket", "quota_start": "full", "throttle_rate": 0.02},
 }
 CLIENTS: dict[str, dict[str, Any]] = {
-    "known": {"tpm": True, "adaptive": True, "max_in_flight": MAX_IN_FLIGHT},
-    "unknown": {"tpm": False, "adaptive": True, "max_in_flight": MAX_IN_FLIGHT},
-    "fixed": {"tpm": False, "adaptive": False, "max_in_flight": MAX_IN_FLIGHT},
+    "known": {"tpm": True, "adaptive": True},
+    "unknown": {"tpm": False, "adaptive": True},
+    "fixed": {"tpm": False, "adaptive": False},
 }
 REGIONS = (
     "us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-central-1", "eu-west-1", "eu-west-2",
@@ -124,7 +126,14 @@ def _routes(tpm: int) -> list[tuple[str, str, str, str, dict[str, Any]]]:
 
 
 def limit_s(
-    *, billed: float, tpm: int, rule: dict[str, Any], rows: int, latency_s: float, ceiling: int | None
+    *,
+    billed: float,
+    tpm: int,
+    rule: dict[str, Any],
+    rows: int,
+    latency_s: float,
+    ceiling: int | None,
+    max_in_flight: int = MAX_IN_FLIGHT,
 ) -> float:
     """The quota-bound limit of one route's job (see the module docstring); a client told ``tpm``
     (``ceiling``) is held to it, even when the quota is raised past it."""
@@ -143,7 +152,7 @@ def limit_s(
         need -= rate * (at - t)
         t, rate = at, new
     quota_bound = t + max(0.0, need) / rate + latency_s
-    concurrency_bound = rows * latency_s / MAX_IN_FLIGHT
+    concurrency_bound = rows * latency_s / max_in_flight
     if rule.get("quota_shape") == "window" and start == 1.0 and "tpm_changes" not in rule:
         # A rolling window frees a charge only a minute after it was booked: a job of several
         # windows' worth waits out each minute, then sends the rest at the concurrency bound.
@@ -158,6 +167,7 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
 
     rows = rows or env_int("BENCH_QUOTA_ROWS", 600)
     tpm = tpm or env_int("BENCH_QUOTA_TPM", 300_000)
+    max_in_flight = env_int("BENCH_QUOTA_MAX_IN_FLIGHT", MAX_IN_FLIGHT)
     parallel = env_int("BENCH_QUOTA_PARALLEL", ROUND_SCENARIOS)
     only = [w.strip() for w in os.environ.get("BENCH_QUOTA_ONLY", "").split(";") if w.strip()]
     started = time.monotonic()
@@ -202,7 +212,7 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
                     model=model,
                     region=region,
                     endpoints=("global",),
-                    max_in_flight=c["max_in_flight"],
+                    max_in_flight=max_in_flight,
                     tpm=tpm if c["tpm"] else 0,
                     adaptive=c["adaptive"],
                     max_tokens=MAX_TOKENS,
@@ -232,7 +242,15 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
             elapsed += sum(float(p["wall_s"]) for p in passes[1:])
             failed = passes[-1]["progress"]["failed"]
         ceiling = tpm if CLIENTS[client]["tpm"] else None
-        lim = limit_s(billed=billed, tpm=tpm, rule=rule, rows=rows, latency_s=mean_latency_s, ceiling=ceiling)
+        lim = limit_s(
+            billed=billed,
+            tpm=tpm,
+            rule=rule,
+            rows=rows,
+            latency_s=mean_latency_s,
+            ceiling=ceiling,
+            max_in_flight=max_in_flight,
+        )
         row = {
             "time_s": rounded(elapsed, 1),
             "limit_s": rounded(lim, 1),
@@ -280,11 +298,12 @@ def run(*, rows: int | None = None, tpm: int | None = None) -> dict[str, Any]:
             "tpm": tpm,
             "model": f"{SONNET} / {SONNET_4} (burndown 5)",
             "max_tokens": MAX_TOKENS,
-            "max_in_flight": MAX_IN_FLIGHT,
+            "max_in_flight": max_in_flight,
             "latency": f"lognormal median {LATENCY_MS:g} ms, sigma {SIGMA}, + {PER_TOKEN_MS:g} ms per "
             f"output token; {OUTPUT[0]}-{OUTPUT[1]} output tokens",
         },
-        "reproduce": f"BENCH_QUOTA_ROWS={rows} BENCH_QUOTA_TPM={tpm} python -m bench quota",
+        "reproduce": f"BENCH_QUOTA_ROWS={rows} BENCH_QUOTA_TPM={tpm} "
+        f"BENCH_QUOTA_MAX_IN_FLIGHT={max_in_flight} python -m bench quota",
         "seconds": round(time.monotonic() - started, 1),
     }
 
