@@ -125,6 +125,12 @@ def _routes(tpm: int) -> list[tuple[str, str, str, str, dict[str, Any]]]:
     return out
 
 
+def quota_start(rule: Mapping[str, Any]) -> float:
+    """The share of a rule's quota free when it is created (``quota_start``: full, empty or a share)."""
+    start = rule.get("quota_start", "full")
+    return {"full": 1.0, "empty": 0.0}[start] if isinstance(start, str) else float(start)
+
+
 def limit_s(
     *,
     billed: float,
@@ -137,7 +143,7 @@ def limit_s(
 ) -> float:
     """The quota-bound limit of one route's job (see the module docstring); a client told ``tpm``
     (``ceiling``) is held to it, even when the quota is raised past it."""
-    start = {"full": 1.0, "empty": 0.0}.get(rule.get("quota_start", "full"), 1.0)
+    start = quota_start(rule)
     share = 1.0 - float(rule.get("other_consumer", {}).get("share", 0.0))
     # The other consumer draws its share of the refill as it comes (docs/emulator.md), not a share
     # of what the quota holds at the start: the route may spend all of that. (Taking only its share

@@ -17,8 +17,11 @@ draws its share of the refill whenever the bucket holds any, and a drained windo
 over the last minute. It shows the controller's logic, its tails and its regressions in half a
 minute on 2 cores; it says nothing of Bedrock, and the headline stays bench_quota's.
 
-Two cells are the model's alone (bench_quota has no such route): 10 % capacity 429s on the same
-full bucket, and on a route with no quota at all (5-10 % is where the controller is weakest).
+Four cells are the model's alone (bench_quota has no such route): 10 % capacity 429s on the same
+full bucket, and on a route with no quota at all (5-10 % is where the controller is weakest); a
+window and a bucket found 30 % free (a crashed run, another job: the window's charges leave it over
+the next minute). The limit of a window not found full is the bucket's, a little optimistic: the
+route's own charges booked as the job starts free the window only a minute later.
 
 **The issue's second trial**, at its own speed: no quota, 30 % capacity 429s, 300 rows, answers in
 75 ms. Its limit is the concurrency bound (0.37 s), which no client meets with 30 % of its requests
@@ -56,7 +59,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from bench._common import env_int
-from bench.bench_quota import SCENARIOS, TARGET_RATIO, TARGET_THROTTLED, fault_rule, limit_s
+from bench.bench_quota import SCENARIOS, TARGET_RATIO, TARGET_THROTTLED, fault_rule, limit_s, quota_start
 
 TPM = 300_000
 ROUTE: dict[str, Any] = {"tpm": TPM, "rows": 600, "reserved": 656, "settled": 1150, "latency_s": 1.8}
@@ -75,6 +78,8 @@ MODEL_ONLY: dict[str, dict[str, Any]] = {
         "throttle_rate": 0.1,
         "tpm": 10**9,
     },
+    "window, 30 % free": {"quota_shape": "window", "quota_start": 0.3},
+    "bucket, 30 % free": {"quota_shape": "bucket", "quota_start": 0.3},
 }
 CELLS = {**SCENARIOS, **MODEL_ONLY}
 OVERNIGHT_ROWS = 6_000
@@ -112,7 +117,7 @@ def _sim_kwargs(rule: dict[str, Any]) -> dict[str, Any]:
     """quota_sim's arguments for a cell's rule (bench_quota's emulator fault rule)."""
     kwargs: dict[str, Any] = {
         "shape": rule["quota_shape"],
-        "start": 1.0 if rule.get("quota_start", "full") == "full" else 0.0,
+        "start": quota_start(rule),
         "other_share": float(rule.get("other_consumer", {}).get("share", 0.0)),
         "capacity_429": float(rule.get("throttle_rate", 0.0)),
         "tpm": float(rule.get("tpm", TPM)),

@@ -119,6 +119,10 @@ say the quota is not full: startup ends. Capacity throttles, a few per cent, do 
 throttle counts against the wave its request went out in, not the wave under way when it is read: a
 busy client reads a 429 late, after the next wave went out, and must not dilute it among that
 wave's admissions."""
+STOCK_P = 0.1
+"""See :meth:`RouteQuota._stock_spent`: a startup whose waves were taken whole, then refused, spent a
+stock. (At 0.01, three 429s of a wave of ten after a hundred requests taken whole did not say so:
+a window found 30 % full, read as drained and paced at half what its stock let through, stormed.)"""
 STARTUP_STOCK = 128
 """Requests sent in the startup waves before the one that ended it, refused no more than the 2 %
 prior explains, say the quota held a stock (a full bucket, a window's minute) that the startup spent,
@@ -267,11 +271,21 @@ no 429 comes with room left and the share seen stays 0, every random 429 ended a
 capacity 429s the probes never won back what the samples between two of them cut, and a job of
 2,400 rows, `tpm` unknown, ran at 0.36-0.6 of its limit in quota_sim, 6,000 rows at 0.44 on
 average. A steady quota's refused step now costs one 429 more, sometimes.)"""
+STEPS = ("probe", "drain_left")
+"""Why a rate is a step up to be tried (a paced 429 at it goes back), not evidence: a probe's, and a
+return to the rate before the cuts of a drain's minute once it is over (see :meth:`RouteQuota._grow`)."""
 PROBE_MAX_RISE = 2.0
 """Probes raise the rate to at most this multiple of the last rate the model set from evidence (a
 sample, a refused burst): a quota that lets a route run on credit (a bucket a slower rate let fill,
 a window whose earlier charges are expiring) shows no throttle while probes climb, and one climb
-went to 2.4 times a window's quota before the debt came due. A doubled quota is still found."""
+went to 2.4 times a window's quota before the debt came due. A doubled quota is still found..."""
+PROBE_CAP_S = 120.0
+"""...until the rate has held the route back that long at the cap with no throttle: then the rate
+becomes the evidence probes climb from. Credit is a minute of the quota at most (a bucket's capacity,
+a window's expiring charges), and at a rate 1.5 times the quota it lasts two minutes: past that, the
+rate is within half of the quota, and a probe that overshoots is refused as any other. (With no
+throttle there was no new evidence, and the cap stuck: a route that a storm had taught 51,000 TPM of
+a 300,000 TPM bucket ran at 102,000 for five minutes, no 429, a job of 137 s taking 456.)"""
 PROBE_BINDING = 0.9
 PROBE_BINDING_ROUND_TRIPS = 2.0
 """A probe raises the rate only when the quota took at least this share of it over the last two
@@ -659,6 +673,9 @@ class RouteQuota:
     _hold_s: float = PROBE_HOLD_S
     _anchor: float = math.inf
     """The last rate set from evidence; probes stay within :data:`PROBE_MAX_RISE` of it."""
+    _capped_at: float = math.inf
+    """Since when probes have been held at :data:`PROBE_MAX_RISE` times :attr:`_anchor` with no 429
+    (``inf``: not)."""
     _probe_from: tuple[float, float] | None = None
     """(rate before, when) of the probe step in force, until a throttle or evidence ends it."""
     _emptied: tuple[float, float] | None = None
@@ -667,6 +684,9 @@ class RouteQuota:
     _foreign_at: float = -math.inf
     """When the quota was last found drained by traffic the route cannot see (a drained start, a run
     of 429s with room left): for a minute, a window may hold charges that the guard does not."""
+    _drain_cut: tuple[float, float] | None = None
+    """(when, rate before) of the samples' cuts in the minute after the quota was found drained,
+    until that minute is over: a window then held charges that have left it since."""
     _last_cut_sample: float | None = None
     """The sample of the last cut: a next one that agrees says the quota is steady."""
     _window_cap: float = math.inf
@@ -831,6 +851,7 @@ class RouteQuota:
         """The service refused the request: it booked nothing, and the quota is empty now."""
         self._refill(now)
         self._in_flight.discard(charge)
+        self._capped_at = math.inf  # any 429, even one capacity 429s explain: the cap stays
         self._taken.add(-charge.reserved - charge.owed, charge.at)
         self._accepted.add(-1.0, charge.at)
         self._refusals += 1.0 / CAPACITY_HORIZON
@@ -876,7 +897,7 @@ class RouteQuota:
                     for a, t in (counts, (admitted, throttled))
                 )
             ):
-                self._drained(charge.at, now, spent=spent)
+                self._drained(charge.at, now, spent=spent, stock=self._stock_spent(charge.wave))
             return
         # Paced to the end of its allowance, a throttle measures the rate; with room left in the
         # model it says the quota was taken by someone else, or refused for capacity: the level
@@ -1046,16 +1067,17 @@ class RouteQuota:
     def _set_rate(self, rate: float, why: str, *, quiet: bool = False, **fields: Any) -> None:
         """Pace at ``rate`` (``inf``: unpaced again, the throttles were capacity 429s) and tell why.
         ``quiet``: the rate is a sample's, under the quota it measured (:data:`QUIET_KEPT_S`)."""
-        self._close_quiet(trigger=why not in ("probe", "discovery"))
+        step = why in STEPS
+        self._close_quiet(trigger=not step and why != "discovery")
         before = self.rate
         rate = max(self._floor, min(rate, self.ceiling))
         if why == "probe_refused":
             quiet = self._anchor_quiet
-        elif why != "probe":
+        elif not step:
             self._anchor_quiet = quiet
         self._rate_set_at = self._stamp
         self._quiet_from = self._stamp + self._evidence_s if quiet else math.inf
-        if why != "probe":
+        if not step:
             self._anchor = rate
             self._probe_from = None  # the rate is evidence's again, no probe's
         if not math.isfinite(rate):
@@ -1333,7 +1355,25 @@ class RouteQuota:
         self._probe_at = now + self._hold_s
         self._probe_step = PROBE_FIRST_STEP
 
-    def _drained(self, at: float, now: float, *, spent: bool) -> None:
+    def _stock_spent(self, wave: int) -> bool:
+        """Whether the startup waves up to ``wave`` spent a stock, however small (a quota found partly
+        used): the waves before were taken whole, but for what the prior explains, and then this one,
+        or it and the one before (the stock may have run out there, a few of its requests refused),
+        were refused more than the upper bound of that share could explain (p < :data:`STOCK_P`).
+        Capacity 429s refuse the same share in every wave."""
+        for split in (wave, wave - 1):
+            n0 = k0 = n1 = k1 = 0
+            for w, (a, t) in self._waves.items():
+                if w < split:
+                    n0, k0 = n0 + a, k0 + t
+                elif w <= wave:
+                    n1, k1 = n1 + a, k1 + t
+            whole = n0 and n1 and _tail(n0, k0, CAPACITY_PRIOR) >= 0.01
+            if whole and _tail(n1, k1, max(CAPACITY_PRIOR, _wilson_high(n0, k0))) < STOCK_P:
+                return True
+        return False
+
+    def _drained(self, at: float, now: float, *, spent: bool, stock: bool) -> None:
         """A startup wave was mostly refused: the quota is not full (drained, or shared), or, when
         the waves before it were taken whole (``spent``), the startup spent all it held.
 
@@ -1357,7 +1397,15 @@ class RouteQuota:
             # included, read a drained 300,000 TPM window as 557,000.)
             span = max(now - self._startup_from, STARTUP_DOUBLING_S)
             admitted = self._taken.since(self._startup_from, now)
-            self._set_rate(admitted / span / 2.0, "drained")
+            rate = admitted / span / 2.0
+            if stock:
+                # What the waves before this one took was a stock (a quota found partly used),
+                # however small, not what the quota refills in the startup's span: a minute of it
+                # at most, as a refused burst's measure, and discovery from there. (Half of it per
+                # second read a bucket found 30 % full as 1,200,000 TPM: a storm, and 17 % of the
+                # job's requests throttled; a window 26 %.)
+                rate = min(rate, max(admitted - self._owed(now), 0.0) / WINDOW_S * self.headroom)
+            self._set_rate(rate, "drained")
             self.discovering = True
             self._grown_at = now
             self._note_cut(math.inf, 1.0 - refused / sent if sent else 0.0, now, sent=max(sent, 1))
@@ -1464,6 +1512,9 @@ class RouteQuota:
                 # were capacity 429s read as the quota (see QUIET_KEPT_S).
                 self._restore_cuts(rate, now)
                 return
+            if self.known and now - self._foreign_at < WINDOW_S:
+                drained_before = before if self._drain_cut is None else max(before, self._drain_cut[1])
+                self._drain_cut = (self._foreign_at + WINDOW_S, drained_before)
             self._set_rate(
                 rate,
                 "measured",
@@ -1540,6 +1591,17 @@ class RouteQuota:
             if now >= self._grown_at + every:
                 self._set_rate(self.rate * 2.0, "discovery")
                 self._grown_at = now
+        elif self._drain_cut is not None and now >= self._drain_cut[0]:
+            # The minute after a drain is over: what other traffic held in a window has left it,
+            # and the samples that read its leaving as the quota are retried at once, as one probe
+            # step (a 429 at it goes back). Probing up from them by steps, a window found 30 % full,
+            # `tpm` given, ran at two thirds of its quota for 50 s after the minute.
+            before = self._drain_cut[1]
+            self._drain_cut = None
+            if before > self.rate:
+                self._probe_from = (self.rate, now)
+                self._probe_at = now + PROBE_EVERY_S
+                self._set_rate(before, "drain_left")
         elif now >= self._probe_at:
             self._probe_at = now + PROBE_EVERY_S
             measured = GUARD_CAP_FLOOR * self._window_measure  # a window's size, as a refused burst read it
@@ -1574,7 +1636,18 @@ class RouteQuota:
                 self._probe_at = now + PROBE_RETRY_S
                 self._probe_step = PROBE_FIRST_STEP
                 return
-            rate = min(self.rate * (1.0 + self._probe_step), PROBE_MAX_RISE * self._anchor)
+            top = PROBE_MAX_RISE * self._anchor
+            if self.rate < top:
+                self._capped_at = math.inf
+            elif math.isinf(self._capped_at):
+                self._capped_at = now
+            elif now - self._capped_at >= PROBE_CAP_S:
+                # Long at the cap, the rate holding the route back, and no throttle: the rate is the
+                # quota's, or what credit is left is small beside it (see PROBE_CAP_S).
+                self._anchor = self.rate
+                self._capped_at = math.inf
+                top = PROBE_MAX_RISE * self._anchor
+            rate = min(self.rate * (1.0 + self._probe_step), top)
             if self.guard and self._window_measure:
                 rate = min(rate, self._window_measure / WINDOW_S * self.headroom)
             if rate <= self.rate:

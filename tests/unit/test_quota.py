@@ -19,6 +19,7 @@ from runner.quota import (
     GUARD_ADMITTED_S,
     GUARD_PROBE_MAX_S,
     GUARD_PROBE_MIN_HOLD_S,
+    PROBE_CAP_S,
     PROBE_EVERY_S,
     PROBE_HOLD_S,
     PROBE_MAX_RISE,
@@ -99,6 +100,29 @@ class TestKnownQuota:
         out = run(shape="bucket", start=1.0, rows=2400)
         assert not out.quota.guard
         assert out.throttled / out.requests <= 0.02
+
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_a_partly_drained_window_is_used_whole_once_its_minute_is_over(self, seed: int) -> None:
+        """bench_quota's route on a window found 70 % full (a crashed run's charges, leaving it over
+        the next minute): samples in that minute read its charges leaving as the quota and cut the
+        rate; once the minute is over they are gone, and the rate goes back to the tpm given at
+        once (it probed back by steps after a 40 s hold: 152 s for a job of 143)."""
+        rates: list[tuple[float, str, float]] = []
+
+        def notify(event: str, fields: dict[str, Any]) -> None:
+            if event == "quota.rate":
+                rates.append((fields["t"], str(fields["why"]), float(fields["rate_tpm"])))
+            elif event == "quota.startup_ended":
+                rates.append((fields["t"], "drained" if fields["drained"] else "full", 0.0))
+
+        out = run(shape="window", start=0.3, known=True, seed=seed, notify=notify, **BENCH_SHAPE)
+        given = 300_000 * out.quota.headroom
+        drained = next(t for t, why, _ in rates if why == "drained")
+        assert any(why == "measured" and t < drained + 60.0 and rate < 0.8 * given for t, why, rate in rates)
+        after = [rate for t, why, rate in rates if why != "drained" and t <= drained + 65.0][-1]
+        assert after == pytest.approx(given)  # by the minute's end, or a probe's step before it
+        assert all(rate == pytest.approx(given) for t, why, rate in rates if t > drained + 65.0)
+        assert out.throttled / out.requests <= 0.03
 
     @pytest.mark.parametrize("seed", [1, 2, 3])
     def test_capacity_throttles_do_not_spend_the_burst(self, seed: int) -> None:
@@ -221,6 +245,18 @@ class TestUnknownQuota:
         out = run(shape="bucket", start=0.0, known=False, lag_s=0.15, seed=seed)
         assert out.throttled <= 0.02 * ROWS
         assert limit(0.0) / out.seconds >= 0.9
+
+    @pytest.mark.parametrize("shape", ["bucket", "window"])
+    @pytest.mark.parametrize("lag", [0.0, 0.15])
+    def test_a_quota_found_partly_used_is_paced_from_its_stock_not_as_a_refill(
+        self, shape: Shape, lag: float
+    ) -> None:
+        """bench_quota's route on a quota found 30 % free (a crashed run, another job): the startup's
+        waves are taken whole until the stock runs out, then refused. Half of what they took per
+        second, a drained quota's measure, read that stock as a refill of 1,200,000 TPM of 300,000:
+        17-26 % of the job's requests throttled. A minute of it at most, and discovery from there."""
+        out = run(shape=shape, start=0.3, known=False, seed=1, lag_s=lag, **BENCH_SHAPE)
+        assert (out.throttled - out.capacity) / out.requests <= 0.05
 
     def test_one_throttle_sets_no_rate(self) -> None:
         """A lone 429 on an unpaced route (capacity, most likely) leaves it unpaced."""
@@ -489,6 +525,38 @@ class TestDecisions:
             while q.delay(50.0, now) == 0.0:
                 q.settle(q.admit(50.0, now), 50.0, now)
         assert q.rate * 60 == pytest.approx(PROBE_MAX_RISE * 60_000)
+
+    def test_probes_go_past_the_cap_after_long_at_it_with_no_throttle(self) -> None:
+        """Past the window guard, a route held back by its rate at PROBE_MAX_RISE times its last
+        evidence, with no throttle for PROBE_CAP_S, has spent any credit a slower rate let build:
+        that rate is the evidence probes climb from (the cap stuck a route at a third of its quota)."""
+        q = steady(60_000)
+        q.guard = False
+        rates: list[tuple[float, float]] = []
+        for step in range(3_200):  # 320 s
+            now = step / 10
+            while q.delay(50.0, now) == 0.0:
+                q.settle(q.admit(50.0, now), 50.0, now)
+            rates.append((now, q.rate * 60))
+        capped = next(t for t, rate in rates if rate >= PROBE_MAX_RISE * 60_000)
+        assert all(rate <= PROBE_MAX_RISE * 60_000 for t, rate in rates if t < capped + PROBE_CAP_S)
+        assert rates[-1][1] > PROBE_MAX_RISE * 60_000
+
+    def test_a_429_at_the_cap_restarts_its_clock(self) -> None:
+        """Any 429 at the cap, even one that capacity 429s would explain, may be the quota's: the
+        rate stays within the cap for PROBE_CAP_S after it."""
+        q = steady(60_000)
+        q.guard = False
+        rates: list[tuple[float, float]] = []
+        for step in range(3_200):
+            now = step / 10
+            if step == 1_200:  # at the cap since 35-40 s
+                q.level = 0.0
+                q.throttled(q.admit(50.0, now), now + 0.01)
+            while q.delay(50.0, now) == 0.0:
+                q.settle(q.admit(50.0, now), 50.0, now)
+            rates.append((now, q.rate * 60))
+        assert all(rate <= PROBE_MAX_RISE * 60_000 for t, rate in rates if t < 120.0 + PROBE_CAP_S)
 
     def test_a_sample_is_the_refill_not_the_debt_in_flight(self) -> None:
         """Between two throttles the quota took what it refilled: the requests admitted in between
