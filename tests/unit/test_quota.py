@@ -586,6 +586,32 @@ class TestDecisions:
         assert overshoots and all(0.85 * 300_000 <= rate <= 1.1 * 300_000 for rate in overshoots)
         assert out.throttled / out.requests <= 0.025
 
+    @pytest.mark.parametrize("span", [20.0, 40.0, 55.0])
+    def test_an_overshoot_up_to_a_minute_after_the_last_empty_quota_is_measured_from_it(
+        self, span: float
+    ) -> None:
+        """A bucket empty at both ends of a span of a minute or less cannot have filled to its
+        capacity (a minute of refill) in between: what it took is its refill. (Bounded at 30 s,
+        an overshoot 43 s after a partly used quota's stock ran out read half of what the route
+        had sent, and its storm and the low samples after it throttled 5-6 % of a job end to end.)"""
+        q = steady(60_000)  # 1,000 tokens a second, found empty at 0
+        q.guard = False
+        q.discovering, q._grown_at, q._emptied = True, 1.0, (0.0, 0.0)
+        overshoots: list[float] = []
+        q.notify = lambda event, fields: overshoots.extend(
+            [fields["rate_tpm"]] if fields.get("why") == "overshoot" else []
+        )
+        t, pending = 0.0, []
+        while t < span:  # 500 tokens each half second, answered a second later: the rate exactly
+            t += 0.5
+            pending.append((q.admit(500.0, t), t + 1.0))
+            for charge, due in [p for p in pending if p[1] <= t]:
+                q.settle(charge, 500.0, due)
+                pending.remove((charge, due))
+        q.level = 0.0
+        q.throttled(q.admit(500.0, t + 0.5), t + 0.51)
+        assert overshoots and 0.95 * 60_000 <= overshoots[0] <= 1.01 * 60_000
+
     @pytest.mark.parametrize("seed", [1, 2])
     def test_no_rate_probe_for_a_minute_after_a_drained_start(self, seed: int) -> None:
         """A drained window holds, for a minute, charges the guard cannot see (another job's): a
