@@ -689,7 +689,9 @@ class RouteQuota:
     of 429s with room left): for a minute, a window may hold charges that the guard does not."""
     _drain_cut: tuple[float, float] | None = None
     """(when, rate before) of the samples' cuts in the minute after the quota was found drained,
-    until that minute is over: a window then held charges that have left it since."""
+    until that minute is over: a window then held charges that have left it since. The minute is
+    that of the drain the cuts were made in, not of one found after them: a window found 70 % free,
+    `tpm` given, ran 152 s so, and 156 s with the same 429s waiting for the later one's."""
     _last_cut_sample: float | None = None
     """The sample of the last cut: a next one that agrees says the quota is steady."""
     _window_cap: float = math.inf
@@ -989,8 +991,8 @@ class RouteQuota:
         # quota once they land; pacing at what it took, with them, read a 600,000 TPM window as
         # 632,000 and sent into it as it slid). With the headroom, like a given tpm: the guard's
         # quota is then what the window admitted.
-        taken = self._taken.since(at - span, at) - self._owed(now)
-        self._set_rate(taken / WINDOW_S * self.headroom, "refused", refused=round(refused, 3))
+        rate = self._stock_rate(self._taken.since(at - span, at), now)
+        self._set_rate(rate, "refused", refused=round(refused, 3))
         self._window_measure = self._rate_minute
         self._note_cut(math.inf, 1.0 - refused, now)
         self._throttles.append((at, self._owed(at)))
@@ -1358,6 +1360,12 @@ class RouteQuota:
         self._probe_at = now + self._hold_s
         self._probe_step = PROBE_FIRST_STEP
 
+    def _stock_rate(self, taken: float, now: float) -> float:
+        """A minute of a stock the quota let the route take (``taken``), as a rate: what it admitted
+        is what it took less what the requests in flight will add when they settle (it refused with
+        those not yet booked), with the headroom, like a given tpm."""
+        return max(taken - self._owed(now), 0.0) / WINDOW_S * self.headroom
+
     def _stock_spent(self, wave: int) -> bool:
         """Whether the startup waves up to ``wave`` spent a stock, however small (a quota found partly
         used): the waves before were taken whole, but for what the prior explains, and then this one,
@@ -1371,7 +1379,7 @@ class RouteQuota:
                     n0, k0 = n0 + a, k0 + t
                 elif w <= wave:
                     n1, k1 = n1 + a, k1 + t
-            whole = n0 and n1 and _tail(n0, k0, CAPACITY_PRIOR) >= 0.01
+            whole = n0 > 0 and n1 > 0 and _tail(n0, k0, CAPACITY_PRIOR) >= 0.01
             if whole and _tail(n1, k1, max(CAPACITY_PRIOR, _wilson_high(n0, k0))) < STOCK_P:
                 return True
         return False
@@ -1407,7 +1415,7 @@ class RouteQuota:
                 # at most, as a refused burst's measure, and discovery from there. (Half of it per
                 # second read a bucket found 30 % full as 1,200,000 TPM: a storm, and 17 % of the
                 # job's requests throttled; a window 26 %.)
-                rate = min(rate, max(admitted - self._owed(now), 0.0) / WINDOW_S * self.headroom)
+                rate = min(rate, self._stock_rate(admitted, now))
             self._set_rate(rate, "drained")
             self.discovering = True
             self._grown_at = now
