@@ -144,12 +144,18 @@ def _quota_start(value: str) -> Any:
 @click.option(
     "--quota-shape",
     type=click.Choice(QUOTA_SHAPES),
-    help="How the quota refills: a rolling 60 s window (default) or a continuously refilled bucket.",
+    help="How the quota refills: a rolling 60 s window (default), a continuously refilled bucket, or a "
+    "fixed window (a counter per minute, reset at each minute boundary).",
 )
 @click.option(
     "--quota-start",
     metavar="full|empty|SHARE",
     help="Share of each route's quota available when it is created (default full).",
+)
+@click.option(
+    "--quota-reset-s",
+    type=click.FloatRange(0, 60, min_open=True),
+    help="Fixed window only: seconds from a quota's creation to its first minute boundary (default 60).",
 )
 @click.option(
     "--throttle-rate", type=click.FloatRange(0, 1), help="Share of calls answered ThrottlingException."
@@ -193,6 +199,7 @@ def emulator_command(
     output_burndown: float | None,
     quota_shape: str | None,
     quota_start: str | None,
+    quota_reset_s: float | None,
     throttle_rate: float | None,
     error_rate: float | None,
     cut_off_rate: float | None,
@@ -223,6 +230,7 @@ def emulator_command(
                 "tpm": tpm,
                 "output_burndown": output_burndown,
                 "quota_shape": quota_shape,
+                "quota_reset_s": quota_reset_s,
                 "throttle_rate": throttle_rate,
                 "error_rate": error_rate,
                 "cut_off_rate": cut_off_rate,

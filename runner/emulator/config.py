@@ -135,8 +135,11 @@ class Outage:
         return {"start_s": self.start_s, "end_s": self.end_s, "error": self.error, "since": self.since}
 
 
-QuotaShapeName: TypeAlias = Literal["window", "bucket"]
-QUOTA_SHAPES: tuple[QuotaShapeName, ...] = ("window", "bucket")
+QuotaShapeName: TypeAlias = Literal["window", "bucket", "fixed"]
+QUOTA_SHAPES: tuple[QuotaShapeName, ...] = ("window", "bucket", "fixed")
+MINUTE_S = 60.0
+"""A quota's period (``quota.WINDOW_S``), and the longest ``quota_reset_s``: a fixed window's first
+minute ends within a minute of the quota's creation."""
 ConsumerPattern: TypeAlias = Literal["steady", "bursty"]
 MIN_CONSUMER_PERIOD_S = 0.1
 
@@ -182,7 +185,11 @@ class FaultSettings:
     output_burndown: float | None = None
     """Quota tokens per output token; ``None`` takes the catalogue's figure for the model."""
     quota_shape: QuotaShapeName = "window"
-    """How the quota refills: a rolling 60 s ``window`` or a continuously refilled ``bucket``."""
+    """How the quota refills: a rolling 60 s ``window``, a continuously refilled ``bucket``, or a
+    ``fixed`` window (a counter per minute, reset at each minute boundary)."""
+    quota_reset_s: float = MINUTE_S
+    """A ``fixed`` window's first reset, in seconds after the quota's creation (then one every 60 s);
+    in (0, 60]. The other shapes ignore it."""
     quota_start: float = 1.0
     """Share of the quota available when the route's quota is created (``"full"`` 1, ``"empty"`` 0)."""
     other_consumer: OtherConsumer | None = None
@@ -606,7 +613,23 @@ def _quota_shape(value: Any, where: str) -> QuotaShapeName:
         return "window"
     if value == "bucket":
         return "bucket"
-    raise ConfigError(f"{where}: must be 'window' or 'bucket', got {value!r}")
+    if value == "fixed":
+        return "fixed"
+    raise ConfigError(f"{where}: must be 'window', 'bucket' or 'fixed', got {value!r}")
+
+
+def _quota_reset_s(value: Any, where: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or not 0 < value <= MINUTE_S
+    ):
+        raise ConfigError(
+            f"{where}: must be a number of seconds greater than 0 and at most {MINUTE_S:g} "
+            f"(when a fixed window's first minute ends), got {value!r}"
+        )
+    return float(value)
 
 
 def _quota_start(value: Any, where: str) -> float:
@@ -676,6 +699,7 @@ _SETTINGS: dict[str, tuple[str, _Parser]] = {
     "output_burndown": ("output_burndown", _burndown),
     "quota_shape": ("quota_shape", _quota_shape),
     "quota_start": ("quota_start", _quota_start),
+    "quota_reset_s": ("quota_reset_s", _quota_reset_s),
     "other_consumer": ("other_consumer", _other_consumer),
     "tpm_changes": ("tpm_changes", _tpm_changes),
     "error_rate": ("error_rate", _rate),

@@ -7,7 +7,7 @@ has no room for it; when it ends the reservation is settled to ``input + cache_w
 burndown`` (cache reads are free). A large ``max_tokens`` therefore throttles long before real output
 would, which is the effect a client's limiter has to model.
 
-Bedrock does not document how its quota refills, so there are two shapes behind one protocol,
+Bedrock does not document how its quota refills, so there are three shapes behind one protocol,
 :class:`QuotaShape`:
 
 * :class:`TokenWindow`: the sum of what was admitted in the last 60 s must stay within the limit. The
@@ -15,6 +15,10 @@ Bedrock does not document how its quota refills, so there are two shapes behind 
   settlement lands), harmless because a window entry lives only 60 s either way.
 * :class:`TokenBucket`: a bucket of ``limit`` tokens refilled continuously at ``limit / 60`` a second;
   settlement debits or credits the difference, so the level may go negative.
+* :class:`FixedWindow`: a counter of the tokens admitted in the current minute, reset to zero at each
+  minute boundary (the simplest rate limiter there is). Minutes count from the quota's creation, the
+  first one ending ``reset_s`` after it. A settlement lands in its entry's minute if that minute is
+  still the current one, nowhere otherwise.
 
 :class:`RouteQuota` runs one of them for a route, with what happens to it over time (the level it
 starts at, another consumer drawing on it, ``tpm`` changes) and a per-second timeline for counters.
@@ -27,10 +31,16 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-from runner.emulator.config import MIN_CONSUMER_PERIOD_S, OtherConsumer, QuotaShapeName, TpmChange
+from runner.emulator.config import (
+    MIN_CONSUMER_PERIOD_S,
+    MINUTE_S,
+    OtherConsumer,
+    QuotaShapeName,
+    TpmChange,
+)
 
-WINDOW_S = 60.0
-"""The quota's period: a window's length, and the time a bucket takes to refill from empty."""
+WINDOW_S = MINUTE_S
+"""The quota's period: a window's length, the time a bucket takes to refill from empty, a fixed minute."""
 
 SLOT_S = 0.1
 """Step of the steady other consumer's draws and of a window's pre-filled charges."""
@@ -47,7 +57,8 @@ def settled_tokens(input_tokens: int, cache_write_tokens: int, output_tokens: in
 
 
 class Reservation:
-    """One request's entry in a quota; in a window, ``live`` turns false once it has aged out."""
+    """One request's entry in a quota; ``live`` turns false once it has aged out of a window, or once
+    the minute of a fixed window that admitted it is over."""
 
     __slots__ = ("at", "live", "tokens")
 
@@ -252,10 +263,104 @@ class TokenBucket:
         return taken
 
 
-def make_shape(shape: QuotaShapeName, limit: int, *, start: float = 1.0, now: float = 0.0) -> QuotaShape:
-    """A fresh quota of that shape, with ``start`` of it available at ``now``."""
+class FixedWindow:
+    """A fixed-window quota: a counter of the tokens admitted in the current minute, reset at each boundary.
+
+    Minutes count from the quota's creation (``now`` of the constructor): the first ends ``reset_s``
+    seconds later (the boundary's phase: a job does not start on one), then one every ``WINDOW_S``
+    seconds; the current minute is computed from ``now``, so hours of minutes do not drift. Admission
+    needs ``counter + tokens <= limit`` and adds the reservation to the counter (a reservation above the
+    limit is never admitted). A settlement replaces the reservation in the counter only while the minute
+    that admitted it is still the current one; a reservation from an earlier minute settles nowhere, its
+    minute being over. ``start`` is the share of the limit free in the first minute: a drained window
+    (``start = 0``) is closed until its first reset, then wholly open. Time never runs backwards here: a
+    ``now`` older than the current minute counts in it. Mutable, single-threaded, like :class:`TokenWindow`.
+    """
+
+    __slots__ = ("_entries", "_first_end", "_minute", "_next_reset", "_used", "limit")
+
+    def __init__(
+        self, limit: int, *, reset_s: float = WINDOW_S, start: float = 1.0, now: float = 0.0
+    ) -> None:
+        if not 0.0 < reset_s <= WINDOW_S:
+            raise ValueError(f"reset_s must be in (0, {WINDOW_S:g}], got {reset_s!r}")
+        self.limit = limit
+        self._first_end = now + reset_s
+        self._minute = 0
+        self._next_reset = self._first_end
+        self._used = round((1.0 - start) * limit) if start < 1.0 else 0
+        self._entries: list[Reservation] = []  # the current minute's, to close when it ends
+
+    def _roll(self, now: float) -> None:
+        if now < self._next_reset:
+            return
+        # the minute is how many boundaries ``first_end + k x WINDOW_S`` are <= now: the division
+        # gives it, the loops correct a rounding of it at a boundary (each runs once at most)
+        first_end = self._first_end
+        minute = max(self._minute + 1, math.floor((now - first_end) / WINDOW_S) + 1)
+        while first_end + minute * WINDOW_S <= now:
+            minute += 1
+        while minute > self._minute + 1 and first_end + (minute - 1) * WINDOW_S > now:
+            minute -= 1
+        self._minute = minute
+        self._next_reset = first_end + minute * WINDOW_S
+        for entry in self._entries:
+            entry.live = False
+        self._entries = []
+        self._used = 0
+
+    def used(self, now: float) -> int:
+        """Tokens counted in the current minute."""
+        self._roll(now)
+        return self._used
+
+    def set_limit(self, limit: int, now: float) -> None:
+        """The new limit from ``now``; the current minute's counter stays."""
+        self._roll(now)
+        self.limit = limit
+
+    def try_reserve(self, tokens: int, now: float) -> Reservation | None:
+        self._roll(now)
+        if self._used + tokens > self.limit:
+            return None
+        entry = Reservation(now, tokens)
+        self._entries.append(entry)
+        self._used += tokens
+        return entry
+
+    def settle(self, entry: Reservation, tokens: int, now: float) -> None:
+        """Replace a reservation by the real cost in the counter if its minute is still the current one."""
+        self._roll(now)
+        if entry.live:
+            self._used += tokens - entry.tokens
+        entry.tokens = tokens
+
+    def seconds_until(self, tokens: int, now: float) -> float | None:
+        """0 if ``tokens`` fits in this minute, else the time to the next reset (``None``: never)."""
+        if tokens > self.limit:
+            return None
+        self._roll(now)
+        if self._used + tokens <= self.limit:
+            return 0.0
+        return self._next_reset - now
+
+    def take(self, tokens: int, now: float) -> int:
+        """Add what fits under the limit in this minute, up to ``tokens``."""
+        self._roll(now)
+        room = self.limit - self._used
+        taken = tokens if tokens < room else max(room, 0)
+        self._used += taken
+        return taken
+
+
+def make_shape(
+    shape: QuotaShapeName, limit: int, *, start: float = 1.0, now: float = 0.0, reset_s: float = WINDOW_S
+) -> QuotaShape:
+    """A fresh quota of that shape, with ``start`` of it available at ``now`` (``reset_s``: fixed only)."""
     if shape == "bucket":
         return TokenBucket(limit, start=start, now=now)
+    if shape == "fixed":
+        return FixedWindow(limit, reset_s=reset_s, start=start, now=now)
     return TokenWindow(limit, start=start, now=now)
 
 
@@ -304,10 +409,11 @@ class RouteQuota:
 
     Time starts when it is created (``now`` of the constructor; the emulator creates it on the route's
     first call, or when the quota's shape or scenario changes): ``start`` of the quota is free then,
-    ``other_consumer`` starts drawing then, and ``tpm_changes`` fire ``at_s`` seconds later. Both
-    happen lazily, in time order, whenever the quota is touched with a later ``now``, so an idle route
-    costs nothing and the hot path costs one comparison when nothing is due. The timeline keeps one row
-    per second that saw any activity (memory grows with the seconds of activity, not with requests).
+    ``other_consumer`` starts drawing then, ``tpm_changes`` fire ``at_s`` seconds later, and a fixed
+    window's first minute ends ``reset_s`` seconds later. The consumer and the changes happen lazily,
+    in time order, whenever the quota is touched with a later ``now``, so an idle route costs nothing
+    and the hot path costs one comparison when nothing is due. The timeline keeps one row per second
+    that saw any activity (memory grows with the seconds of activity, not with requests).
     """
 
     __slots__ = (
@@ -334,11 +440,12 @@ class RouteQuota:
         now: float,
         shape: QuotaShapeName = "window",
         start: float = 1.0,
+        reset_s: float = WINDOW_S,
         other_consumer: OtherConsumer | None = None,
         tpm_changes: Sequence[TpmChange] = (),
     ) -> None:
         self.shape_name: QuotaShapeName = shape
-        self.shape = make_shape(shape, limit, start=start, now=now)
+        self.shape = make_shape(shape, limit, start=start, now=now, reset_s=reset_s)
         self.created = now
         self._changes = deque(sorted((now + c.at_s, c.tpm) for c in tpm_changes))
         self._share = 0.0

@@ -99,10 +99,11 @@ class RouteState:
         """Take new fault settings at ``now``.
 
         The quota is created when ``tpm`` is first set, and created afresh (start level, other
-        consumer and ``tpm_changes`` clock from ``now``, new timeline) when its shape or scenario
-        changes; a new ``tpm`` alone changes the limit of the running quota, whose in-flight
-        reservations stay. Settings that do not touch the quota leave it alone, so a ``tpm_changes``
-        entry that already fired is not undone by an unrelated ``PATCH``.
+        consumer, ``tpm_changes`` and a fixed window's minutes clock from ``now``, new timeline) when
+        its shape or scenario changes (``quota_reset_s`` counts only for a fixed window); a new ``tpm``
+        alone changes the limit of the running quota, whose in-flight reservations stay. Settings that
+        do not touch the quota leave it alone, so a ``tpm_changes`` entry that already fired is not
+        undone by an unrelated ``PATCH``.
         """
         old = self.settings
         self.settings = settings
@@ -111,7 +112,14 @@ class RouteState:
             self.burndown = settings.output_burndown
         else:
             self.burndown = self.model.output_burndown if self.model is not None else 1.0
-        key = (settings.quota_shape, settings.quota_start, settings.other_consumer, settings.tpm_changes)
+        reset_s = settings.quota_reset_s if settings.quota_shape == "fixed" else None  # fixed only
+        key = (
+            settings.quota_shape,
+            settings.quota_start,
+            reset_s,
+            settings.other_consumer,
+            settings.tpm_changes,
+        )
         if settings.tpm is None:
             self.quota = None
         elif self.quota is None or key != self.quota_key:
@@ -120,6 +128,7 @@ class RouteState:
                 now=now,
                 shape=settings.quota_shape,
                 start=settings.quota_start,
+                reset_s=settings.quota_reset_s,
                 other_consumer=settings.other_consumer,
                 tpm_changes=settings.tpm_changes,
             )

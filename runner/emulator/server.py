@@ -12,7 +12,7 @@ What one InvokeModel goes through, in order (so a scenario reads predictably):
 2. the route itself: unknown model id, missing geography, ``access_denied``, an outage window;
 3. the body: content type, JSON, Bedrock's validation (:mod:`runner.emulator.wire`);
 4. seeded draws: ``throttle_rate`` (429 "Too many requests": a capacity throttle), ``error_rate`` (5xx);
-5. the tokens-per-minute quota (:mod:`runner.emulator.quota`, window or bucket): reserve
+5. the tokens-per-minute quota (:mod:`runner.emulator.quota`, window, bucket or fixed): reserve
    ``input + cache_write + max_tokens`` or answer 429 "Too many tokens" (a quota throttle);
 6. the wait: latency + per-output-token time, or ``slow_ms`` for a slow answer;
 7. the answer, whole or cut off; the quota settles to the real usage; a whole 200 is billed.

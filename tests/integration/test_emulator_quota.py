@@ -1,4 +1,4 @@
-"""The emulator's quota shapes: window and bucket, start levels, another consumer, tpm changes, timeline.
+"""The emulator's quota shapes (window, bucket, fixed), start levels, another consumer, tpm changes, timeline.
 
 Pure tests drive ``now`` by hand; the integration tests go through the real aioboto3 client over
 loopback HTTP against the session emulator (``emu``), with tokens-per-minute small enough that a
@@ -7,6 +7,7 @@ second of wall clock is a visible refill.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from runner.emulator.config import OtherConsumer, TpmChange
 from runner.emulator.errors import ERRORS, TOKENS_THROTTLED_MESSAGE
 from runner.emulator.quota import (
     SLOT_S,
+    FixedWindow,
     QuotaShape,
     RouteQuota,
     TimelineRow,
@@ -40,6 +42,7 @@ HAIKU_EAST = f"{HAIKU}@us-east-1"
 SHAPES: dict[str, Callable[[int], QuotaShape]] = {
     "window": lambda limit: TokenWindow(limit),
     "bucket": lambda limit: TokenBucket(limit),
+    "fixed": lambda limit: FixedWindow(limit),
 }
 
 
@@ -151,10 +154,159 @@ class TestTokenBucket:
         assert admitted <= limit + now * limit / 60 + 1e-6
 
 
-class TestBothShapes:
+class TestFixedWindow:
+    def test_a_fresh_window_admits_its_limit_then_nothing_until_the_boundary(self) -> None:
+        """Whatever was admitted in a minute counts until the minute ends, however early it was."""
+        fixed = FixedWindow(1000, now=0.0)
+        assert fixed.try_reserve(600, now=0.0) is not None
+        assert fixed.try_reserve(400, now=30.0) is not None
+        assert fixed.try_reserve(1, now=59.9) is None
+        assert fixed.used(59.9) == 1000
+        assert fixed.seconds_until(1, now=59.5) == pytest.approx(0.5)
+        assert fixed.used(60.0) == 0
+        assert fixed.try_reserve(1000, now=60.0) is not None
+
+    def test_the_first_minute_ends_reset_s_after_creation_then_every_sixty(self) -> None:
+        """The boundary's phase is reset_s after the quota was created, not a wall-clock minute."""
+        fixed = FixedWindow(1000, reset_s=15.0, now=100.0)
+        assert fixed.try_reserve(1000, now=100.0) is not None
+        assert fixed.seconds_until(1, now=110.0) == pytest.approx(5.0)
+        assert fixed.try_reserve(1, now=114.9) is None
+        assert fixed.try_reserve(1000, now=115.0) is not None
+        assert fixed.seconds_until(1, now=115.0) == pytest.approx(60.0)
+        assert fixed.used(174.9) == 1000
+        assert fixed.used(175.0) == 0
+
+    def test_minutes_do_not_drift_over_hours(self) -> None:
+        """The current minute is computed from now: after three hours of touches the boundary is exact."""
+        fixed = FixedWindow(1000, reset_s=0.5, now=0.0)
+        now = 0.0
+        while now < 3 * 3600:
+            fixed.used(now)
+            now += 0.7
+        assert fixed.try_reserve(1000, now=10_800.25) is not None
+        assert fixed.seconds_until(1, now=10_800.25) == 0.25  # the boundary at 0.5 + 180 x 60
+        assert fixed.try_reserve(1, now=10_800.499) is None
+        assert fixed.try_reserve(1000, now=10_800.5) is not None
+
+    def test_a_long_idle_skips_the_minutes_it_missed(self) -> None:
+        """An hour later the counter is the new minute's (empty), the next boundary where arithmetic says."""
+        fixed = FixedWindow(1000, reset_s=0.5, start=0.0, now=0.0)
+        assert fixed.used(3600.0) == 0
+        assert fixed.try_reserve(1000, now=3600.0) is not None
+        assert fixed.seconds_until(1, now=3600.0) == pytest.approx(0.5)
+
+    def test_a_drained_window_is_closed_until_its_first_reset_then_wholly_open(self) -> None:
+        """start = 0 fills the first minute's counter: no refill within it, the whole limit after it."""
+        fixed = FixedWindow(6000, reset_s=2.0, start=0.0, now=0.0)
+        assert fixed.used(0.0) == 6000
+        assert fixed.try_reserve(1, now=0.0) is None
+        assert fixed.try_reserve(1, now=1.9) is None
+        assert fixed.seconds_until(6000, now=1.5) == pytest.approx(0.5)
+        assert fixed.try_reserve(6000, now=2.0) is not None
+
+    def test_a_partial_start_leaves_its_share_of_the_first_minute(self) -> None:
+        """start = 0.25 counts three quarters of the limit as already used in the first minute."""
+        fixed = FixedWindow(6000, start=0.25, now=0.0)
+        assert fixed.used(0.0) == 4500
+        assert fixed.try_reserve(1500, now=0.0) is not None
+        assert fixed.try_reserve(1, now=0.0) is None
+
+    def test_settling_in_the_same_minute_adjusts_the_counter(self) -> None:
+        """A settlement replaces the reservation in the counter, down or up (above the limit if need be)."""
+        fixed = FixedWindow(1000, now=0.0)
+        entry = fixed.try_reserve(800, now=0.0)
+        assert entry is not None
+        fixed.settle(entry, 100, now=1.0)
+        fixed.settle(entry, 100, now=1.0)  # twice changes nothing more
+        assert (fixed.used(1.0), entry.tokens) == (100, 100)
+        other = fixed.try_reserve(900, now=2.0)
+        assert other is not None
+        fixed.settle(other, 1200, now=3.0)
+        assert fixed.used(3.0) == 1300
+        assert fixed.try_reserve(1, now=3.0) is None
+        assert fixed.seconds_until(1, now=3.0) == pytest.approx(57.0)
+
+    def test_settling_an_entry_from_an_earlier_minute_lands_nowhere(self) -> None:
+        """The minute that admitted it is over: the current minute's counter is not touched."""
+        fixed = FixedWindow(1000, now=0.0)
+        entry = fixed.try_reserve(800, now=59.0)
+        assert entry is not None
+        assert fixed.try_reserve(100, now=61.0) is not None
+        assert not entry.live
+        fixed.settle(entry, 50, now=61.0)
+        fixed.settle(entry, 5000, now=61.0)
+        assert (fixed.used(61.0), entry.tokens) == (100, 5000)
+
+    def test_a_clock_reading_older_than_the_minute_counts_in_the_current_one(self) -> None:
+        """Time does not run backwards: a call that read the clock before the reset is counted after it."""
+        fixed = FixedWindow(1000, now=0.0)
+        assert fixed.try_reserve(600, now=60.5) is not None
+        late = fixed.try_reserve(400, now=59.9)
+        assert late is not None and late.live
+        assert fixed.used(60.5) == 1000
+        fixed.settle(late, 100, now=61.0)
+        assert fixed.used(61.0) == 700
+
+    def test_set_limit_keeps_the_counter(self) -> None:
+        """A cut below what the minute holds throttles until the boundary, then the new limit applies."""
+        fixed = FixedWindow(6000, now=0.0)
+        assert fixed.try_reserve(4000, now=0.0) is not None
+        fixed.set_limit(3000, now=1.0)
+        assert (fixed.limit, fixed.used(1.0)) == (3000, 4000)
+        assert fixed.try_reserve(1, now=1.0) is None
+        assert fixed.seconds_until(3001, now=1.0) is None
+        assert fixed.try_reserve(3001, now=60.0) is None
+        assert fixed.try_reserve(3000, now=60.0) is not None
+
+    def test_take_adds_what_fits_this_minute(self) -> None:
+        """Another consumer gets at most the room left in the minute; after the boundary, all of it."""
+        fixed = FixedWindow(600, start=0.5, now=0.0)
+        assert fixed.take(1000, now=0.0) == 300
+        assert fixed.take(10, now=59.0) == 0
+        assert fixed.take(1000, now=60.0) == 600
+
+    def test_reset_s_outside_the_minute_is_refused(self) -> None:
+        """The first boundary must fall within a minute of the creation, after it."""
+        for reset_s in (0.0, -1.0, 60.5):
+            with pytest.raises(ValueError, match="reset_s"):
+                FixedWindow(1000, reset_s=reset_s)
+
+    def test_a_route_quota_reports_the_fixed_shape(self) -> None:
+        """RouteQuota runs it under the name 'fixed', with the counter as used."""
+        quota = RouteQuota(6000, now=10.0, shape="fixed", start=0.5, reset_s=5.0)
+        quota.try_reserve(1000, now=10.0)
+        snapshot = quota.snapshot(12.0).to_dict()
+        assert (snapshot["shape"], snapshot["used"], snapshot["available"]) == ("fixed", 4000, 2000)
+        assert quota.used(15.0) == 0
+
+    @given(
+        st.lists(st.tuples(st.integers(1, 500), st.integers(0, 900), st.floats(0, 20)), max_size=80),
+        st.integers(1, 2000),
+        st.floats(0.01, 60),
+    )
+    def test_a_minute_never_admits_more_than_the_limit(
+        self, steps: list[tuple[int, int, float]], limit: int, reset_s: float
+    ) -> None:
+        """Whatever arrives, the reservations admitted in one minute add up to the limit at most."""
+        fixed = FixedWindow(limit, reset_s=reset_s, now=0.0)
+        admitted: dict[int, int] = {}
+        now = 0.0
+        for reserve, cost, dt in steps:
+            now += dt
+            entry = fixed.try_reserve(reserve, now)
+            if entry is not None:
+                minute = sum(1 for k in range(100) if reset_s + k * 60.0 <= now)  # boundaries passed
+                admitted[minute] = admitted.get(minute, 0) + reserve
+                fixed.settle(entry, max(cost, reserve), now)  # never credited back: the worst case
+            assert fixed.used(now) >= 0
+        assert all(total <= limit for total in admitted.values())
+
+
+class TestEveryShape:
     @pytest.mark.parametrize("shape", sorted(SHAPES))
     def test_a_fresh_quota_admits_its_limit(self, shape: str) -> None:
-        """Window or bucket, a fresh quota admits exactly its limit at one moment."""
+        """Window, bucket or fixed window, a fresh quota admits exactly its limit at one moment."""
         quota = SHAPES[shape](1000)
         assert quota.try_reserve(1000, now=5.0) is not None
         assert quota.try_reserve(1, now=5.0) is None
@@ -162,7 +314,7 @@ class TestBothShapes:
 
     @pytest.mark.parametrize("shape", sorted(SHAPES))
     def test_a_reservation_above_the_limit_never_passes(self, shape: str) -> None:
-        """Neither shape ever admits more than its limit in one reservation, however long it waits."""
+        """No shape ever admits more than its limit in one reservation, however long it waits."""
         quota = SHAPES[shape](1000)
         assert quota.try_reserve(1001, now=0.0) is None
         assert quota.seconds_until(1001, now=3600.0) is None
@@ -204,7 +356,7 @@ class TestQuotaStart:
 
     def test_a_full_start_is_an_unused_quota(self) -> None:
         """The default start leaves every shape unused, as before the shapes existed."""
-        for shape in ("window", "bucket"):
+        for shape in ("window", "bucket", "fixed"):
             quota = RouteQuota(6000, now=0.0, shape=shape)
             assert quota.used(0.0) == 0
 
@@ -409,6 +561,23 @@ class TestRouteState:
         assert route.quota is not old and route.quota is not None
         assert (route.quota.shape_name, route.quota.created) == ("bucket", 7.0)
 
+    def test_a_new_reset_s_starts_a_new_fixed_quota_only(self) -> None:
+        """quota_reset_s is part of a fixed window's scenario; the other shapes ignore it."""
+        route = self.route(tpm=6000, quota_shape="fixed", quota_reset_s=30.0)
+        old = route.quota
+        assert old is not None and old.shape_name == "fixed"
+        old.try_reserve(1000, now=1.0)
+        route.apply(FaultSettings(tpm=6000, quota_shape="fixed", quota_reset_s=5.0), seed=0, now=2.0)
+        assert route.quota is not old and route.quota is not None
+        assert (route.quota.created, route.quota.used(6.9), route.quota.used(7.0)) == (2.0, 0, 0)
+        route.quota.try_reserve(6000, now=7.0)
+        assert route.quota.try_reserve(1, now=66.9) is None
+        assert route.quota.try_reserve(1, now=67.0) is not None  # the boundaries at 2 + 5 + 60 k
+        window = self.route(tpm=6000)
+        kept = window.quota
+        window.apply(FaultSettings(tpm=6000, quota_reset_s=5.0), seed=0, now=2.0)
+        assert window.quota is kept
+
     def test_an_unrelated_change_does_not_undo_a_fired_tpm_change(self) -> None:
         """A later PATCH of, say, latency keeps the limit a tpm change set."""
         settings = FaultSettings(tpm=6000, tpm_changes=(TpmChange(1.0, 12000),))
@@ -431,6 +600,20 @@ class TestQuotaConfig:
         settings = EmulatorConfig().defaults
         assert (settings.quota_shape, settings.quota_start) == ("window", 1.0)
         assert (settings.other_consumer, settings.tpm_changes) == (None, ())
+        assert settings.quota_reset_s == 60.0
+
+    def test_the_fixed_shape_and_its_reset_parse(self) -> None:
+        """quota_shape = 'fixed' and quota_reset_s are read in [defaults] and [[routes]], in TOML too."""
+        config = EmulatorConfig.from_dict(
+            tomllib.loads(
+                '[defaults]\ntpm = 1000\nquota_shape = "fixed"\nquota_reset_s = 12.5\n'
+                '[[routes]]\nprofile = "us.*"\nquota_reset_s = 60\n'
+            )
+        )
+        settings = config.settings_for("eu.x", "eu-west-1")
+        assert (settings.quota_shape, settings.quota_reset_s) == ("fixed", 12.5)
+        assert config.settings_for("us.x", "us-east-1").quota_reset_s == 60.0
+        assert EmulatorConfig.from_dict(config.to_dict()) == config
 
     def test_every_key_parses_in_defaults_and_routes(self) -> None:
         """The four settings are read in [defaults] and in [[routes]] entries, later rules winning."""
@@ -461,6 +644,7 @@ class TestQuotaConfig:
                     "tpm": 1000,
                     "quota_shape": "bucket",
                     "quota_start": "full",
+                    "quota_reset_s": 0.5,
                     "other_consumer": {"share": 0.5},
                     "tpm_changes": [{"at_s": 1, "tpm": 9}],
                 },
@@ -489,7 +673,26 @@ class TestQuotaConfig:
     @pytest.mark.parametrize(
         ("data", "message"),
         [
-            ({"defaults": {"quota_shape": "leaky"}}, "defaults.quota_shape: must be 'window' or 'bucket'"),
+            (
+                {"defaults": {"quota_shape": "leaky"}},
+                "defaults.quota_shape: must be 'window', 'bucket' or 'fixed', got 'leaky'",
+            ),
+            (
+                {"defaults": {"quota_reset_s": 0}},
+                "defaults.quota_reset_s: must be a number of seconds greater than 0 and at most 60",
+            ),
+            (
+                {"routes": [{"profile": "x", "quota_reset_s": 60.5}]},
+                "routes[0].quota_reset_s: must be a number of seconds greater than 0 and at most 60 "
+                "(when a fixed window's first minute ends), got 60.5",
+            ),
+            ({"defaults": {"quota_reset_s": -1}}, "defaults.quota_reset_s: must be a number of seconds"),
+            ({"defaults": {"quota_reset_s": "soon"}}, "defaults.quota_reset_s: must be a number of seconds"),
+            ({"defaults": {"quota_reset_s": True}}, "defaults.quota_reset_s: must be a number of seconds"),
+            (
+                {"defaults": {"quota_reset_s": math.nan}},
+                "defaults.quota_reset_s: must be a number of seconds",
+            ),
             (
                 {"routes": [{"profile": "x", "quota_start": "half"}]},
                 "routes[0].quota_start: must be 'full', 'empty' or a share between 0 and 1, got 'half'",
@@ -546,9 +749,9 @@ class TestQuotaConfig:
         section = text[text.index("### Quota shapes") :]
         block = section[section.index("```toml") + 7 : section.index("```", section.index("```toml") + 7)]
         files = [part for part in re.split(r"^# \d+\. .*$", block, flags=re.M) if part.strip()]
-        assert len(files) == 8
+        assert len(files) == 9
         configs = [EmulatorConfig.from_dict(tomllib.loads(part)) for part in files]
-        assert {c.defaults.quota_shape for c in configs} == {"window", "bucket"}
+        assert {c.defaults.quota_shape for c in configs} == {"window", "bucket", "fixed"}
         assert configs[-1].defaults.throttle_rate == 0.02
 
 
@@ -561,6 +764,19 @@ class TestCommandLineFlags:
         assert cli.main(["--tpm", "6000", "--quota-start", "0.25"]) == 0
         assert (seen[0].defaults.quota_shape, seen[0].defaults.quota_start) == ("bucket", 0.0)
         assert (seen[1].defaults.quota_shape, seen[1].defaults.quota_start) == ("window", 0.25)
+
+    def test_the_fixed_shape_and_its_reset_reach_the_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """--quota-shape fixed and --quota-reset-s set the defaults of the served configuration."""
+        seen: list[EmulatorConfig] = []
+        monkeypatch.setattr(cli, "run_emulator", lambda config, *args: seen.append(config))
+        assert cli.main(["--tpm", "6000", "--quota-shape", "fixed", "--quota-reset-s", "0.5"]) == 0
+        assert (seen[0].defaults.quota_shape, seen[0].defaults.quota_reset_s) == ("fixed", 0.5)
+
+    @pytest.mark.parametrize("value", ["0", "60.5", "soon"])
+    def test_a_bad_quota_reset_is_refused(self, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """--quota-reset-s outside (0, 60] is a usage error naming the flag."""
+        assert cli.main(["--quota-reset-s", value]) == 2
+        assert "--quota-reset-s" in capsys.readouterr().err
 
     @pytest.mark.parametrize("value", ["half", "1.5", "-0.1"])
     def test_a_bad_quota_start_is_refused(self, value: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -599,6 +815,36 @@ class TestQuotaOverHttp:
         assert counters["requests"][HAIKU_EAST] == {"ThrottlingException": 2, "ok": 1}
         assert counters["throttles"][HAIKU_EAST] == {"quota": 2, "capacity": 0}
         assert counters["quota"][HAIKU_EAST]["shape"] == "bucket"
+
+    async def test_a_drained_fixed_window_throttles_until_its_reset_then_admits(
+        self, emu: EmulatorThread
+    ) -> None:
+        """A fixed window drained at creation refuses calls until its first minute ends, then opens wholly."""
+        # 6,000 tokens a minute, the first minute ending 1.5 s after the first call; each call 3 + 100
+        emu.set_faults(
+            {
+                "defaults": {
+                    "tpm": 6000,
+                    "quota_shape": "fixed",
+                    "quota_start": "empty",
+                    "quota_reset_s": 1.5,
+                    "output_tokens": 100,
+                }
+            }
+        )
+        body = request_body(max_tokens=100)
+        async with runtime(emu.url) as client:
+            assert await throttle_message(client, body) == TOKENS_THROTTLED_MESSAGE
+            await anyio.sleep(0.3)  # a bucket or window would have freed 30 tokens: this frees none
+            assert await throttle_message(client, body) == TOKENS_THROTTLED_MESSAGE
+            await anyio.sleep(1.4)  # past the reset
+            for _ in range(5):  # the whole limit at once, not a refill's worth
+                assert await throttle_message(client, body) is None
+        counters = emu.counters()
+        assert counters["requests"][HAIKU_EAST] == {"ThrottlingException": 2, "ok": 5}
+        assert counters["throttles"][HAIKU_EAST] == {"quota": 2, "capacity": 0}
+        quota = counters["quota"][HAIKU_EAST]
+        assert (quota["shape"], quota["limit"], quota["used"]) == ("fixed", 6000, 5 * 103)
 
     async def test_a_full_bucket_admits_a_burst_of_its_capacity(self, emu: EmulatorThread) -> None:
         """Concurrent calls reserving a sixth of a full bucket each: six pass, the rest are throttled."""
@@ -694,6 +940,25 @@ class TestQuotaOverHttp:
             emu.url, "PATCH", "faults", {"defaults": {"tpm_changes": [{"at_s": 1, "tpm": 0}]}}
         )
         assert status == 400 and "defaults.tpm_changes[0].tpm" in data["message"]
+
+    def test_the_admin_api_takes_and_checks_the_fixed_window_keys(self, emu: EmulatorThread) -> None:
+        """PATCH /_emulator/faults accepts quota_shape = 'fixed' and quota_reset_s, and checks the latter."""
+        patch = {
+            "routes": [
+                {
+                    "profile": HAIKU,
+                    "region": "us-east-1",
+                    "tpm": 6000,
+                    "quota_shape": "fixed",
+                    "quota_reset_s": 0.5,
+                }
+            ]
+        }
+        status, data = admin(emu.url, "PATCH", "faults", patch)
+        assert status == 200
+        assert (data["routes"][0]["quota_shape"], data["routes"][0]["quota_reset_s"]) == ("fixed", 0.5)
+        status, data = admin(emu.url, "PATCH", "faults", {"defaults": {"quota_reset_s": 0}})
+        assert status == 400 and "defaults.quota_reset_s" in data["message"]
 
 
 async def anyio_gather(calls: list[Callable[[], Any]]) -> list[Any]:
