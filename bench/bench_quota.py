@@ -159,6 +159,16 @@ def limit_s(
         t, rate = at, new
     quota_bound = t + max(0.0, need) / rate + latency_s
     concurrency_bound = rows * latency_s / max_in_flight
+    if rule.get("quota_shape") == "fixed" and "tpm_changes" not in rule:
+        # A fixed window gives a whole minute's quota as each minute opens (the first at
+        # ``quota_reset_s``): spent at the concurrency bound, the job waits out the minutes it needs.
+        minutes = max(0, math.ceil(max(0.0, need) / (tpm * share)))
+        if minutes:
+            rest = (need - (minutes - 1) * tpm * share) / billed
+            reset = float(rule.get("quota_reset_s", 60.0))
+            quota_bound = reset + 60.0 * (minutes - 1) + rest * concurrency_bound + latency_s
+        else:
+            quota_bound = latency_s
     if rule.get("quota_shape") == "window" and start == 1.0 and "tpm_changes" not in rule:
         # A rolling window frees a charge only a minute after it was booked: a job of several
         # windows' worth waits out each minute, then sends the rest at the concurrency bound.

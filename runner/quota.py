@@ -679,6 +679,12 @@ class RouteQuota:
     _capped_at: float = math.inf
     """Since when probes have been held at :data:`PROBE_MAX_RISE` times :attr:`_anchor` with no 429
     (``inf``: not)."""
+    _settled_at: float = -math.inf
+    """When the route last read an answer..."""
+    _throttled_at: float = -math.inf
+    """...and a 429 (any): a 429 since discovery's last doubling and no answer is a closed quota; a
+    guard with no window behind it holds probes back until the route has gone :data:`PROBE_CAP_S`
+    without one (see :meth:`_grow`)."""
     _probe_from: tuple[float, float] | None = None
     """(rate before, when) of the probe step in force, until a throttle or evidence ends it."""
     _emptied: tuple[float, float] | None = None
@@ -819,6 +825,7 @@ class RouteQuota:
         ``max_tokens``), where the route booked its own estimate."""
         self._refill(now)
         self._in_flight.discard(charge)
+        self._settled_at = now
         reserved = charge.reserved if service_reserved is None else service_reserved
         test = self._test
         if test is not None and charge in test.pending:
@@ -857,6 +864,7 @@ class RouteQuota:
         self._refill(now)
         self._in_flight.discard(charge)
         self._capped_at = math.inf  # any 429, even one capacity 429s explain: the cap stays
+        self._throttled_at = now
         self._taken.add(-charge.reserved - charge.owed, charge.at)
         self._accepted.add(-1.0, charge.at)
         self._refusals += 1.0 / CAPACITY_HORIZON
@@ -1286,9 +1294,16 @@ class RouteQuota:
         (Judged as other cuts, one seed of the issue's second trial, 3 of its first 4 requests
         refused, was never undone: a quota that took under 40 % before its cut was in debt, not
         capacity, and 5 of the next 11 refused said nothing. The route sat at its floor: 356 s for
-        a job of 18.)"""
+        a job of 18.) Nor when the quota took less than :data:`CAPACITY_MIN_ACCEPTED` of them: a
+        quota that stays closed (a fixed window until its minute ends, another job holding all of
+        it) refuses every request at any rate, and read as capacity 429s at 60 % it unpaced the
+        route into thousands of 429s a second."""
         baseline = max(self._capacity(), CAPACITY_PRIOR)
-        if _tail(n, refused, baseline) < CAPACITY_P and _tail(n, refused, 1.0 - cut.accepted) >= CAPACITY_P:
+        if (
+            _tail(n, refused, baseline) < CAPACITY_P
+            and _tail(n, refused, 1.0 - cut.accepted) >= CAPACITY_P
+            and n - refused >= CAPACITY_MIN_ACCEPTED * n
+        ):
             self._undo_cut(cut.before, n, refused, now)
             return True
         before_low = _wilson_low(cut.sent, (1.0 - cut.accepted) * cut.sent)
@@ -1600,6 +1615,13 @@ class RouteQuota:
             # one request per 2 s took 80 s).
             every = max(DISCOVERY_S, 2.0 * self._round_trip) if self._settled_n else 2.0 * DISCOVERY_S
             if now >= self._grown_at + every:
+                if self._throttled_at >= self._grown_at > self._settled_at:
+                    # Refused since the last doubling, and no answer: a closed quota (a fixed
+                    # window until its minute ends, another job holding all of it), no room to
+                    # grow into. Doubling on through a closed minute, the rate was eight times the
+                    # quota when it opened: 42 % of the requests throttled.
+                    self._grown_at = now
+                    return
                 self._set_rate(self.rate * 2.0, "discovery")
                 self._grown_at = now
         elif self._drain_cut is not None and now >= self._drain_cut[0]:
@@ -1616,8 +1638,13 @@ class RouteQuota:
         elif now >= self._probe_at:
             self._probe_at = now + PROBE_EVERY_S
             measured = GUARD_CAP_FLOOR * self._window_measure  # a window's size, as a refused burst read it
+            windowless = not measured and math.isinf(self._window_cap)
             if self.guard and (
-                (self.window.used(now) >= PROBE_BINDING * self.guard_quota and self.guard_quota >= measured)
+                (
+                    self.window.used(now) >= PROBE_BINDING * self.guard_quota
+                    and self.guard_quota >= measured
+                    and not (windowless and now - self._throttled_at >= PROBE_CAP_S)
+                )
                 or now - self._foreign_at < WINDOW_S
             ):
                 # The window guard holds the route: probing the rate would raise the guard's own
@@ -1628,6 +1655,11 @@ class RouteQuota:
                 # guard to 350,000 of 300,000 TPM; as the minute ended, a storm and a halving).
                 # Below what a refused burst measured, though, samples cut the rate (a window's
                 # own charges expiring, or capacity 429s): it may climb back, up to that measure.
+                # And with no window found (no such measure, no 429 at the guard) and no 429 for
+                # PROBE_CAP_S, the guard is only the rate's own minute: a route paced at its rate
+                # fills it, its holds are too short for a probe past it, and it held the rate's
+                # probes back for good (a closed fixed window read as 18,000 TPM of 300,000 stayed
+                # there for minutes after it opened).
                 return
             if not self.capacity_share and self._cut_from and _share_floor(*self._quiet_pool(now)):
                 # The quiet periods give a capacity share at a probe's turn, not at a cut's: the

@@ -1,8 +1,9 @@
 """A discrete-time model of one route under a quota shape, to test :class:`RouteQuota` on its own.
 
-Not the emulator (which the integration tests use over HTTP): two small service models, a token
-bucket and a rolling window, each booking reservations and settlements the documented way, and a
-pool of ``max_in_flight`` slots that retries throttled rows at once. Pure and seeded.
+Not the emulator (which the integration tests use over HTTP): three small service models, a token
+bucket, a rolling window and a fixed (calendar-minute) window, each booking reservations and
+settlements the documented way, and a pool of ``max_in_flight`` slots that retries throttled rows at
+once. Pure and seeded.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Literal
 
 from runner.quota import Charge, Notify, RouteQuota
 
-Shape = Literal["bucket", "window"]
+Shape = Literal["bucket", "window", "fixed"]
 
 
 class Bucket:
@@ -89,6 +90,41 @@ class Window:
         self.limit = tpm
 
 
+class Fixed:
+    """A counter per minute, the first ending at ``reset_s``; a settlement counts in its minute only
+    if that is still the current one (the emulator's ``quota_shape = "fixed"``)."""
+
+    def __init__(self, tpm: float, start: float, reset_s: float) -> None:
+        self.limit, self.reset_s = tpm, reset_s
+        self.used, self.minute = tpm * (1 - start), 0
+
+    def _roll(self, now: float) -> int:
+        minute = 0 if now < self.reset_s else 1 + int((now - self.reset_s) // 60.0)
+        if minute != self.minute:
+            self.used, self.minute = 0.0, minute
+        return minute
+
+    def admit(self, tokens: float, now: float) -> list[float] | None:
+        minute = self._roll(now)
+        if self.used + tokens > self.limit:
+            return None
+        self.used += tokens
+        return [minute, tokens]
+
+    def settle_entry(self, entry: list[float], settled: float, now: float) -> None:
+        if self._roll(now) == entry[0]:
+            self.used += settled - entry[1]
+        entry[1] = settled
+
+    def draw(self, tokens: float, now: float) -> None:
+        self._roll(now)
+        self.used += min(tokens, max(0.0, self.limit - self.used))
+
+    def set_tpm(self, tpm: float, now: float) -> None:
+        self._roll(now)
+        self.limit = tpm
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     seconds: float
@@ -119,6 +155,7 @@ def run(
     notify: Notify | None = None,
     given_tpm: float | None = None,
     tpm_change: tuple[float, float] | None = None,
+    reset_s: float = 60.0,
 ) -> Outcome:
     """Run ``rows`` identical requests to the end; returns the job's time and its throttles.
 
@@ -127,9 +164,16 @@ def run(
     ``notify``: told the model's decisions, as the job's event log is, with the sim's time ``t``.
     ``given_tpm``: the tpm the user gives, when it is not the service's (``known`` only).
     ``tpm_change``: (at, tpm): the service's quota is raised or cut to ``tpm`` at ``at`` seconds.
+    ``reset_s``: when a fixed window's first minute ends.
     """
     rnd = random.Random(seed)
-    service: Bucket | Window = Bucket(tpm, start) if shape == "bucket" else Window(tpm, start)
+    service: Bucket | Window | Fixed
+    if shape == "bucket":
+        service = Bucket(tpm, start)
+    elif shape == "fixed":
+        service = Fixed(tpm, start, reset_s)
+    else:
+        service = Window(tpm, start)
     quota = RouteQuota.create(tpm=(given_tpm or tpm) if known else 0, headroom=0.98, now=0.0)
     if notify is not None:
         quota.notify = lambda event, fields: notify(event, {**fields, "t": t})  # the time of the call
