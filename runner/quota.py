@@ -308,6 +308,12 @@ back-off. Not while a cut is being judged: the requests it sends are what tell c
 the quota, and 30 % capacity 429s refuse four in a row often enough that a route backing off
 starved the judge; its cut stood, and a job of 41 s took 1,646."""
 STREAK_MAX_BACKOFF = 16.0
+STREAK_LONG = 8
+STREAK_WAIT_S = 0.5
+STREAK_MAX_WAIT_S = 8.0
+"""Past this many, the next admission waits this long at least, doubling with each further 429 up
+to the maximum: at a high rate 16 requests are a fraction of a second, and a quota that stays closed
+(a fixed window until its minute ends, another job holding all of it) cost a 429 or two a second."""
 GUARD_PROBE_S = 2.0
 """When the guard first holds requests back, one is sent past it at once; after the first refusal the
 next waits this long, then twice as long, then four times longer after each refusal..."""
@@ -1161,6 +1167,9 @@ class RouteQuota:
         k = self._streak
         if k >= STREAK_BACKOFF and self._cut is None and _tail(k, k, self._random_share()) < CAPACITY_P:
             self.level -= charge.reserved * min(2.0 ** (k - 1), STREAK_MAX_BACKOFF)
+            if k > STREAK_LONG:
+                wait = min(STREAK_WAIT_S * 2.0 ** (k - STREAK_LONG - 1), STREAK_MAX_WAIT_S)
+                self.level = min(self.level, -self.rate * wait)
 
     def _empty(self, now: float) -> None:
         """The quota is empty now: the level the service sees is about zero, and what the requests in
@@ -1523,6 +1532,13 @@ class RouteQuota:
             # capacity 429s, three of its eleven requests refused, read 0.75 of tpm and cut to it.
             return
         if sample < OVER_SENDING * sent:
+            if self.known and not self._taken.since(start, at) > 0.0:
+                # Paced at a given tpm, nothing taken over the sample: the quota is closed (a fixed
+                # window until its minute ends, another job holding all of it), not measured. The
+                # route cannot have overdrawn it by itself; the streak's backoff spaces the
+                # requests. (Cut by samples of nothing, a fixed window closed for 30 s halved the
+                # rate four times, to 19,700 TPM of 294,000, until the drain's minute was over.)
+                return
             if self._held_off(at) or self._drain_judged():
                 return  # the last cut is still being tried
             before = self.rate

@@ -218,6 +218,26 @@ class TestKnownQuota:
         assert q.phase == "steady"
         assert q.level <= 0.0
 
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_a_given_tpm_holds_through_a_closed_minute(self, seed: int) -> None:
+        """A fixed window found used up, closed for its first 30 s, `tpm` given: paced at it, the
+        route cannot have overdrawn the quota by itself, so a sample of nothing is a closed quota,
+        not a measure (four of them halved the rate to 19,700 TPM of 294,000, where it stayed until
+        the drain's minute was over: 43 of 643 requests throttled), and a long run of 429s waits
+        seconds between requests, not a fraction of one."""
+        rates: list[float] = []
+        out = run(
+            shape="fixed",
+            start=0.0,
+            reset_s=30.0,
+            known=True,
+            seed=seed,
+            notify=lambda event, fields: rates.append(fields["rate_tpm"]) if event == "quota.rate" else None,
+            **BENCH_SHAPE,
+        )
+        assert not rates  # the rate stayed at tpm
+        assert out.throttled / out.requests < 0.05
+
 
 class TestUnknownQuota:
     def test_a_first_wave_refused_whole_ends_the_startup_at_the_next_429(self) -> None:
