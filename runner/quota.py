@@ -688,9 +688,9 @@ class RouteQuota:
     _settled_at: float = -math.inf
     """When the route last read an answer..."""
     _throttled_at: float = -math.inf
-    """...and a 429 (any): a 429 since discovery's last doubling and no answer is a closed quota; a
-    guard with no window behind it holds probes back until the route has gone :data:`PROBE_CAP_S`
-    without one (see :meth:`_grow`)."""
+    """...and a 429 (any): a 429 since discovery's last doubling and no answer is a closed quota; the
+    window guard and a refused burst's measure hold probes back only until the route has gone
+    :data:`PROBE_CAP_S` without one (see :meth:`_grow`)."""
     _probe_from: tuple[float, float] | None = None
     """(rate before, when) of the probe step in force, until a throttle or evidence ends it."""
     _emptied: tuple[float, float] | None = None
@@ -1654,12 +1654,12 @@ class RouteQuota:
         elif now >= self._probe_at:
             self._probe_at = now + PROBE_EVERY_S
             measured = GUARD_CAP_FLOOR * self._window_measure  # a window's size, as a refused burst read it
-            windowless = not measured and math.isinf(self._window_cap)
+            unthrottled = now - self._throttled_at >= PROBE_CAP_S
             if self.guard and (
                 (
                     self.window.used(now) >= PROBE_BINDING * self.guard_quota
                     and self.guard_quota >= measured
-                    and not (windowless and now - self._throttled_at >= PROBE_CAP_S)
+                    and not unthrottled
                 )
                 or now - self._foreign_at < WINDOW_S
             ):
@@ -1671,11 +1671,11 @@ class RouteQuota:
                 # guard to 350,000 of 300,000 TPM; as the minute ended, a storm and a halving).
                 # Below what a refused burst measured, though, samples cut the rate (a window's
                 # own charges expiring, or capacity 429s): it may climb back, up to that measure.
-                # And with no window found (no such measure, no 429 at the guard) and no 429 for
-                # PROBE_CAP_S, the guard is only the rate's own minute: a route paced at its rate
-                # fills it, its holds are too short for a probe past it, and it held the rate's
-                # probes back for good (a closed fixed window read as 18,000 TPM of 300,000 stayed
-                # there for minutes after it opened).
+                # Not once no 429 has come for PROBE_CAP_S, though: the guard books the rate's own
+                # minute, so a route paced at its rate fills it, its holds are too short for a
+                # probe past it, and it held the rate's probes back for good (a closed fixed window
+                # read as 18,000 TPM of 300,000 stayed there for minutes after it opened). A
+                # window of the guard's size refuses the step, and the route goes back.
                 return
             if not self.capacity_share and self._cut_from and _share_floor(*self._quiet_pool(now)):
                 # The quiet periods give a capacity share at a probe's turn, not at a cut's: the
@@ -1707,7 +1707,13 @@ class RouteQuota:
                 self._capped_at = math.inf
                 top = PROBE_MAX_RISE * self._anchor
             rate = min(self.rate * (1.0 + self._probe_step), top)
-            if self.guard and self._window_measure:
+            if self.guard and self._window_measure and not unthrottled:
+                # A refused burst's measure is a window's size: probes stay under it while the
+                # guard stands. Not once no 429 has come for PROBE_CAP_S: paced at the measure,
+                # the guard's holds are too short for a probe past it, and a measure read wrong
+                # (37,700 TPM of a 300,000 TPM bucket, after random 429s taken for capacity) held
+                # the route there to the end of a 740 s job; a window of that size refuses the
+                # step, and the route goes back.
                 rate = min(rate, self._window_measure / WINDOW_S * self.headroom)
             if rate <= self.rate:
                 return

@@ -278,6 +278,24 @@ class TestUnknownQuota:
         out = run(shape=shape, start=0.3, known=False, seed=1, lag_s=lag, **BENCH_SHAPE)
         assert (out.throttled - out.capacity) / out.requests <= 0.05
 
+    def test_a_refused_bursts_measure_caps_probes_only_while_429s_come(self) -> None:
+        """A refused burst's measure is taken for a window's size, and probes stay under it while the
+        guard stands; paced at it, the guard's holds are too short for a probe past it. A measure
+        read wrong (37,700 TPM of a 300,000 TPM bucket, random 429s taken for capacity before the
+        burst) held a route there to the end of a 740 s job. With no 429 for PROBE_CAP_S the probes
+        go past it."""
+        q = steady(60_000)
+        q._window_measure = q._rate_minute  # as a refused burst sets it, on its 429s
+        q._throttled_at = 0.0
+        rates = []
+        for step in range(3_200):  # 320 s, no 429
+            now = step / 10
+            while q.delay(50.0, now) == 0.0:
+                q.settle(q.admit(50.0, now), 50.0, now)
+            rates.append((now, q.rate * 60))
+        assert all(rate <= 60_000 for t, rate in rates if t < PROBE_CAP_S)
+        assert rates[-1][1] > 60_000
+
     @pytest.mark.parametrize("known", [True, False])
     @pytest.mark.parametrize("seed", [1, 2])
     def test_a_quota_closed_for_most_of_a_minute_is_no_storm(self, known: bool, seed: int) -> None:
