@@ -143,7 +143,9 @@ def limit_s(
 ) -> float:
     """The quota-bound limit of one route's job (see the module docstring); a client told ``tpm``
     (``ceiling``) is held to it, even when the quota is raised past it."""
-    start = quota_start(rule)
+    # a bucket holding less than a minute of its refill (quota_burst_s: quota_sim's only) starts
+    # with that much at most
+    start = quota_start(rule) * float(rule.get("quota_burst_s", 60.0)) / 60.0
     share = 1.0 - float(rule.get("other_consumer", {}).get("share", 0.0))
     # The other consumer draws its share of the refill as it comes (docs/emulator.md), not a share
     # of what the quota holds at the start: the route may spend all of that. (Taking only its share

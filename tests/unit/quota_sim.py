@@ -20,10 +20,13 @@ Shape = Literal["bucket", "window", "fixed"]
 
 
 class Bucket:
-    """Capacity = tpm, refilled at tpm/60 per second; settlements may drive it negative."""
+    """Capacity = ``burst_s`` of refill (a minute: tpm), refilled at tpm/60 per second; settlements
+    may drive it negative."""
 
-    def __init__(self, tpm: float, start: float) -> None:
-        self.cap, self.rate, self.level, self.t = tpm, tpm / 60.0, tpm * start, 0.0
+    def __init__(self, tpm: float, start: float, burst_s: float = 60.0) -> None:
+        self.burst_s = burst_s
+        self.cap, self.rate, self.t = tpm * burst_s / 60.0, tpm / 60.0, 0.0
+        self.level = self.cap * start
 
     def _refill(self, now: float) -> None:
         self.level = min(self.cap, self.level + (now - self.t) * self.rate)
@@ -46,7 +49,7 @@ class Bucket:
 
     def set_tpm(self, tpm: float, now: float) -> None:
         self._refill(now)
-        self.cap, self.rate = tpm, tpm / 60.0
+        self.cap, self.rate = tpm * self.burst_s / 60.0, tpm / 60.0
 
 
 class Window:
@@ -156,6 +159,7 @@ def run(
     given_tpm: float | None = None,
     tpm_change: tuple[float, float] | None = None,
     reset_s: float = 60.0,
+    burst_s: float = 60.0,
 ) -> Outcome:
     """Run ``rows`` identical requests to the end; returns the job's time and its throttles.
 
@@ -165,11 +169,12 @@ def run(
     ``given_tpm``: the tpm the user gives, when it is not the service's (``known`` only).
     ``tpm_change``: (at, tpm): the service's quota is raised or cut to ``tpm`` at ``at`` seconds.
     ``reset_s``: when a fixed window's first minute ends.
+    ``burst_s``: a bucket's capacity, in seconds of its refill (a minute: the documented ``tpm``).
     """
     rnd = random.Random(seed)
     service: Bucket | Window | Fixed
     if shape == "bucket":
-        service = Bucket(tpm, start)
+        service = Bucket(tpm, start, burst_s)
     elif shape == "fixed":
         service = Fixed(tpm, start, reset_s)
     else:
