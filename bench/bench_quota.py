@@ -164,7 +164,7 @@ def limit_s(
     if rule.get("quota_shape") == "fixed" and "tpm_changes" not in rule:
         # A fixed window gives a whole minute's quota as each minute opens (the first at
         # ``quota_reset_s``): spent at the concurrency bound, the job waits out the minutes it needs.
-        minutes = max(0, math.ceil(max(0.0, need) / (tpm * share)))
+        minutes = math.ceil(max(0.0, need) / (tpm * share))
         if minutes:
             rest = (need - (minutes - 1) * tpm * share) / billed
             reset = float(rule.get("quota_reset_s", 60.0))

@@ -683,8 +683,8 @@ class RouteQuota:
     _anchor: float = math.inf
     """The last rate set from evidence; probes stay within :data:`PROBE_MAX_RISE` of it."""
     _capped_at: float = math.inf
-    """Since when probes have been held at :data:`PROBE_MAX_RISE` times :attr:`_anchor` with no 429
-    (``inf``: not)."""
+    """Since when probes have been held at :data:`PROBE_MAX_RISE` times :attr:`_anchor` (``inf``:
+    not); the cap moves once they have been there, and without a 429, for :data:`PROBE_CAP_S`."""
     _settled_at: float = -math.inf
     """When the route last read an answer..."""
     _throttled_at: float = -math.inf
@@ -869,8 +869,7 @@ class RouteQuota:
         """The service refused the request: it booked nothing, and the quota is empty now."""
         self._refill(now)
         self._in_flight.discard(charge)
-        self._capped_at = math.inf  # any 429, even one capacity 429s explain: the cap stays
-        self._throttled_at = now
+        self._throttled_at = now  # any 429, even one capacity 429s explain (see _grow)
         self._taken.add(-charge.reserved - charge.owed, charge.at)
         self._accepted.add(-1.0, charge.at)
         self._refusals += 1.0 / CAPACITY_HORIZON
@@ -1532,7 +1531,7 @@ class RouteQuota:
             # capacity 429s, three of its eleven requests refused, read 0.75 of tpm and cut to it.
             return
         if sample < OVER_SENDING * sent:
-            if self.known and not self._taken.since(start, at) > 0.0:
+            if self.known and self._taken.since(start, at) <= 0.0:
                 # Paced at a given tpm, nothing taken over the sample: the quota is closed (a fixed
                 # window until its minute ends, another job holding all of it), not measured. The
                 # route cannot have overdrawn it by itself; the streak's backoff spaces the
@@ -1700,7 +1699,7 @@ class RouteQuota:
                 self._capped_at = math.inf
             elif math.isinf(self._capped_at):
                 self._capped_at = now
-            elif now - self._capped_at >= PROBE_CAP_S:
+            elif now - self._capped_at >= PROBE_CAP_S and unthrottled:
                 # Long at the cap, the rate holding the route back, and no throttle: the rate is the
                 # quota's, or what credit is left is small beside it (see PROBE_CAP_S).
                 self._anchor = self.rate

@@ -101,7 +101,55 @@ class QuotaShape(Protocol):
         ...
 
 
-class TokenWindow:
+class _CountingWindow:
+    """What the two window shapes share: a count of the tokens in the window, and the entries behind
+    it, each admitted if it fits under the limit and settled in place while its window holds it
+    (``live``). A subclass says how the window moves on (:meth:`_advance`), how long a request
+    waits, and how another consumer's draw is booked."""
+
+    __slots__ = ("_entries", "_used", "limit")
+
+    _entries: deque[Reservation]
+    _used: int
+    limit: int
+
+    def _advance(self, now: float) -> None:
+        """Let go of what the window no longer holds at ``now`` (its entries turn not ``live``)."""
+        raise NotImplementedError
+
+    def used(self, now: float) -> int:
+        """Tokens counted in the window at ``now``."""
+        self._advance(now)
+        return self._used
+
+    def set_limit(self, limit: int, now: float) -> None:
+        """The new limit from ``now``; what the window holds stays."""
+        self._advance(now)
+        self.limit = limit
+
+    def try_reserve(self, tokens: int, now: float) -> Reservation | None:
+        """Admit ``tokens`` if the window stays within the limit, else ``None`` (throttle).
+
+        A request whose reservation alone exceeds the limit is never admitted: lowering ``max_tokens``
+        is the only way through, as with the real quota.
+        """
+        self._advance(now)
+        if self._used + tokens > self.limit:
+            return None
+        entry = Reservation(now, tokens)
+        self._entries.append(entry)
+        self._used += tokens
+        return entry
+
+    def settle(self, entry: Reservation, tokens: int, now: float) -> None:
+        """Replace a reservation by the real cost; the count changes only while the window holds it."""
+        self._advance(now)
+        if entry.live:
+            self._used += tokens - entry.tokens
+        entry.tokens = tokens
+
+
+class TokenWindow(_CountingWindow):
     """A rolling-window quota: the sum of tokens admitted in the last ``window_s`` seconds.
 
     Mutable, single-threaded (the emulator's event loop owns it). ``limit`` may be changed while
@@ -110,14 +158,14 @@ class TokenWindow:
     (as if a steady consumer had just used it), so it frees up progressively, not in one lump.
     """
 
-    __slots__ = ("_entries", "_used", "limit", "window_s")
+    __slots__ = ("window_s",)
 
     def __init__(
         self, limit: int, *, window_s: float = WINDOW_S, start: float = 1.0, now: float = 0.0
     ) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._entries: deque[Reservation] = deque()
+        self._entries = deque()
         self._used = 0
         if start < 1.0:
             self._prefill(round((1.0 - start) * limit), now)
@@ -131,11 +179,7 @@ class TokenWindow:
                 self._entries.append(Reservation(now - (slots - 1 - k) * step, tokens))
                 self._used += tokens
 
-    def set_limit(self, limit: int, now: float) -> None:
-        self._expire(now)
-        self.limit = limit
-
-    def _expire(self, now: float) -> None:
+    def _advance(self, now: float) -> None:
         horizon = now - self.window_s
         entries = self._entries
         while entries and entries[0].at <= horizon:
@@ -143,37 +187,11 @@ class TokenWindow:
             entry.live = False
             self._used -= entry.tokens
 
-    def used(self, now: float) -> int:
-        """Tokens counted in the window ending at ``now``."""
-        self._expire(now)
-        return self._used
-
-    def try_reserve(self, tokens: int, now: float) -> Reservation | None:
-        """Admit ``tokens`` if the window stays within the limit, else ``None`` (throttle).
-
-        A request whose reservation alone exceeds the limit is never admitted: lowering ``max_tokens``
-        is the only way through, as with the real quota.
-        """
-        self._expire(now)
-        if self._used + tokens > self.limit:
-            return None
-        entry = Reservation(now, tokens)
-        self._entries.append(entry)
-        self._used += tokens
-        return entry
-
-    def settle(self, entry: Reservation, tokens: int, now: float) -> None:
-        """Replace a reservation by the real cost; a no-op once the entry has left the window."""
-        self._expire(now)
-        if entry.live:
-            self._used += tokens - entry.tokens
-            entry.tokens = tokens
-
     def seconds_until(self, tokens: int, now: float) -> float | None:
         """How long until ``tokens`` would be admitted (``None``: never, it exceeds the limit)."""
         if tokens > self.limit:
             return None
-        self._expire(now)
+        self._advance(now)
         excess = self._used + tokens - self.limit
         if excess <= 0:
             return 0.0
@@ -185,7 +203,7 @@ class TokenWindow:
 
     def take(self, tokens: int, now: float) -> int:
         """Add what fits under the limit, up to ``tokens``, as one charge at ``now``."""
-        self._expire(now)
+        self._advance(now)
         room = self.limit - self._used
         taken = tokens if tokens < room else max(room, 0)
         if taken:
@@ -263,7 +281,7 @@ class TokenBucket:
         return taken
 
 
-class FixedWindow:
+class FixedWindow(_CountingWindow):
     """A fixed-window quota: a counter of the tokens admitted in the current minute, reset at each boundary.
 
     Minutes count from the quota's creation (``now`` of the constructor): the first ends ``reset_s``
@@ -277,7 +295,7 @@ class FixedWindow:
     ``now`` older than the current minute counts in it. Mutable, single-threaded, like :class:`TokenWindow`.
     """
 
-    __slots__ = ("_entries", "_first_end", "_minute", "_next_reset", "_used", "limit")
+    __slots__ = ("_first_end", "_minute", "_next_reset")
 
     def __init__(
         self, limit: int, *, reset_s: float = WINDOW_S, start: float = 1.0, now: float = 0.0
@@ -289,9 +307,9 @@ class FixedWindow:
         self._minute = 0
         self._next_reset = self._first_end
         self._used = round((1.0 - start) * limit) if start < 1.0 else 0
-        self._entries: list[Reservation] = []  # the current minute's, to close when it ends
+        self._entries = deque()  # the current minute's, to close when it ends
 
-    def _roll(self, now: float) -> None:
+    def _advance(self, now: float) -> None:
         if now < self._next_reset:
             return
         # the minute is how many boundaries ``first_end + k x WINDOW_S`` are <= now: the division
@@ -306,47 +324,21 @@ class FixedWindow:
         self._next_reset = first_end + minute * WINDOW_S
         for entry in self._entries:
             entry.live = False
-        self._entries = []
+        self._entries.clear()
         self._used = 0
-
-    def used(self, now: float) -> int:
-        """Tokens counted in the current minute."""
-        self._roll(now)
-        return self._used
-
-    def set_limit(self, limit: int, now: float) -> None:
-        """The new limit from ``now``; the current minute's counter stays."""
-        self._roll(now)
-        self.limit = limit
-
-    def try_reserve(self, tokens: int, now: float) -> Reservation | None:
-        self._roll(now)
-        if self._used + tokens > self.limit:
-            return None
-        entry = Reservation(now, tokens)
-        self._entries.append(entry)
-        self._used += tokens
-        return entry
-
-    def settle(self, entry: Reservation, tokens: int, now: float) -> None:
-        """Replace a reservation by the real cost in the counter if its minute is still the current one."""
-        self._roll(now)
-        if entry.live:
-            self._used += tokens - entry.tokens
-        entry.tokens = tokens
 
     def seconds_until(self, tokens: int, now: float) -> float | None:
         """0 if ``tokens`` fits in this minute, else the time to the next reset (``None``: never)."""
         if tokens > self.limit:
             return None
-        self._roll(now)
+        self._advance(now)
         if self._used + tokens <= self.limit:
             return 0.0
         return self._next_reset - now
 
     def take(self, tokens: int, now: float) -> int:
         """Add what fits under the limit in this minute, up to ``tokens``."""
-        self._roll(now)
+        self._advance(now)
         room = self.limit - self._used
         taken = tokens if tokens < room else max(room, 0)
         self._used += taken
