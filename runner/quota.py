@@ -289,6 +289,7 @@ a window's expiring charges), and at a rate 1.5 times the quota it lasts two min
 rate is within half of the quota, and a probe that overshoots is refused as any other. (With no
 throttle there was no new evidence, and the cap stuck: a route that a storm had taught 51,000 TPM of
 a 300,000 TPM bucket ran at 102,000 for five minutes, no 429, a job of 137 s taking 456.)"""
+REFILL_FLOOR_S = 10.0
 PROBE_BINDING = 0.9
 PROBE_BINDING_ROUND_TRIPS = 2.0
 """A probe raises the rate only when the quota took at least this share of it over the last two
@@ -393,13 +394,16 @@ class _Ledger:
     One entry per request would hold ~90,000 a minute.
     """
 
-    __slots__ = ("_slots", "_stamps")
+    __slots__ = ("_slots", "_stamps", "total")
 
     def __init__(self) -> None:
         self._slots = [0.0] * LEDGER_SLOTS
         self._stamps = [-1] * LEDGER_SLOTS
+        self.total = 0.0
+        """Everything booked so far, whenever dated (refunds and surprises included)."""
 
     def add(self, tokens: float, at: float) -> None:
+        self.total += tokens
         k = int(at / SLOT_S)
         i = k % LEDGER_SLOTS
         if self._stamps[i] != k:
@@ -695,7 +699,9 @@ class RouteQuota:
     """(rate before, when) of the probe step in force, until a throttle or evidence ends it."""
     _emptied: tuple[float, float] | None = None
     """(when, debt then) of the last time the model found the quota empty: an overshoot measures
-    the refill from there (:meth:`_since_empty`)."""
+    the refill from there (:meth:`_since_empty`)..."""
+    _emptied_total: float = 0.0
+    """...and what the ledger had booked in all then (:meth:`_refill_floor`)."""
     _foreign_at: float = -math.inf
     """When the quota was last found drained by traffic the route cannot see (a drained start, a run
     of 429s with room left): for a minute, a window may hold charges that the guard does not."""
@@ -1185,6 +1191,7 @@ class RouteQuota:
             owed += other.owed
         self.level = min(self.level, -owed)
         self._emptied = (now, owed)
+        self._emptied_total = self._taken.total
 
     def _refused(self, at: float) -> float:
         """The share of admissions refused, when the throttles that came with room left in the model
@@ -1619,6 +1626,21 @@ class RouteQuota:
             return None
         return max(0.0, self._taken.since(since, at) + debt - owed) / span
 
+    def _refill_floor(self, now: float) -> float:
+        """The least a quota that refills continuously (the guard lifted) can refill per second: it
+        was empty when last found so, and it has admitted all it took since, which it can only have
+        refilled (capped at its capacity, a bucket refills less). So probes may climb to twice it,
+        whatever the last sample said before. (A bucket holding 20 s of its refill, a refused
+        burst's minute read it as 38 % of itself, and probes held at twice that for two minutes:
+        0.69 of the job's limit.) Not for a window, which may admit a minute's worth at once as
+        its charges expire; nor over less than :data:`REFILL_FLOOR_S`."""
+        if self.guard or self._unconfirmed is not None or self._emptied is None:
+            return 0.0
+        since, debt = self._emptied
+        if now - since < REFILL_FLOOR_S:
+            return 0.0
+        return max(0.0, self._taken.total - self._emptied_total + debt - self._owed(now)) / (now - since)
+
     def _grow(self, now: float) -> None:
         """The rate holds requests back: discovery doubles it each second; later, probe on a clock."""
         if not math.isfinite(self.rate) or self.rate >= self.ceiling:
@@ -1694,6 +1716,9 @@ class RouteQuota:
                 self._probe_at = now + PROBE_RETRY_S
                 self._probe_step = PROBE_FIRST_STEP
                 return
+            floor = self._refill_floor(now)
+            if floor > self._anchor:
+                self._anchor = floor
             top = PROBE_MAX_RISE * self._anchor
             if self.rate < top:
                 self._capped_at = math.inf

@@ -257,14 +257,16 @@ class TestUnknownQuota:
         assert [f["drained"] for e, f in told if e == "quota.startup_ended"] == [True]
         assert q.phase == "steady"
 
-    @pytest.mark.parametrize("seed", [1, 3, 5])
-    def test_a_drained_bucket_costs_few_throttles(self, seed: int) -> None:
+    def test_a_drained_bucket_costs_few_throttles(self) -> None:
         """The issue's drained bucket, not told its tpm, 429s read 150 ms late: <= 2 % of the
-        requests throttled (28-34 429s with these seeds when three were needed to end the
-        startup, whatever the first wave said)."""
-        out = run(shape="bucket", start=0.0, known=False, lag_s=0.15, seed=seed)
-        assert out.throttled <= 0.02 * ROWS
-        assert limit(0.0) / out.seconds >= 0.9
+        requests throttled over five seeds, 2.5 % in any one (28-34 429s in a run when three were
+        needed to end the startup, whatever the first wave said). Most of what is left is a probe
+        that climbs on the credit the bucket built while discovery and the guard held the route
+        back: 13-26 429s a run, as the probes' last step lands."""
+        outs = [run(shape="bucket", start=0.0, known=False, lag_s=0.15, seed=seed) for seed in range(1, 6)]
+        assert sum(out.throttled for out in outs) <= 0.02 * ROWS * len(outs)
+        assert all(out.throttled <= 0.025 * ROWS for out in outs)
+        assert all(limit(0.0) / out.seconds >= 0.9 for out in outs)
 
     @pytest.mark.parametrize("shape", ["bucket", "window"])
     @pytest.mark.parametrize("lag", [0.0, 0.15])
@@ -308,6 +310,17 @@ class TestUnknownQuota:
         assert out.seconds < 3 * (48.0 + 600 * 1150 / 5_000)
         assert out.throttled / out.requests < 0.2
         assert math.isfinite(out.quota.rate)
+
+    @pytest.mark.parametrize("lag", [0.0, 0.15])
+    def test_a_bucket_holding_less_than_a_minute_is_not_read_as_its_burst(self, lag: float) -> None:
+        """A bucket holding 20 s of its refill, found full, `tpm` unknown: the startup spends it and
+        its refused burst reads a minute of what it took, 38 % of the refill. Probes climb from what
+        the bucket admitted since it was empty (twice the measure for two minutes, the rule before:
+        0.69 of the job's limit)."""
+        out = run(shape="bucket", start=1.0, burst_s=20.0, known=False, lag_s=lag, **BENCH_SHAPE)
+        bound = (600 * 1150 - 20 * 5_000) / 5_000 + 1.8
+        assert out.seconds <= bound / 0.8
+        assert out.throttled / out.requests <= 0.04
 
     def test_one_throttle_sets_no_rate(self) -> None:
         """A lone 429 on an unpaced route (capacity, most likely) leaves it unpaced."""
@@ -593,6 +606,26 @@ class TestDecisions:
             while q.delay(50.0, now) == 0.0:
                 q.settle(q.admit(50.0, now), 50.0, now)
         assert q.rate * 60 > PROBE_MAX_RISE * 60_000
+
+    @pytest.mark.parametrize("guard", [False, True])
+    def test_probes_climb_from_what_a_refilling_quota_took_since_it_was_empty(self, guard: bool) -> None:
+        """Past the window guard the quota refills continuously: empty at the last 429, it has since
+        admitted all the route sent, and can only have refilled that much, so probes climb to twice
+        that, not only to twice the last measure. With the guard standing (a window may admit a
+        minute's worth at once as its charges expire), the cap holds until PROBE_CAP_S."""
+        q = steady(60_000)
+        q.guard = guard
+        q._empty(0.0)
+        rates = []
+        for step in range(1_000):  # 100 s, no 429
+            now = step / 10
+            while q.delay(50.0, now) == 0.0:
+                q.settle(q.admit(50.0, now), 50.0, now)
+            rates.append(q.rate * 60)
+        if guard:
+            assert max(rates) == pytest.approx(PROBE_MAX_RISE * 60_000)
+        else:
+            assert rates[-1] > 2 * PROBE_MAX_RISE * 60_000
 
     def test_probes_go_past_the_cap_after_long_at_it_with_no_throttle(self) -> None:
         """Past the window guard, a route held back by its rate at PROBE_MAX_RISE times its last
