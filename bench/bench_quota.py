@@ -1,8 +1,9 @@
 """Job time against the quota-bound limit, on every quota shape the emulator knows.
 
 Bedrock does not document how its tokens-per-minute quota refills, nor whether a job finds it full.
-Each scenario gives one emulator route a shape (``quota_shape`` window or bucket, ``quota_start``,
-another consumer, the quota changed mid-run, capacity 429s; see docs/emulator.md, *Quota shapes*)
+Each scenario gives one emulator route a shape (``quota_shape`` window, bucket or fixed,
+``quota_start``, another consumer, the quota changed mid-run, capacity 429s; see docs/emulator.md,
+*Quota shapes*)
 and runs three clients on it, each on its own route (its own quota) of one emulator: this runner's
 two side by side, then the fixed pools (whose storms of 429s would starve the others of CPU):
 
@@ -30,7 +31,11 @@ latency`` (the refill taken piece by piece when the quota changes, and less the 
 share of it: it draws at its rate, so the quota free at the start is all the route's), or the
 concurrency bound ``rows x mean latency / max_in_flight`` when that is longer. A rolling
 window that starts full frees each charge only a minute after it was booked: its limit is the
-whole minutes the job's quota tokens span, plus the rest sent at the concurrency bound.
+whole minutes the job's quota tokens span, plus the rest sent at the concurrency bound. A fixed
+window (a counter per calendar minute, here its first minute ending 30 s into the job) gives a whole
+minute's quota as each minute opens: its limit spends each at the concurrency bound as it opens,
+which a client that paces cannot do (the issue's matrix is the first sixteen cells; these two were
+added with the emulator's third shape).
 
 Targets (issue 10): limit / time >= 0.9, <= 2 % of requests throttled (beyond the injected capacity
 429s), 0 failed rows, 0 rows billed twice, faster than the fixed client (to its complete job).
@@ -90,6 +95,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "quota doubled at 20 s": {"quota_shape": "bucket", "quota_start": "full", "tpm_changes": "x2"},
     "quota halved at 20 s": {"quota_shape": "bucket", "quota_start": "full", "tpm_changes": "x0.5"},
     "2 % capacity throttles": {"quota_shape": "bucket", "quota_start": "full", "throttle_rate": 0.02},
+    "fixed window, full": {"quota_shape": "fixed", "quota_start": "full", "quota_reset_s": 30.0},
+    "fixed window, empty": {"quota_shape": "fixed", "quota_start": "empty", "quota_reset_s": 30.0},
 }
 CLIENTS: dict[str, dict[str, Any]] = {
     "known": {"tpm": True, "adaptive": True},

@@ -17,19 +17,21 @@ draws its share of the refill whenever the bucket holds any, and a drained windo
 over the last minute. It shows the controller's logic, its tails and its regressions in half a
 minute on 2 cores; it says nothing of Bedrock, and the headline stays bench_quota's.
 
-Eight cells are the model's alone (bench_quota has no such route): 10 % capacity 429s on the same
+bench_quota's cells include a third shape, a fixed window (a counter per minute, the emulator's
+``quota_shape = "fixed"``), found full and found used up, its minute ending 30 s into the job: its
+limit spends each minute's quota at the concurrency bound as the minute opens, which a controller
+that paces cannot do (it learns the quota as a rate), so those cells measure how far a bursty
+shape's limit is from a paced one, and whether a minute that stays closed costs a storm.
+
+Six cells are the model's alone (bench_quota has no such route): 10 % capacity 429s on the same
 full bucket, and on a route with no quota at all (5-10 % is where the controller is weakest); a
 window and a bucket found 30 % free (a crashed run, another job: the window's charges leave it over
 the next minute). The limit of a window not found full is the bucket's, a little optimistic: the
-route's own charges booked as the job starts free the window only a minute later. And a third shape,
-a fixed window (a counter per minute, the emulator's ``quota_shape = "fixed"``), found full and found
-used up, its minute ending 30 s into the job: its limit spends each minute's quota at the
-concurrency bound as the minute opens, which a controller that paces cannot do (it learns the quota
-as a rate), so these cells measure how far a bursty shape's limit is from a paced one, and whether
-a minute that stays closed costs a storm. Last, token buckets whose capacity is one second and
-twenty seconds of their refill, not a minute (``quota_burst_s``, quota_sim's alone: the emulator's
-bucket holds a minute): the first admits no startup burst, and an overshoot's measure of its refill
-reads low; the second's refused burst reads a minute of what it took, 38 % of its refill.
+route's own charges booked as the job starts free the window only a minute later. Last, token
+buckets whose capacity is one second and twenty seconds of their refill, not a minute
+(``quota_burst_s``, quota_sim's alone: the emulator's bucket holds a minute): the first admits no
+startup burst, and an overshoot's measure of its refill reads low; the second's refused burst reads a
+minute of what it took, 38 % of its refill.
 
 **The issue's second trial**, at its own speed: no quota, 30 % capacity 429s, 300 rows, answers in
 75 ms. Its limit is the concurrency bound (0.37 s), which no client meets with 30 % of its requests
@@ -88,8 +90,6 @@ MODEL_ONLY: dict[str, dict[str, Any]] = {
     },
     "window, 30 % free": {"quota_shape": "window", "quota_start": 0.3},
     "bucket, 30 % free": {"quota_shape": "bucket", "quota_start": 0.3},
-    "fixed window, full": {"quota_shape": "fixed", "quota_start": "full", "quota_reset_s": 30.0},
-    "fixed window, empty": {"quota_shape": "fixed", "quota_start": "empty", "quota_reset_s": 30.0},
     "bucket with a 1 s burst, full": {"quota_shape": "bucket", "quota_start": "full", "quota_burst_s": 1.0},
     "bucket with a 20 s burst, full": {"quota_shape": "bucket", "quota_start": "full", "quota_burst_s": 20.0},
 }
