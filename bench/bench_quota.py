@@ -81,6 +81,11 @@ STAGGER_S = 2.0
 MAX_RERUNS = 5
 """Reruns of a fixed client's job that still has failed rows (``bedrock-batch run`` again)."""
 SONNET_4 = "anthropic.claude-sonnet-4-20250514-v1:0"
+OPUS_4_5 = "anthropic.claude-opus-4-5-20251101-v1:0"
+MODELS = (SONNET, SONNET_4, OPUS_4_5)
+"""Models with a ``global.`` profile and a 5x output burndown: each (model, region) is a quota of its
+own, so each (scenario, client) pair gets one (two pairs on one route would share its quota and its
+counters: the 18-cell matrix's first run did, and read 3.4 times its limit)."""
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "window, full": {"quota_shape": "window", "quota_start": "full"},
@@ -123,8 +128,10 @@ def _routes(tpm: int) -> list[tuple[str, str, str, str, dict[str, Any]]]:
     """(scenario, client, model, region, fault rule) for every pair, each on a route of its own."""
     out = []
     pairs = [(s, c) for s in SCENARIOS for c in CLIENTS]
+    if len(pairs) > len(MODELS) * len(REGIONS):
+        raise ValueError(f"{len(pairs)} scenario/client pairs, only {len(MODELS) * len(REGIONS)} routes")
     for i, (scenario, client) in enumerate(pairs):
-        model = SONNET if i < len(REGIONS) else SONNET_4
+        model = MODELS[i // len(REGIONS)]
         region = REGIONS[i % len(REGIONS)]
         rule = fault_rule(SCENARIOS[scenario], tpm)
         rule.update({"profile": f"global.{model}", "region": region, "tpm": tpm})
