@@ -289,7 +289,11 @@ a window's expiring charges), and at a rate 1.5 times the quota it lasts two min
 rate is within half of the quota, and a probe that overshoots is refused as any other. (With no
 throttle there was no new evidence, and the cap stuck: a route that a storm had taught 51,000 TPM of
 a 300,000 TPM bucket ran at 102,000 for five minutes, no 429, a job of 137 s taking 456.)"""
-REFILL_FLOOR_S = 10.0
+REFILL_FLOOR_S = 30.0
+""":meth:`RouteQuota._refill_floor` counts from the last empty quota at least this long after it: an
+empty read wrong (capacity 429s, a bucket holding up to a minute of credit) reads at most
+``1 + 60 / span`` times the refill, three times at 30 s, seven at 10 s (quota_model: from 10 s to
+30 s one cell moved, overnight with 2 % capacity 429s and `tpm` unknown, 0.898 -> 0.912)."""
 PROBE_BINDING = 0.9
 PROBE_BINDING_ROUND_TRIPS = 2.0
 """A probe raises the rate only when the quota took at least this share of it over the last two
@@ -1633,7 +1637,7 @@ class RouteQuota:
         whatever the last sample said before. (A bucket holding 20 s of its refill, a refused
         burst's minute read it as 38 % of itself, and probes held at twice that for two minutes:
         0.69 of the job's limit.) Not for a window, which may admit a minute's worth at once as
-        its charges expire; nor over less than :data:`REFILL_FLOOR_S`."""
+        its charges expire; nor less than :data:`REFILL_FLOOR_S` after the empty."""
         if self.guard or self._unconfirmed is not None or self._emptied is None:
             return 0.0
         since, debt = self._emptied
