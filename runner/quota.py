@@ -701,11 +701,10 @@ class RouteQuota:
     :data:`PROBE_CAP_S` without one (see :meth:`_grow`)."""
     _probe_from: tuple[float, float] | None = None
     """(rate before, when) of the probe step in force, until a throttle or evidence ends it."""
-    _emptied: tuple[float, float] | None = None
-    """(when, debt then) of the last time the model found the quota empty: an overshoot measures
-    the refill from there (:meth:`_since_empty`)..."""
-    _emptied_total: float = 0.0
-    """...and what the ledger had booked in all then (:meth:`_refill_floor`)."""
+    _emptied: tuple[float, float, float] | None = None
+    """(when, debt then, what the ledger had booked in all then) of the last time the model found the
+    quota empty: an overshoot measures the refill from there (:meth:`_since_empty`), and so does the
+    probes' floor (:meth:`_refill_floor`)."""
     _foreign_at: float = -math.inf
     """When the quota was last found drained by traffic the route cannot see (a drained start, a run
     of 429s with room left): for a minute, a window may hold charges that the guard does not."""
@@ -1194,8 +1193,7 @@ class RouteQuota:
                 self._taken.add(expected, other.at)
             owed += other.owed
         self.level = min(self.level, -owed)
-        self._emptied = (now, owed)
-        self._emptied_total = self._taken.total
+        self._emptied = (now, owed, self._taken.total)
 
     def _refused(self, at: float) -> float:
         """The share of admissions refused, when the throttles that came with room left in the model
@@ -1621,7 +1619,7 @@ class RouteQuota:
         (a bucket that a slow rate let fill for long would read low)."""
         if self._emptied is None:
             return None
-        since, debt = self._emptied
+        since, debt, _ = self._emptied
         span = at - since
         if (
             not MIN_SAMPLE_S <= span <= MAX_EMPTY_SAMPLE_S
@@ -1640,10 +1638,10 @@ class RouteQuota:
         its charges expire; nor less than :data:`REFILL_FLOOR_S` after the empty."""
         if self.guard or self._unconfirmed is not None or self._emptied is None:
             return 0.0
-        since, debt = self._emptied
+        since, debt, booked = self._emptied
         if now - since < REFILL_FLOOR_S:
             return 0.0
-        return max(0.0, self._taken.total - self._emptied_total + debt - self._owed(now)) / (now - since)
+        return max(0.0, self._taken.total - booked + debt - self._owed(now)) / (now - since)
 
     def _grow(self, now: float) -> None:
         """The rate holds requests back: discovery doubles it each second; later, probe on a clock."""
@@ -1868,7 +1866,7 @@ class RouteQuota:
         :data:`GUARD_DEBT_SLACK` of the rate's pace."""
         if self._emptied is None:
             return True
-        since, debt = self._emptied
+        since, debt, _ = self._emptied
         return now - since >= GUARD_DEBT_SLACK * debt / self.rate
 
     @property

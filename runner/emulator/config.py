@@ -609,13 +609,11 @@ def _burndown(value: Any, where: str) -> float:
 
 
 def _quota_shape(value: Any, where: str) -> QuotaShapeName:
-    if value == "window":
-        return "window"
-    if value == "bucket":
-        return "bucket"
-    if value == "fixed":
-        return "fixed"
-    raise ConfigError(f"{where}: must be 'window', 'bucket' or 'fixed', got {value!r}")
+    for shape in QUOTA_SHAPES:
+        if value == shape:
+            return shape
+    *others, last = (repr(shape) for shape in QUOTA_SHAPES)
+    raise ConfigError(f"{where}: must be {', '.join(others)} or {last}, got {value!r}")
 
 
 def _quota_reset_s(value: Any, where: str) -> float:

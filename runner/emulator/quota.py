@@ -141,6 +141,11 @@ class _CountingWindow:
         self._used += tokens
         return entry
 
+    def _room_for(self, tokens: int, now: float) -> int:
+        """What fits under the limit at ``now``, up to ``tokens`` (another consumer's draw)."""
+        self._advance(now)
+        return min(tokens, max(self.limit - self._used, 0))
+
     def settle(self, entry: Reservation, tokens: int, now: float) -> None:
         """Replace a reservation by the real cost; the count changes only while the window holds it."""
         self._advance(now)
@@ -203,9 +208,7 @@ class TokenWindow(_CountingWindow):
 
     def take(self, tokens: int, now: float) -> int:
         """Add what fits under the limit, up to ``tokens``, as one charge at ``now``."""
-        self._advance(now)
-        room = self.limit - self._used
-        taken = tokens if tokens < room else max(room, 0)
+        taken = self._room_for(tokens, now)
         if taken:
             self._entries.append(Reservation(now, taken))
             self._used += taken
@@ -338,9 +341,7 @@ class FixedWindow(_CountingWindow):
 
     def take(self, tokens: int, now: float) -> int:
         """Add what fits under the limit in this minute, up to ``tokens``."""
-        self._advance(now)
-        room = self.limit - self._used
-        taken = tokens if tokens < room else max(room, 0)
+        taken = self._room_for(tokens, now)
         self._used += taken
         return taken
 

@@ -697,7 +697,7 @@ class TestDecisions:
         had sent, and its storm and the low samples after it throttled 5-6 % of a job end to end.)"""
         q = steady(60_000)  # 1,000 tokens a second, found empty at 0
         q.guard = False
-        q.discovering, q._grown_at, q._emptied = True, 1.0, (0.0, 0.0)
+        q.discovering, q._grown_at, q._emptied = True, 1.0, (0.0, 0.0, q._taken.total)
         overshoots: list[float] = []
         q.notify = lambda event, fields: overshoots.extend(
             [fields["rate_tpm"]] if fields.get("why") == "overshoot" else []
@@ -1065,7 +1065,7 @@ class TestWindowGuard:
         (4.5 s later), as a refused burst's rate reads a bucket's capacity as refill."""
         q, _ = self.at_the_guard(0)
         q.window.reserve(200.0, 2.0)  # past the guard's quota: a probe may go
-        q._emptied = (2.0, 3_000.0)
+        q._emptied = (2.0, 3_000.0, q._taken.total)
         assert q.delay(300.0, 4.0) > 0.0
         assert q.delay(300.0, 6.6) == 0.0
         assert q.admit(300.0, 6.6).probe
