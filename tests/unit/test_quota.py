@@ -22,6 +22,7 @@ from runner.quota import (
     GUARD_PROBE_MIN_HOLD_S,
     LOOK_MAX_S,
     LOOK_SHARE,
+    MAX_CUT,
     PROBE_CAP_S,
     PROBE_EVERY_S,
     PROBE_HOLD_S,
@@ -642,8 +643,8 @@ class TestDecisions:
             q.throttled(charge, 4.01)
         assert q.rate * 60 == pytest.approx(400_000, rel=0.02)
 
-    def test_a_sample_cuts_by_half_at_most(self) -> None:
-        """A span across the debt of a burst reads near zero: the rate is halved, not floored."""
+    def test_a_sample_cuts_by_max_cut_at_most(self) -> None:
+        """A span across the debt of a burst reads near zero: the rate is cut to MAX_CUT, not floored."""
         q = steady(600_000)
         now = 0.0
         while q._last_sample_rate is None and now < 10.0:  # paced requests, every one refused
@@ -651,7 +652,7 @@ class TestDecisions:
             q.throttled(q.admit(500.0, now), now + 0.001)
             now += 0.01
         assert q._last_sample_rate is not None and q._last_sample_rate < 1_000
-        assert q.rate * 60 == pytest.approx(300_000)
+        assert q.rate * 60 == pytest.approx(600_000 * MAX_CUT)
 
     def test_probes_stay_within_reach_of_the_last_evidence(self) -> None:
         """With the route always held back by its rate and no throttle, probes climb to at most
