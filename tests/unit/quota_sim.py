@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from runner.quota import Charge, Notify, RouteQuota
+from runner.window import DEFAULT_HEADROOM, MEASURED_HEADROOM
 
 Shape = Literal["bucket", "window", "fixed"]
 
@@ -179,7 +180,11 @@ def run(
         service = Fixed(tpm, start, reset_s)
     else:
         service = Window(tpm, start)
-    quota = RouteQuota.create(tpm=(given_tpm or tpm) if known else 0, headroom=0.98, now=0.0)
+    quota = RouteQuota.create(
+        tpm=(given_tpm or tpm) if known else 0,
+        headroom=DEFAULT_HEADROOM if known else MEASURED_HEADROOM,  # as runner.limits.Admission
+        now=0.0,
+    )
     if notify is not None:
         quota.notify = lambda event, fields: notify(event, {**fields, "t": t})  # the time of the call
     queue = list(range(rows))
