@@ -24,7 +24,7 @@ import structlog
 
 from runner.quota import Charge, RouteQuota
 from runner.types import Route, Usage
-from runner.window import DEFAULT_HEADROOM, MEASURED_HEADROOM, WINDOW_S
+from runner.window import WINDOW_S
 
 log = structlog.get_logger("runner.quota")
 
@@ -118,7 +118,7 @@ class Admission:
         tpm: int | Mapping[Route, int] = 0,
         adaptive: bool = True,
         output_burndown: float = 1.0,
-        headroom: float = DEFAULT_HEADROOM,
+        headroom: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_in_flight = max_in_flight
@@ -131,10 +131,7 @@ class Admission:
         self._routes: dict[Route, _RouteState] = {
             r: _RouteState(
                 quota=RouteQuota.create(
-                    tpm=quotas.get(r, 0),
-                    headroom=headroom if quotas.get(r, 0) else MEASURED_HEADROOM,
-                    now=now,
-                    notify=_notifier(r.name),
+                    tpm=quotas.get(r, 0), now=now, headroom=headroom, notify=_notifier(r.name)
                 )
                 if (adaptive or quotas.get(r, 0))
                 else None,

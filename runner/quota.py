@@ -97,7 +97,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from runner.window import WINDOW_S, TokenWindow, WindowCharge
+from runner.window import DEFAULT_HEADROOM, MEASURED_HEADROOM, WINDOW_S, TokenWindow, WindowCharge
 
 STARTUP_DOUBLING_S = 0.25
 """While starting up, the released allowance doubles this often if no throttle comes back. A 429
@@ -759,8 +759,14 @@ class RouteQuota:
     up to it (see :meth:`_past_guard`)."""
 
     @classmethod
-    def create(cls, *, tpm: float, headroom: float, now: float, notify: Notify = _ignore) -> RouteQuota:
-        """A route's model: ``tpm`` > 0 is the user's quota (a ceiling), 0 is unknown."""
+    def create(
+        cls, *, tpm: float, now: float, headroom: float | None = None, notify: Notify = _ignore
+    ) -> RouteQuota:
+        """A route's model: ``tpm`` > 0 is the user's quota (a ceiling), 0 is unknown. ``headroom``:
+        the share of the quota paced at, by default :data:`DEFAULT_HEADROOM` of a given ``tpm`` and
+        :data:`MEASURED_HEADROOM` of a measured one."""
+        if headroom is None:
+            headroom = DEFAULT_HEADROOM if tpm > 0 else MEASURED_HEADROOM
         if tpm > 0:
             rate = tpm / WINDOW_S * headroom
             q = cls(

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from runner.quota import Charge, Notify, RouteQuota
-from runner.window import DEFAULT_HEADROOM, MEASURED_HEADROOM
 
 Shape = Literal["bucket", "window", "fixed"]
 
@@ -180,11 +179,7 @@ def run(
         service = Fixed(tpm, start, reset_s)
     else:
         service = Window(tpm, start)
-    quota = RouteQuota.create(
-        tpm=(given_tpm or tpm) if known else 0,
-        headroom=DEFAULT_HEADROOM if known else MEASURED_HEADROOM,  # as runner.limits.Admission
-        now=0.0,
-    )
+    quota = RouteQuota.create(tpm=(given_tpm or tpm) if known else 0, now=0.0)
     if notify is not None:
         quota.notify = lambda event, fields: notify(event, {**fields, "t": t})  # the time of the call
     queue = list(range(rows))
