@@ -122,6 +122,14 @@ say the quota is not full: startup ends. Capacity throttles, a few per cent, do 
 throttle counts against the wave its request went out in, not the wave under way when it is read: a
 busy client reads a 429 late, after the next wave went out, and must not dilute it among that
 wave's admissions."""
+STARTUP_EXIT_SHARE_GIVEN = 0.5
+"""The same share with ``tpm`` given, unless the waves before were taken whole (a stock spent, see
+:meth:`RouteQuota._stock_spent`). A drained start read so paces at ``tpm`` from an empty quota, and
+with capacity 429s at a tenth of the requests the waves' small counts (3 of 12, 4 of 16) read as one
+in half the runs: the full quota's stock was never used, and the job ran at 0.55 of its limit on
+average in bench_quota_model. A drained quota refuses most of a wave (its first wave whole:
+:data:`STARTUP_FIRST_WAVE`); capacity 429s refuse a few of each. With `tpm` unknown a drain's cut is
+judged and undone (:meth:`RouteQuota._judge_drained`), and the quarter stays."""
 STOCK_P = 0.1
 """See :meth:`RouteQuota._stock_spent`: a startup whose waves were taken whole, then refused, spent a
 stock. (At 0.01, three 429s of a wave of ten after a hundred requests taken whole did not say so:
@@ -696,6 +704,9 @@ class RouteQuota:
     and those sent since give the capacity share its storms are tested against (:meth:`_storm_share`)."""
     _rate_set_at: float = 0.0
     """When the rate was last set (the requests before it were sent at another one)."""
+    _ceiling_from: float = math.inf
+    """Since when a given ``tpm`` has paced the route (``inf``: not paced at it now): requests sent at
+    it give the capacity share (:meth:`_ceiling_share`)."""
     _quiet_from: float = math.inf
     """Start of the current quiet period (:data:`QUIET_KEPT_S`): a round trip after the rate was set
     from a sample, or went back to it after a probe step (``inf``: the rate is no sample's)."""
@@ -776,6 +787,8 @@ class RouteQuota:
         else:
             q = cls(ceiling=math.inf, known=False, headroom=headroom, notify=notify)
         q._stamp = q._startup_from = q._grown_at = now
+        if tpm > 0:
+            q._ceiling_from = now
         q._probe_at = now + PROBE_HOLD_S
         return q
 
@@ -963,11 +976,14 @@ class RouteQuota:
             drained_first = (
                 first_refused == first_sent and _tail(first_sent, first_refused, CAPACITY_PRIOR) < CAPACITY_P
             )
+            exit_share = STARTUP_EXIT_SHARE
+            if self.known and not self._stock_spent(charge.wave):
+                exit_share = STARTUP_EXIT_SHARE_GIVEN
             if (
                 (spent and counts[1] >= STARTUP_EXIT_THROTTLES and improbable)
                 or (drained_first and (self.known or charge.wave > 0))
                 or any(
-                    t >= STARTUP_EXIT_THROTTLES and t >= STARTUP_EXIT_SHARE * a
+                    t >= STARTUP_EXIT_THROTTLES and t >= exit_share * a
                     for a, t in (counts, (admitted, throttled))
                 )
             ):
@@ -1018,7 +1034,11 @@ class RouteQuota:
         if not full:
             self._sample(at, now, paced=paced)
         if paced and self._explained_before(at):
-            pass  # no more refused than capacity 429s refuse anyway: the route goes on
+            # No more refused than capacity 429s refuse anyway: the route goes on. With `tpm` given,
+            # the request gives its charge back (the quota booked none of it), or the route would
+            # send a tenth less than the quota takes with a tenth of its requests refused so.
+            if self.known:
+                self.level = min(self.level + charge.reserved + charge.owed, self.burst)
         elif paced:
             step = self._probe_from
             if step is not None and at >= step[1] and not self._random_since(step[1], now, PROBE_REFUSED_P):
@@ -1179,6 +1199,10 @@ class RouteQuota:
         elif not step:
             self._anchor_quiet = quiet
         self._rate_set_at = self._stamp
+        if rate >= self.ceiling > before:
+            self._ceiling_from = self._stamp
+        elif rate < self.ceiling:
+            self._ceiling_from = math.inf
         self._quiet_from = self._stamp + self._evidence_s if quiet else math.inf
         if not step:
             self._anchor = rate
@@ -1431,8 +1455,27 @@ class RouteQuota:
 
     def _capacity(self) -> float:
         """The share of requests refused whatever the quota: what an undone cut proved, while the
-        route keeps being refused that much."""
-        return min(self.capacity_share, self._refusals)
+        route keeps being refused that much, or what a given tpm is refused (:meth:`_ceiling_share`)."""
+        return max(min(self.capacity_share, self._refusals), self._ceiling_share())
+
+    def _ceiling_share(self) -> float:
+        """The share of requests paced at a given ``tpm`` (over the last minute, to a round trip ago)
+        that 429s refused, at Wilson's lower bound (:func:`_share_floor`): 0 while the prior explains
+        it. Paced at its quota, the route cannot overdraw it: its 429s are capacity 429s, or another
+        consumer's or a lowered quota's, which a share taken over a minute hardly counts before the
+        samples cut the rate (the rate below ``tpm``, the share is 0). Not within a minute of a quota
+        found drained by others: a window's other charges are leaving it then. (Without it, no
+        quiet period ever gave a route at its given tpm a capacity share: every second 429 within a
+        round trip emptied the model, and 10 % capacity 429s held a full bucket's job to 0.55 of its
+        limit.)"""
+        if not (self.known and self.rate >= self.ceiling):
+            return 0.0
+        at = self._stamp
+        start = max(self._ceiling_from, at - WINDOW_S + SLOT_S, self._foreign_at + WINDOW_S)
+        end = at - self._evidence_s
+        if end <= start:
+            return 0.0
+        return _share_floor(*self._outcomes(start, end))
 
     def _outcomes(self, start: float, at: float) -> tuple[int, int]:
         """(requests admitted, of them refused) from ``start`` to ``at``, by admission time (the
