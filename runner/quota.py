@@ -129,7 +129,14 @@ with capacity 429s at a tenth of the requests the waves' small counts (3 of 12, 
 in half the runs: the full quota's stock was never used, and the job ran at 0.55 of its limit on
 average in bench_quota_model. A drained quota refuses most of a wave (its first wave whole:
 :data:`STARTUP_FIRST_WAVE`); capacity 429s refuse a few of each. With `tpm` unknown a drain's cut is
-judged and undone (:meth:`RouteQuota._judge_drained`), and the quarter stays."""
+judged and undone (:meth:`RouteQuota._judge_drained`), and the quarter stays. The waves before are
+taken whole at p < :data:`GIVEN_STOCK_P` here: at :data:`STOCK_P`, 5 of 19 refused by capacity 429s
+after 31 taken read as a stock spent one run in ten."""
+GIVEN_STOCK_P = 0.01
+DRAIN_STOCK_SAMPLE = 0.75
+"""A drained start with ``tpm`` given was capacity 429s if, paced at ``tpm`` since, the route is
+refused more than the prior explains and the quota took this share of ``tpm`` at least: another
+consumer or a lower quota refuses as much, but takes less (see :meth:`RouteQuota._judge_drain_stock`)."""
 STOCK_P = 0.1
 """See :meth:`RouteQuota._stock_spent`: a startup whose waves were taken whole, then refused, spent a
 stock. (At 0.01, three 429s of a wave of ten after a hundred requests taken whole did not say so:
@@ -704,6 +711,14 @@ class RouteQuota:
     and those sent since give the capacity share its storms are tested against (:meth:`_storm_share`)."""
     _rate_set_at: float = 0.0
     """When the rate was last set (the requests before it were sent at another one)."""
+    _drain_stock: tuple[float, float] | None = None
+    """(when, the model's level then) of a drained start with ``tpm`` given, while the requests since
+    may still say its 429s were capacity 429s (:meth:`_judge_drain_stock`)..."""
+    _drain_sample: float = 0.0
+    """...and the most the samples since measured the quota took."""
+    _release_share: float = 0.0
+    """The share of requests random 429s may refuse while :attr:`_withheld` goes out, if more than
+    :meth:`_random_share`: the upper bound of the share a drained start's judge saw."""
     _ceiling_from: float = math.inf
     """Since when a given ``tpm`` has paced the route (``inf``: not paced at it now): requests sent at
     it give the capacity share (:meth:`_ceiling_share`)."""
@@ -977,7 +992,7 @@ class RouteQuota:
                 first_refused == first_sent and _tail(first_sent, first_refused, CAPACITY_PRIOR) < CAPACITY_P
             )
             exit_share = STARTUP_EXIT_SHARE
-            if self.known and not self._stock_spent(charge.wave):
+            if self.known and not self._stock_spent(charge.wave, GIVEN_STOCK_P):
                 exit_share = STARTUP_EXIT_SHARE_GIVEN
             if (
                 (spent and counts[1] >= STARTUP_EXIT_THROTTLES and improbable)
@@ -1010,7 +1025,7 @@ class RouteQuota:
         if (
             self._withheld
             and at >= self._release_from
-            and not self._random_since(self._release_from, now, RELEASE_P)
+            and _tail(*self._outcomes(self._release_from, now), self._release_random()) < RELEASE_P
         ):
             self._withheld = 0.0  # the waves are refused: the credit is not there
         if at < self._epoch or self._judge_cut(at, now):
@@ -1030,6 +1045,8 @@ class RouteQuota:
                 self._burst_refused(at, now, refused)
             else:
                 self._look(now)
+            return
+        if self._drain_stock is not None and self._judge_drain_stock(at, now):
             return
         if not full:
             self._sample(at, now, paced=paced)
@@ -1062,6 +1079,49 @@ class RouteQuota:
             self._foreign_at = now
             self.notify("quota.emptied", {"refused": round(refused, 3)})
             self._empty(now)
+
+    def _release_random(self) -> float:
+        """The share of the requests random 429s may refuse while :attr:`_withheld` goes out."""
+        return max(self._random_share(), self._release_share)
+
+    def _judge_drain_stock(self, at: float, now: float) -> bool:
+        """Judge a drained start with ``tpm`` given by the requests sent since (from a round trip
+        after): paced at ``tpm``, a drained quota refills as fast as the route sends, and refuses no
+        more than the prior explains; capacity 429s read as a drain keep refusing their share of a
+        full quota. Then (True) the stock the model had is released in waves, as credit withheld
+        past the window guard is (:data:`RELEASE_P`: refused, the rest is dropped), and the share
+        is capacity. (Never judged, a full bucket read so from 10 % capacity 429s sat at ``tpm``'s
+        pace with its minute of stock unused: 0.53 of the job's limit.) Not after a stock found
+        spent: a window found partly used refuses more than the prior as its other charges leave
+        it, and its stock is gone."""
+        assert self._drain_stock is not None
+        since, stock = self._drain_stock
+        start = since + self._evidence_s
+        if at < start:
+            return False
+        n, refused = self._outcomes(start, at)
+        if n < MIN_SAMPLE_REQUESTS:
+            return False
+        self._drain_sample = max(self._drain_sample, self._last_sample_rate or 0.0)
+        if (
+            _tail(n, refused, CAPACITY_PRIOR) < CAPACITY_P
+            and self._drain_sample >= DRAIN_STOCK_SAMPLE * self.ceiling
+        ):
+            self._drain_stock = None
+            self._foreign_at = -math.inf  # nobody drained it
+            self.capacity_share = max(self.capacity_share, _wilson_low(n, refused))
+            self._refusals = max(self._refusals, self.capacity_share)
+            self._withheld = stock
+            self._release_share = _wilson_high(n, refused)
+            self._wave = STARTUP_FIRST_WAVE * self._request_size
+            self._wave_at = self._release_from = now
+            self.notify(
+                "quota.drain_undone", {"capacity_share": round(self.capacity_share, 3), "stock": round(stock)}
+            )
+            return True
+        if n >= CAPACITY_JUDGED or now - since > CAPACITY_JUDGED_S:
+            self._drain_stock = None  # the quota was drained
+        return False
 
     def _look(self, now: float) -> None:
         """A lone 429 on an unpaced route: send nothing until the 429s of the requests already sent
@@ -1517,7 +1577,7 @@ class RouteQuota:
         those not yet booked), with the headroom, like a given tpm."""
         return max(taken - self._owed(now), 0.0) / WINDOW_S * self.headroom
 
-    def _stock_spent(self, wave: int) -> bool:
+    def _stock_spent(self, wave: int, p: float = STOCK_P) -> bool:
         """Whether the startup waves up to ``wave`` spent a stock, however small (a quota found partly
         used): the waves before were taken whole, but for what the prior explains, and then this one,
         or it and the one before (the stock may have run out there, a few of its requests refused),
@@ -1531,7 +1591,7 @@ class RouteQuota:
                 elif w <= wave:
                     n1, k1 = n1 + a, k1 + t
             whole = n0 > 0 and n1 > 0 and _tail(n0, k0, CAPACITY_PRIOR) >= 0.01
-            if whole and _tail(n1, k1, max(CAPACITY_PRIOR, _wilson_high(n0, k0))) < STOCK_P:
+            if whole and _tail(n1, k1, max(CAPACITY_PRIOR, _wilson_high(n0, k0))) < p:
                 return True
         return False
 
@@ -1553,6 +1613,8 @@ class RouteQuota:
             return
         if not spent:
             self._foreign_at = now
+            if self.known and not stock and math.isfinite(self.level):
+                self._drain_stock = (now, max(self.level, 0.0))
         if not self.known:
             # Half the rate at which the quota admitted the startup's requests (what it refused
             # taken back), and discovery from there. (Half of all that was released, refused
@@ -2023,6 +2085,7 @@ class RouteQuota:
             # one). A round trip of it goes now; the rest in waves once the answer confirms it
             # (:data:`RELEASE_P`), as TCP restarts from a small window after an idle spell.
             self._withheld = max(0.0, self.level - self.rate * self._evidence_s)
+            self._release_share = 0.0
             self.level -= self._withheld
             self._wave = STARTUP_FIRST_WAVE * self._request_size
             self._wave_at = self._release_from = math.inf

@@ -182,10 +182,11 @@ class TestKnownQuota:
 
     def test_capacity_throttles_at_a_tenth_are_seldom_a_drained_start(self) -> None:
         """The same over twenty seeds: with a tenth of the requests refused at random, a startup
-        wave with 3 of 12 or 4 of 16 refused read as a drained quota in half the runs, and the route
+        wave with 3 of 12 or 4 of 16 refused read as a drained quota in 11 runs of 20, and the route
         paced at tpm from an empty quota while the full one's stock sat unused (0.55 of the limit on
-        average). A drained quota refuses most of a wave (:data:`STARTUP_EXIT_SHARE_GIVEN`): 7 runs
-        in 20 still read so, and the mean is 0.75."""
+        average). A drained quota refuses most of a wave (:data:`STARTUP_EXIT_SHARE_GIVEN`): 4 runs
+        in 20 still read so, and 3 of them find out (:meth:`RouteQuota._judge_drain_stock`): the
+        mean is 0.89."""
         tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
         limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
         ratios, drained = [], 0
@@ -208,7 +209,50 @@ class TestKnownQuota:
             ratios.append(limit_s / out.seconds)
             drained += told == [True]
         assert drained <= 8
-        assert sum(ratios) / len(ratios) >= 0.7
+        assert sum(ratios) / len(ratios) >= 0.85
+
+    @pytest.mark.parametrize("seed", [1, 7, 12])
+    def test_capacity_429s_read_as_a_drained_start_give_its_stock_back(self, seed: int) -> None:
+        """Seeds whose startup reads a tenth of random 429s as a drained quota, `tpm` given: paced at
+        tpm since, the route is still refused that share, which a drained quota refilling at the
+        route's pace would not do, and a sample saw the quota take most of tpm, which another
+        consumer would not let it. The stock goes out in waves, and the job ends near its limit
+        (0.50, 0.32 and 0.53 of it when it stayed unused; 0.88-0.93 now)."""
+        told: list[tuple[str, dict[str, Any]]] = []
+        out = run(
+            shape="bucket",
+            start=1.0,
+            known=True,
+            capacity_429=0.1,
+            seed=seed,
+            notify=lambda event, fields: told.append((event, fields)),
+            **BENCH_SHAPE,
+        )
+        assert ("quota.startup_ended", True) in [(e, f.get("drained")) for e, f in told]
+        assert any(event == "quota.drain_undone" for event, _ in told)
+        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
+        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
+        assert limit_s / out.seconds >= 0.8
+        assert out.throttled == out.capacity
+
+    @pytest.mark.parametrize(("shape", "start"), [("bucket", 0.0), ("window", 0.0), ("window", 0.3)])
+    def test_a_drained_start_with_tpm_given_stays_drained(self, shape: Shape, start: float) -> None:
+        """The same judge on quotas that were drained (or a window found 30 % free, its stock spent
+        by the startup): paced at tpm, the quota refuses no more than the prior explains, or the
+        stock was spent, and no stock comes back."""
+        for seed in (1, 2, 3):
+            told: list[str] = []
+            out = run(
+                shape=shape,
+                start=start,
+                known=True,
+                lag_s=0.15,
+                seed=seed,
+                notify=lambda event, fields, told=told: told.append(event),  # type: ignore[misc]
+                **BENCH_SHAPE,
+            )
+            assert "quota.drain_undone" not in told
+            assert (out.throttled - out.capacity) / out.requests <= 0.04
 
     @pytest.mark.parametrize("shape", ["bucket", "window"])
     @pytest.mark.parametrize("seed", [1, 2, 3])
