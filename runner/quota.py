@@ -133,6 +133,7 @@ judged and undone (:meth:`RouteQuota._judge_drained`), and the quarter stays. Th
 taken whole at p < :data:`GIVEN_STOCK_P` here: at :data:`STOCK_P`, 5 of 19 refused by capacity 429s
 after 31 taken read as a stock spent one run in ten."""
 GIVEN_STOCK_P = 0.01
+"""The :meth:`RouteQuota._stock_spent` test that keeps :data:`STARTUP_EXIT_SHARE` with ``tpm`` given."""
 DRAIN_STOCK_SAMPLE = 0.75
 """A drained start with ``tpm`` given was capacity 429s if, paced at ``tpm`` since, the route is
 refused more than the prior explains and the quota took this share of ``tpm`` at least: another
