@@ -31,12 +31,13 @@ from runner.quota import (
     STREAK_BACKOFF,
     STREAK_MAX_BACKOFF,
     Charge,
+    Notify,
     RouteQuota,
     _Cut,
     _share_floor,
     _tail,
 )
-from tests.unit.quota_sim import Shape, run
+from tests.unit.quota_sim import Outcome, Shape, run
 
 ROWS, SETTLED, RATE, LATENCY = 1200, 800, 10_000, 2.4
 BENCH_SHAPE: dict[str, Any] = {
@@ -52,6 +53,18 @@ BENCH_SHAPE: dict[str, Any] = {
 def limit(start: float, max_in_flight: int = 64) -> float:
     quota_bound = max(0.0, ROWS * SETTLED - start * RATE * 60) / RATE + LATENCY
     return max(quota_bound, ROWS * LATENCY * 1.05 / max_in_flight)
+
+
+def full_bucket_limit_s(rows: int = BENCH_SHAPE["rows"]) -> float:
+    """bench_quota's limit for ``rows`` of its route on a bucket found full."""
+    tpm, settled = float(BENCH_SHAPE["tpm"]), float(BENCH_SHAPE["settled"])
+    return (rows * settled - tpm) / (tpm / 60) + float(BENCH_SHAPE["latency_s"])
+
+
+def capacity_run(capacity_429: float, seed: int, *, notify: Notify | None = None) -> Outcome:
+    """bench_quota's full bucket at its given tpm, ``capacity_429`` of the requests refused at random."""
+    shape: dict[str, Any] = {"shape": "bucket", "start": 1.0, "known": True, **BENCH_SHAPE}
+    return run(capacity_429=capacity_429, seed=seed, notify=notify, **shape)
 
 
 class TestKnownQuota:
@@ -143,19 +156,13 @@ class TestKnownQuota:
         between two of them, three of its eleven requests refused, is no evidence of a lower quota
         (it cut the rate to 0.72 of tpm, and the job ran at 0.66 of its limit with seed 4)."""
         rates: list[float] = []
-        out = run(
-            shape="bucket",
-            start=1.0,
-            known=True,
-            capacity_429=0.02,
-            seed=seed,
+        out = capacity_run(
+            0.02,
+            seed,
             notify=lambda event, fields: rates.append(fields["rate_tpm"]) if event == "quota.rate" else None,
-            **BENCH_SHAPE,
         )
         assert min(rates, default=math.inf) >= 0.75 * 300_000
-        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
-        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
-        assert limit_s / out.seconds >= 0.85
+        assert full_bucket_limit_s() / out.seconds >= 0.85
 
     @pytest.mark.parametrize("seed", [4, 8, 16])
     def test_capacity_throttles_at_a_tenth_keep_a_given_tpm(self, seed: int) -> None:
@@ -164,20 +171,8 @@ class TestKnownQuota:
         its charge back, so the route sends a tenth more than tpm's pace and the quota takes all of
         tpm. (Every second 429 within a round trip emptied the model and a refused request took its
         charge with it: 0.78, 0.73 and 0.57 of the limit with these seeds; now 0.89-0.94.)"""
-        rates: list[float] = []
-        out = run(
-            shape="bucket",
-            start=1.0,
-            known=True,
-            capacity_429=0.1,
-            seed=seed,
-            notify=lambda event, fields: rates.append(fields["rate_tpm"]) if event == "quota.rate" else None,
-            **BENCH_SHAPE,
-        )
-        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
-        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
-        assert limit_s / out.seconds >= 0.85
-        assert out.quota.capacity_share == 0.0 or out.quota.capacity_share >= 0.03
+        out = capacity_run(0.1, seed)
+        assert full_bucket_limit_s() / out.seconds >= 0.85
         assert out.throttled == out.capacity  # the quota itself refused nothing
 
     def test_capacity_throttles_at_a_tenth_are_seldom_a_drained_start(self) -> None:
@@ -187,8 +182,6 @@ class TestKnownQuota:
         average). A drained quota refuses most of a wave (:data:`STARTUP_EXIT_SHARE_GIVEN`): 4 runs
         in 20 still read so, and 3 of them find out (:meth:`RouteQuota._judge_drain_stock`): the
         mean is 0.89."""
-        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
-        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
         ratios, drained = [], 0
         for seed in range(1, 21):
             told: list[bool] = []
@@ -197,16 +190,8 @@ class TestKnownQuota:
                 if event == "quota.startup_ended":
                     told.append(fields["drained"])
 
-            out = run(
-                shape="bucket",
-                start=1.0,
-                known=True,
-                capacity_429=0.1,
-                seed=seed,
-                notify=notify,
-                **BENCH_SHAPE,
-            )
-            ratios.append(limit_s / out.seconds)
+            out = capacity_run(0.1, seed, notify=notify)
+            ratios.append(full_bucket_limit_s() / out.seconds)
             drained += told == [True]
         assert drained <= 8
         assert sum(ratios) / len(ratios) >= 0.85
@@ -219,20 +204,10 @@ class TestKnownQuota:
         consumer would not let it. The stock goes out in waves, and the job ends near its limit
         (0.50, 0.32 and 0.53 of it when it stayed unused; 0.88-0.93 now)."""
         told: list[tuple[str, dict[str, Any]]] = []
-        out = run(
-            shape="bucket",
-            start=1.0,
-            known=True,
-            capacity_429=0.1,
-            seed=seed,
-            notify=lambda event, fields: told.append((event, fields)),
-            **BENCH_SHAPE,
-        )
+        out = capacity_run(0.1, seed, notify=lambda event, fields: told.append((event, fields)))
         assert ("quota.startup_ended", True) in [(e, f.get("drained")) for e, f in told]
         assert any(event == "quota.drain_undone" for event, _ in told)
-        tpm, rows, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["rows"], BENCH_SHAPE["settled"]
-        limit_s = (rows * settled - tpm) / (tpm / 60) + BENCH_SHAPE["latency_s"]  # a full bucket
-        assert limit_s / out.seconds >= 0.8
+        assert full_bucket_limit_s() / out.seconds >= 0.8
         assert out.throttled == out.capacity
 
     @pytest.mark.parametrize(("shape", "start"), [("bucket", 0.0), ("window", 0.0), ("window", 0.3)])
