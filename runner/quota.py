@@ -720,9 +720,9 @@ class RouteQuota:
     _release_share: float = 0.0
     """The share of requests random 429s may refuse while :attr:`_withheld` goes out, if more than
     :meth:`_random_share`: the upper bound of the share a drained start's judge saw."""
-    _ceiling_from: float = math.inf
-    """Since when a given ``tpm`` has paced the route (``inf``: not paced at it now): requests sent at
-    it give the capacity share (:meth:`_ceiling_share`)."""
+    _ceiling_from: float = -math.inf
+    """When the rate last came back to a given ``tpm`` (from creation on, before any cut): requests
+    sent at it since give the capacity share (:meth:`_ceiling_share`)."""
     _quiet_from: float = math.inf
     """Start of the current quiet period (:data:`QUIET_KEPT_S`): a round trip after the rate was set
     from a sample, or went back to it after a probe step (``inf``: the rate is no sample's)."""
@@ -803,8 +803,6 @@ class RouteQuota:
         else:
             q = cls(ceiling=math.inf, known=False, headroom=headroom, notify=notify)
         q._stamp = q._startup_from = q._grown_at = now
-        if tpm > 0:
-            q._ceiling_from = now
         q._probe_at = now + PROBE_HOLD_S
         return q
 
@@ -1026,7 +1024,7 @@ class RouteQuota:
         if (
             self._withheld
             and at >= self._release_from
-            and _tail(*self._outcomes(self._release_from, now), self._release_random()) < RELEASE_P
+            and not self._random_since(self._release_from, now, RELEASE_P, self._release_share)
         ):
             self._withheld = 0.0  # the waves are refused: the credit is not there
         if at < self._epoch or self._judge_cut(at, now):
@@ -1056,7 +1054,7 @@ class RouteQuota:
             # the request gives its charge back (the quota booked none of it), or the route would
             # send a tenth less than the quota takes with a tenth of its requests refused so.
             if self.known:
-                self.level = min(self.level + charge.reserved + charge.owed, self.burst)
+                self._give_back(charge)
         elif paced:
             step = self._probe_from
             if step is not None and at >= step[1] and not self._random_since(step[1], now, PROBE_REFUSED_P):
@@ -1081,9 +1079,14 @@ class RouteQuota:
             self.notify("quota.emptied", {"refused": round(refused, 3)})
             self._empty(now)
 
-    def _release_random(self) -> float:
-        """The share of the requests random 429s may refuse while :attr:`_withheld` goes out."""
-        return max(self._random_share(), self._release_share)
+    def _withhold(self, credit: float, release_at: float, share: float = 0.0) -> None:
+        """Hold ``credit`` back from the level, to go out in waves from ``release_at`` (``inf``: once
+        confirmed), two requests' worth first, doubling each time no 429 came back in time; dropped
+        once the waves are refused more than random 429s (``share`` at least) explain."""
+        self._withheld = credit
+        self._release_share = share
+        self._wave = STARTUP_FIRST_WAVE * self._request_size
+        self._wave_at = self._release_from = release_at
 
     def _judge_drain_stock(self, at: float, now: float) -> bool:
         """Judge a drained start with ``tpm`` given by the requests sent since (from a round trip
@@ -1112,10 +1115,7 @@ class RouteQuota:
             self._foreign_at = -math.inf  # nobody drained it
             self.capacity_share = max(self.capacity_share, _wilson_low(n, refused))
             self._refusals = max(self._refusals, self.capacity_share)
-            self._withheld = stock
-            self._release_share = _wilson_high(n, refused)
-            self._wave = STARTUP_FIRST_WAVE * self._request_size
-            self._wave_at = self._release_from = now
+            self._withhold(stock, now, _wilson_high(n, refused))
             self.notify(
                 "quota.drain_undone", {"capacity_share": round(self.capacity_share, 3), "stock": round(stock)}
             )
@@ -1186,8 +1186,7 @@ class RouteQuota:
         self._taken.add(-charge.reserved - charge.owed, charge.at)
         self._sent.add(-1.0, charge.at)
         self._accepted.add(-1.0, charge.at)
-        if math.isfinite(self.level):
-            self.level = min(self.burst, self.level + charge.reserved + charge.owed)
+        self._give_back(charge)
         self.window.settle(charge.window_charge, 0.0)
         self._test_drop(charge, now)
         if charge.wave >= 0:
@@ -1196,6 +1195,11 @@ class RouteQuota:
                 self._waves[charge.wave][0] -= 1
         if charge.probe:
             self._end_probe(charge)
+
+    def _give_back(self, charge: Charge) -> None:
+        """The service booked none of ``charge``: its cost returns to the level (up to the burst)."""
+        if math.isfinite(self.level):
+            self.level = min(self.burst, self.level + charge.reserved + charge.owed)
 
     def failed(self, charge: Charge, now: float) -> None:
         """Sent, no answer (5xx, timeout): the service may have booked the reservation; keep it."""
@@ -1262,8 +1266,6 @@ class RouteQuota:
         self._rate_set_at = self._stamp
         if rate >= self.ceiling > before:
             self._ceiling_from = self._stamp
-        elif rate < self.ceiling:
-            self._ceiling_from = math.inf
         self._quiet_from = self._stamp + self._evidence_s if quiet else math.inf
         if not step:
             self._anchor = rate
@@ -1936,11 +1938,12 @@ class RouteQuota:
             self._set_rate(rate, "probe")
             self._probe_step = min(self._probe_step * 2.0, PROBE_MAX_STEP)
 
-    def _random_since(self, start: float, now: float, p: float) -> bool:
-        """Whether 429s at random (:meth:`_random_share`: the prior at least) would refuse as many of
-        the requests sent since ``start`` (read so far) with a probability of ``p`` or more: a probe
-        step's (:data:`PROBE_REFUSED_P`), the withheld level's waves (:data:`RELEASE_P`)."""
-        return _tail(*self._outcomes(start, now), self._random_share()) >= p
+    def _random_since(self, start: float, now: float, p: float, share: float = 0.0) -> bool:
+        """Whether 429s at random (:meth:`_random_share`, or ``share`` if more: the prior at least)
+        would refuse as many of the requests sent since ``start`` (read so far) with a probability
+        of ``p`` or more: a probe step's (:data:`PROBE_REFUSED_P`), the withheld level's waves
+        (:data:`RELEASE_P`)."""
+        return _tail(*self._outcomes(start, now), max(self._random_share(), share)) >= p
 
     def _probe_refused(self, before: float, now: float) -> None:
         """A request sent at a probe step's rate was refused, paced: the quota is below the step.
@@ -2085,11 +2088,9 @@ class RouteQuota:
             # 429 read late makes a window look like a bucket (a burst of 75 requests into a full
             # one). A round trip of it goes now; the rest in waves once the answer confirms it
             # (:data:`RELEASE_P`), as TCP restarts from a small window after an idle spell.
-            self._withheld = max(0.0, self.level - self.rate * self._evidence_s)
-            self._release_share = 0.0
-            self.level -= self._withheld
-            self._wave = STARTUP_FIRST_WAVE * self._request_size
-            self._wave_at = self._release_from = math.inf
+            withheld = max(0.0, self.level - self.rate * self._evidence_s)
+            self.level -= withheld
+            self._withhold(withheld, math.inf)
         if not self.known and math.isfinite(self.rate):
             self.level = min(self.level, STARTUP_FIRST_WAVE * self._request_size)
             if self._cut is not None and math.isinf(self._cut.before):

@@ -215,15 +215,16 @@ class TestKnownQuota:
         """The same judge on quotas that were drained (or a window found 30 % free, its stock spent
         by the startup): paced at tpm, the quota refuses no more than the prior explains, or the
         stock was spent, and no stock comes back."""
+        told: list[str] = []
         for seed in (1, 2, 3):
-            told: list[str] = []
+            told.clear()
             out = run(
                 shape=shape,
                 start=start,
                 known=True,
                 lag_s=0.15,
                 seed=seed,
-                notify=lambda event, fields, told=told: told.append(event),  # type: ignore[misc]
+                notify=lambda event, _fields: told.append(event),
                 **BENCH_SHAPE,
             )
             assert "quota.drain_undone" not in told
