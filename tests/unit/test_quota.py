@@ -1015,6 +1015,39 @@ class TestDecisions:
         assert q._last_sample_rate == pytest.approx(20_500 / 3.5)
         assert q.rate == pytest.approx(20_500 / 3.5 * 0.97)
 
+    def test_a_sample_leaves_out_what_settlements_gave_back(self) -> None:
+        """Answers settling 300 tokens below their reservations (``max_tokens`` above the outputs):
+        the ten requests in flight at the sample's first throttle give 3,000 tokens back as they
+        land, and the route sends into that room. The quota refilled what the route took less
+        that: 11,000 tokens in 3.5 s, not 14,000 (samples so read a 300,000 TPM bucket as
+        345,000-365,000, and the rate stayed over it, a 429 every 2.6 s for a minute)."""
+        t = 30.0
+        q = steady(600_000, now=t)
+        q._settled_n, q._extra = 10, -300.0
+        early = [q.admit(1000.0, t + 0.4) for _ in range(10)]
+        q.throttled(q.admit(1000.0, t + 0.5), t + 0.51)
+        for charge in early:
+            q.settle(charge, 700.0, t + 1.0)
+        for i in range(20):
+            at = t + 0.6 + i * 0.15
+            q.settle(q.admit(1000.0, at), 700.0, at + 0.01)
+        q.delay(1000.0, t + 4.0)
+        q.level = 0.0  # paced: the model had no room left
+        q.throttled(q.admit(1000.0, t + 4.0), t + 4.01)
+        assert q._last_sample_rate == pytest.approx((20 * 700 - 10 * 300) / 3.5)
+
+    def test_a_refused_burst_counts_later_refunds_at_their_reservations(self) -> None:
+        """What a quota held when it refused: the requests that had landed by then at their settled
+        charges, those still running at their reservations, however soon after they landed and
+        gave part back (a burst's measure read late counted those refunds, and read a 300,000 TPM
+        window with ``max_tokens`` 4,096 as 280,000)."""
+        q = RouteQuota.create(tpm=0, headroom=1.0, now=0.0)
+        landed, running = q.admit(1000.0, 1.0), q.admit(1000.0, 1.2)
+        q.settle(landed, 700.0, 1.5)
+        q.settle(running, 700.0, 2.5)
+        assert q._taken.since(0.0, 2.0) == pytest.approx(1400.0)
+        assert q._holding(0.0, 2.0) == pytest.approx(1700.0)
+
     def test_holds_lengthen_while_samples_agree(self) -> None:
         """Two cuts that measured about the same rate: the quota is steady, the next hold is longer."""
         t = 30.0
@@ -1169,15 +1202,77 @@ class TestWindowGuard:
         assert q._guard_probe_at == pytest.approx(58.51 + 4.0)
         assert q.delay(300.0, 59.5) > 0.0
 
-    def test_no_probe_judged_at_its_answer_with_tpm_unknown(self) -> None:
-        """With the quota unknown, the guard's quota is a refused burst's measure, which may be
-        short of a window's size by more than a request: a probe goes only past it, on a hold of
-        2 s or more (one sent with a request's room left lifted the guard on a window, a storm of
-        41 % in one quota_sim run of sixty)."""
+    @staticmethod
+    def paired(room: float) -> tuple[RouteQuota, list[Charge], Charge]:
+        """At the guard settling below, ``tpm`` unknown, a minute's hold: the requests it holds go
+        as partners while the route's charges stay within a request past the guard's quota, then
+        the probe."""
+        q, _ = TestWindowGuard.at_the_guard_settling_below(room)
+        q.known, q.ceiling = False, math.inf
+        partners: list[Charge] = []
+        while True:
+            assert q.delay(300.0, 2.0) == 0.0
+            charge = q.admit(300.0, 2.0)
+            if charge.probe:
+                return q, partners, charge
+            partners.append(charge)
+
+    def test_with_tpm_unknown_the_probe_goes_with_partners(self) -> None:
+        """``tpm`` unknown, answers settling below their reservations: the guard's quota is a refused
+        burst's measure, a window's size give or take a request, and fillers never take the route
+        past it, so a lone probe never went (a full bucket at a window's pace). With 100 tokens of
+        room, the held requests go at once: two partners (the route's charges 200 then 500 past the
+        guard's quota), then the probe, past it by a request more. Not on a hold under 2 s, and not
+        judged at its answer: admitted with its partners, the guard lifts."""
         q, _ = self.at_the_guard_settling_below(100.0)
         q.known, q.ceiling = False, math.inf
         assert q.delay(300.0, 58.5) > 0.0
-        assert q.delay(300.0, 2.0) > 0.0
+        q, partners, probe = self.paired(100.0)
+        assert len(partners) == 2 and not any(p.probe for p in partners)
+        assert q._test is None
+        for charge in [*partners, probe]:
+            q.settle(charge, 100.0, 3.0)
+        assert not q.guard
+
+    def test_a_guard_held_route_probes_back_to_the_bursts_measure(self) -> None:
+        """``tpm`` unknown, answers settling 200 tokens below their 300-token reservations, a refused
+        burst measured a 60,000 TPM window, and samples cut the rate to half of it: the guard (at
+        the rate's minute) holds the route, never the rate, whose level the landing answers keep
+        full. The rate is probed back toward the measure all the same (it stayed at the cut: 0.45
+        of a job's limit)."""
+        q = RouteQuota.create(tpm=0, headroom=1.0, now=0.0)
+        q.phase, q._settled_n, q._extra = "steady", 10, -200.0
+        q.rate = q._anchor = 500.0
+        q.burst, q._window_measure = 30_000.0, 60_000.0
+        for i in range(40):  # sent at 2,000 tokens a second, settled
+            q.level = q.burst
+            q.settle(q.admit(300.0, i * 0.05), 100.0, i * 0.05 + 0.01)
+        q.window.reserve(30_000.0 - 100.0 - 40 * 100.0, 0.0)  # the guard's minute, 100 tokens short
+        q.level, q._probe_at = q.burst, 1.0
+        q.window.tpm = q.guard_quota
+        assert q.guard and q.window.wait_time(300.0, 2.0) > 0.0  # the guard holds the route
+        q.delay(300.0, 2.0)
+        assert q.rate == pytest.approx(550.0)  # a probe step, within the measure
+
+    def test_a_refused_partner_is_a_refused_probe(self) -> None:
+        """A window refuses the second partner: the probe admitted after it proves nothing (the
+        window had room for it in the partner's place), the guard holds, and the next try waits
+        4 s, as after a refused probe."""
+        q, (first, second), probe = self.paired(100.0)
+        q.throttled(second, 2.01)
+        assert q._guard_probe_at == pytest.approx(2.01 + 4.0)
+        q.settle(first, 100.0, 3.0)
+        q.settle(probe, 100.0, 3.0)
+        assert q.guard
+
+    def test_a_partners_late_429_puts_the_guard_back(self) -> None:
+        """No 429 back in time: the guard lifts on no news; a partner's 429 read after that puts it
+        back, as the probe's own would."""
+        q, partners, _ = self.paired(100.0)
+        q.delay(300.0, 2.0 + GUARD_ADMITTED_S + 0.01)
+        assert not q.guard
+        q.throttled(partners[0], 3.5)
+        assert q.guard
 
     @pytest.mark.parametrize("shape", ["bucket", "window"])
     @pytest.mark.parametrize("case", list(FAR_ABOVE))
@@ -1202,6 +1297,22 @@ class TestWindowGuard:
         else:
             assert out.quota.guard
             assert out.throttled <= window_429s * out.requests
+
+    @pytest.mark.parametrize("shape", ["bucket", "window"])
+    @pytest.mark.parametrize("max_tokens", [1024, 4096])
+    def test_max_tokens_above_the_outputs_tpm_unknown(self, max_tokens: int, shape: Shape) -> None:
+        """bench_quota's route with ``tpm`` unknown and ``max_tokens`` 1,024 (the runner's default)
+        or 4,096 for the same answers: a bucket's guard lifts, with partners, and the job runs
+        within 0.85 of the bucket's limit (0.64 and 0.61 before: the guard never lifted); a window
+        keeps its guard, at 2 % of the requests throttled at most."""
+        reserved = float(BENCH_SHAPE["reserved"]) - 256 + max_tokens
+        out = run(shape=shape, start=1.0, known=False, **{**BENCH_SHAPE, "reserved": reserved})
+        if shape == "bucket":
+            assert not out.quota.guard
+            assert out.seconds < full_bucket_limit_s() / 0.85
+        else:
+            assert out.quota.guard
+            assert out.throttled <= 0.02 * out.requests
 
     def test_probes_a_window_refuses_come_further_and_further_apart(self) -> None:
         """Every probe past a window's guard is a 429. A bucket's first or second is admitted; from
