@@ -2029,6 +2029,14 @@ class RouteQuota:
             over = self.window.used(now) + tokens + max(self._extra, 0.0) - self.guard_quota
             return over <= GUARD_OVERFILL * self.guard_quota
         untested = max(self._rate_minute, self._window_measure) - self.guard_quota
+        if self._pairs():
+            # A window's cap (a 429 with the guard's window full of the route's own charges) is its
+            # size: the rate's minute above it is then a bucket's measure (capacity and refill),
+            # which no filler reaches when answers settle below their reservations. Counted as
+            # room, it held the probe back, and a bucket ran at the cap for its first minute (0.64
+            # of its limit, `max_tokens` 1,024). Only a rate that samples cut below a refused
+            # burst's measure leaves room untested.
+            untested = max(self._window_measure - self._rate_minute, 0.0)
         if room + untested >= tokens:
             # Room in the rate's minute, not in the window that refused; or in the window a refused
             # burst measured, above a rate that samples cut since: no test. (Capacity 429s cut a

@@ -1234,6 +1234,20 @@ class TestWindowGuard:
             q.settle(charge, 100.0, 3.0)
         assert not q.guard
 
+    def test_partners_go_below_a_windows_cap(self) -> None:
+        """A 429 with the guard's window full capped the guard 1,000 tokens under the rate's minute
+        (a refused burst's measure of a bucket: capacity and refill). With ``tpm`` unknown and
+        answers settling below their reservations no filler gets past the cap, and that margin,
+        counted as room a probe would not test, held the probe back for the rest of the minute:
+        the partners go from the cap."""
+        q, _ = self.at_the_guard_settling_below(1_100.0)
+        q.known, q.ceiling = False, math.inf
+        q._window_cap = 59_000.0
+        assert q.guard_quota == 59_000.0
+        assert q.delay(300.0, 2.0) == 0.0
+        charge = q.admit(300.0, 2.0)
+        assert not charge.probe and q._partners == [charge]
+
     def test_a_guard_held_route_probes_back_to_the_bursts_measure(self) -> None:
         """``tpm`` unknown, answers settling 200 tokens below their 300-token reservations, a refused
         burst measured a 60,000 TPM window, and samples cut the rate to half of it: the guard (at
