@@ -983,10 +983,9 @@ class RouteQuota:
         self._refusal_s.append(now - charge.at)
         self._test_drop(charge, now)
         self.window.settle(charge.window_charge, 0.0)
-        pair = self._broken_pair(charge)
-        if charge.probe or pair:  # a refused probe tells the shape, not the rate
-            charge = pair or charge
-            self._end_probe(charge)
+        ended = self._probe_ended(charge)
+        if ended is not None:  # a refused probe tells the shape, not the rate
+            self._end_probe(ended)
             growth = 2.0 if self._guard_probe_wait <= GUARD_PROBE_S else 4.0
             self._guard_probe_wait = min(self._guard_probe_wait * growth, GUARD_PROBE_MAX_S)
             self._guard_probe_at = now + self._guard_probe_wait
@@ -1219,9 +1218,9 @@ class RouteQuota:
             self._startup_released -= charge.reserved
             if self.phase == "startup":
                 self._waves[charge.wave][0] -= 1
-        charge = self._broken_pair(charge) or charge
-        if charge.probe:
-            self._end_probe(charge)
+        ended = self._probe_ended(charge)
+        if ended is not None:
+            self._end_probe(ended)
 
     def _give_back(self, charge: Charge) -> None:
         """The service booked none of ``charge``: its cost returns to the level (up to the burst)."""
@@ -1234,9 +1233,9 @@ class RouteQuota:
         self.level += charge.owed
         self._taken.add(-charge.owed, charge.at)
         self._test_drop(charge, now)  # the service may have held it, or not: not, to be sure
-        charge = self._broken_pair(charge) or charge
-        if charge.probe:
-            self._end_probe(charge)
+        ended = self._probe_ended(charge)
+        if ended is not None:
+            self._end_probe(ended)
 
     @property
     def guard_quota(self) -> float:
@@ -2070,14 +2069,15 @@ class RouteQuota:
         instead: :meth:`_tests_guard`.)"""
         return not self.known and self._extra < 0.0
 
-    def _broken_pair(self, charge: Charge) -> Charge | None:
-        """``charge`` was a partner, refused or never answered: the probe it went with proves
-        nothing (a window may have admitted the probe in its place), so it ends as a refused probe
-        does. Returns that probe (or the partner, if the probe has not gone yet)."""
-        if charge not in self._partners:
-            return None
-        self._partners.clear()
-        return self._unconfirmed or self._probe or charge
+    def _probe_ended(self, charge: Charge) -> Charge | None:
+        """The probe past the guard that ``charge``, refused or never answered, ends: itself if it
+        was the probe; if it was a partner, the probe it went with, which proves nothing then (a
+        window may have admitted the probe in its place), or the partner itself if the probe has
+        not gone yet; else none."""
+        if charge in self._partners:
+            self._partners.clear()
+            return self._unconfirmed or self._probe or charge
+        return charge if charge.probe else None
 
     def _tests_guard(self) -> bool:
         """Whether a probe past the guard is judged at its answer (:class:`_GuardTest`): with
