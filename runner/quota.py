@@ -298,9 +298,11 @@ no 429 comes with room left and the share seen stays 0, every random 429 ended a
 capacity 429s the probes never won back what the samples between two of them cut, and a job of
 2,400 rows, `tpm` unknown, ran at 0.36-0.6 of its limit in quota_sim, 6,000 rows at 0.44 on
 average. A steady quota's refused step now costs one 429 more, sometimes.)"""
-STEPS = ("probe", "drain_left")
-"""Why a rate is a step up to be tried (a paced 429 at it goes back), not evidence: a probe's, and a
-return to the rate before the cuts of a drain's minute once it is over (see :meth:`RouteQuota._grow`)."""
+STEPS = ("probe", "drain_left", "reopened")
+"""Why a rate is a step up to be tried (a paced 429 at it goes back), not evidence: a probe's, a
+return to the rate before the cuts of a drain's minute once it is over (see :meth:`RouteQuota._grow`),
+and one to the rate before the cuts of a quota found closed once it admits again
+(:meth:`RouteQuota._reopened`)."""
 PROBE_MAX_RISE = 2.0
 """Probes raise the rate to at most this multiple of the last rate the model set from evidence (a
 sample, a refused burst): a quota that lets a route run on credit (a bucket a slower rate let fill,
@@ -780,6 +782,9 @@ class RouteQuota:
     until that minute is over: a window then held charges that have left it since. The minute is
     that of the drain the cuts were made in, not of one found after them: a window found 70 % free,
     `tpm` given, ran 152 s so, and 156 s with the same 429s waiting for the later one's."""
+    _closed: tuple[float, float] | None = None
+    """(when, rate before) of the last sample that found the quota closed, `tpm` unknown: it took
+    nothing over the sample, until a request admitted after it is answered (:meth:`_reopened`)."""
     _last_cut_sample: float | None = None
     """The sample of the last cut: a next one that agrees says the quota is steady."""
     _window_cap: float = math.inf
@@ -944,6 +949,8 @@ class RouteQuota:
             self._partners.remove(charge)  # admitted, as the probe must be
         if charge.at >= self._streak_from:
             self._streak = 0  # admitted after the streak began, and answered: the quota admits again
+        if self._closed is not None and charge.at > self._closed[0]:
+            self._reopened(now)
         extra = tokens - charge.reserved
         self.level -= extra - charge.owed
         self._settled_n += 1
@@ -962,6 +969,19 @@ class RouteQuota:
             self._judge_guard_test(test, now)
         elif charge.probe and test is None and (charge is self._probe or charge is self._unconfirmed):
             self._probe_admitted(charge, now)
+
+    def _reopened(self, now: float) -> None:
+        """A quota found closed admits again: the samples that read it closed measured no rate, and
+        the one before them comes back as a probe step (a paced 429 at it goes back). Probing up
+        from the cut instead, a fixed window whose minute the probes had spent by its 40th second
+        (samples of 53,000 and 0 TPM: 296,000 -> 47,000) was paced at a sixth of its quota through
+        the next minute: 0.63 of the job's limit."""
+        before = self._closed[1] if self._closed is not None else 0.0
+        self._closed = None
+        if before > self.rate:
+            self._probe_from = (self.rate, now)
+            self._probe_at = now + PROBE_EVERY_S
+            self._set_rate(before, "reopened")
 
     def _probe_admitted(self, charge: Charge, now: float) -> None:
         """The probe past the window guard was admitted: the quota refills continuously, not minute
@@ -1783,6 +1803,12 @@ class RouteQuota:
             self._cut_from.append((now, before))
             while self._cut_from[0][0] < now - QUIET_KEPT_S:
                 self._cut_from.popleft()
+            if not self.known and self._taken.since(start, at) <= 0.0:
+                # Nothing taken: a closed quota (a fixed window's spent minute, another job holding
+                # all of it) or a debt, not a rate. The cut stands while it lasts; the rate before
+                # the chain of cuts that led here comes back when it admits again (:meth:`_reopened`).
+                chain = max(r for t, r in self._cut_from if t >= now - MAX_SAMPLE_S)
+                self._closed = (at, max(chain, self._closed[1] if self._closed else 0.0))
             known = self.capacity_share
             self._close_quiet(trigger=True)
             if not known and self.capacity_share:

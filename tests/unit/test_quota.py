@@ -403,6 +403,29 @@ class TestUnknownQuota:
         assert math.isfinite(out.quota.rate)
 
     @pytest.mark.parametrize("lag", [0.0, 0.15])
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_a_fixed_windows_spent_minute_is_no_measure_of_the_next(self, lag: float, seed: int) -> None:
+        """bench_quota's fixed window found full, its minute ending 30 s in, `tpm` unknown: probes
+        spend the next minute by its 40th second, and its closed rest reads as samples of 53,000
+        and 0 TPM. Paced at that cut (47,000 TPM of 300,000) through the minute after, probing up
+        from it, the job took 115-151 s; the rate before the cuts comes back when the quota admits
+        again: within 110 s (its limit, each minute spent at the concurrency bound as it opens, is
+        94 s)."""
+        whys: list[str] = []
+        out = run(
+            shape="fixed",
+            start=1.0,
+            reset_s=30.0,
+            known=False,
+            seed=seed,
+            lag_s=lag,
+            notify=lambda event, fields: whys.append(fields["why"]) if event == "quota.rate" else None,
+            **BENCH_SHAPE,
+        )
+        assert "reopened" in whys
+        assert out.seconds <= 110.0
+
+    @pytest.mark.parametrize("lag", [0.0, 0.15])
     def test_a_bucket_holding_less_than_a_minute_is_not_read_as_its_burst(self, lag: float) -> None:
         """A bucket holding 20 s of its refill, found full, `tpm` unknown: the startup spends it and
         its refused burst reads a minute of what it took, 38 % of the refill. Probes climb from what
@@ -1014,6 +1037,39 @@ class TestDecisions:
         sampled(q, t)  # 20,500 tokens in 3.5 s: 5,857 a second of the rate's 6,000
         assert q._last_sample_rate == pytest.approx(20_500 / 3.5)
         assert q.rate == pytest.approx(20_500 / 3.5 * 0.97)
+
+    def test_a_quota_found_closed_gets_the_rate_before_back_when_it_admits_again(self) -> None:
+        """Two samples in which the quota took nothing (a fixed window's spent minute) cut the rate
+        twice, to 48,000 TPM of 300,000; they measured no rate. The first request admitted after
+        them and answered brings back the rate before the first, as a probe step: a paced 429 at
+        it goes back to the cut."""
+        t = 30.0
+        q = steady(300_000, now=t)
+
+        def closed(start: float) -> None:
+            q.throttled(q.admit(500.0, start + 0.5), start + 0.51)
+            for i in range(20):
+                at = start + 0.6 + i * 0.17
+                q.delay(500.0, at)
+                q.throttled(q.admit(500.0, at), at + 0.01)
+            q.delay(500.0, start + 4.0)
+            q.level = 0.0  # paced: the model had no room left
+            q.throttled(q.admit(500.0, start + 4.0), start + 4.01)
+
+        closed(t)
+        assert q.rate * 60 == pytest.approx(120_000)
+        closed(t + 20.0)
+        assert q.rate * 60 == pytest.approx(48_000)
+        now = t + 30.0
+        while q.delay(500.0, now) > 0.0:
+            now += 0.1
+        charge = q.admit(500.0, now)
+        q.settle(charge, 500.0, now + 1.0)
+        assert q.rate * 60 == pytest.approx(300_000)
+        q.delay(500.0, now + 1.1)
+        q.level = 0.0  # paced
+        q.throttled(q.admit(500.0, now + 1.1), now + 1.11)
+        assert q.rate * 60 == pytest.approx(48_000)
 
     def test_a_sample_leaves_out_what_settlements_gave_back(self) -> None:
         """Answers settling 300 tokens below their reservations (``max_tokens`` above the outputs):
