@@ -782,9 +782,10 @@ class RouteQuota:
     until that minute is over: a window then held charges that have left it since. The minute is
     that of the drain the cuts were made in, not of one found after them: a window found 70 % free,
     `tpm` given, ran 152 s so, and 156 s with the same 429s waiting for the later one's."""
-    _closed: tuple[float, float] | None = None
-    """(when, rate before) of the last sample that found the quota closed, `tpm` unknown: it took
-    nothing over the sample, until a request admitted after it is answered (:meth:`_reopened`)."""
+    _closed: tuple[float, float, bool] | None = None
+    """(when, rate before, whether discovery was under way) of the last sample that found the quota
+    closed, `tpm` unknown: it took nothing over the sample, until a request admitted after it is
+    answered (:meth:`_reopened`)."""
     _last_cut_sample: float | None = None
     """The sample of the last cut: a next one that agrees says the quota is steady."""
     _window_cap: float = math.inf
@@ -976,12 +977,17 @@ class RouteQuota:
         from the cut instead, a fixed window whose minute the probes had spent by its 40th second
         (samples of 53,000 and 0 TPM: 296,000 -> 47,000) was paced at a sixth of its quota through
         the next minute: 0.63 of the job's limit."""
-        before = self._closed[1] if self._closed is not None else 0.0
+        if self._closed is None:
+            return
+        _, before, discovering = self._closed
         self._closed = None
         if before > self.rate:
             self._probe_from = (self.rate, now)
             self._probe_at = now + PROBE_EVERY_S
             self._set_rate(before, "reopened")
+        if discovering:
+            self.discovering = True
+            self._grown_at = now
 
     def _probe_admitted(self, charge: Charge, now: float) -> None:
         """The probe past the window guard was admitted: the quota refills continuously, not minute
@@ -1808,7 +1814,9 @@ class RouteQuota:
                 # all of it) or a debt, not a rate. The cut stands while it lasts; the rate before
                 # the chain of cuts that led here comes back when it admits again (:meth:`_reopened`).
                 chain = max(r for t, r in self._cut_from if t >= now - MAX_SAMPLE_S)
-                self._closed = (at, max(chain, self._closed[1] if self._closed else 0.0))
+                minute = self._taken.since(at - WINDOW_S + SLOT_S, at) / WINDOW_S
+                closed = self._closed or (at, 0.0, self.discovering)
+                self._closed = (at, max(min(chain, minute), closed[1]), closed[2])
             known = self.capacity_share
             self._close_quiet(trigger=True)
             if not known and self.capacity_share:
