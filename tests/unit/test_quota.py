@@ -623,10 +623,10 @@ class TestUnknownQuota:
         """Four times bench_quota's rows (about nine minutes of quota), 2 % of requests refused at
         random: each sample between two of them cuts the rate a little, and only probes win it
         back. When every random 429 ended a probe step, the rate fell for good: 828 and 823 s of a
-        494 s limit. Over ten seeds: 0.90 of the limit on average; one run in ten or two still
-        ratchets down to 0.7 (see docs/quota.md's known limitations), and which one moves with any
-        change to what the route does before (seeds 2 and 3, this test's two before the looks at a
-        lone 429, went 0.92 -> 0.82 and 0.93 -> 0.89; seeds 1 and 6, 0.68 -> 0.72 and 0.76 -> 0.93)."""
+        494 s limit. When each such cut put the next probe off and doubled the hold, cuts came every
+        20-30 s with no probe between them: over ten seeds 0.90 of the limit on average, the worst
+        0.72 (twenty seeds: 0.93, 0.72); now 0.94 and 0.82 (twenty: 0.96, 0.82). Which run is the
+        worst moves with any change to what the route does before."""
         rows = 4 * BENCH_SHAPE["rows"]
         shape = {**BENCH_SHAPE, "rows": rows}
         tpm, settled = BENCH_SHAPE["tpm"], BENCH_SHAPE["settled"]
@@ -637,8 +637,8 @@ class TestUnknownQuota:
         ]
         ratios = [limit_s / out.seconds for out in outs]
         quota = [(out.throttled - out.capacity) / out.requests for out in outs]
-        assert sum(ratios) / len(ratios) >= 0.88
-        assert min(ratios) >= 0.65
+        assert sum(ratios) / len(ratios) >= 0.92
+        assert min(ratios) >= 0.78
         assert sum(quota) / len(quota) <= 0.02 and max(quota) <= 0.03
 
     @pytest.mark.parametrize("seed", [1, 3])
@@ -1083,6 +1083,21 @@ class TestDecisions:
         q.level = 0.0  # paced
         q.throttled(q.admit(500.0, now + 1.1), now + 1.11)
         assert q.rate * 60 < 0.5 * restored
+
+    @pytest.mark.parametrize(("refused", "put_off"), [(0, False), (12, True)])
+    def test_a_small_cut_that_capacity_429s_explain_puts_no_probe_off(
+        self, refused: int, put_off: bool
+    ) -> None:
+        """A sample 2.4 % under what the route sent, its two 429s of 43 within what random ones
+        refuse: the rate is cut a little, but the next probe comes when it would have (a cut every
+        20-30 s, each holding the probes off 20-60 s, ratcheted a job with 2 % capacity 429s down
+        to half its quota). Twelve more refused is the quota: the cut holds the probes off."""
+        t = 30.0
+        q = steady(360_000, now=t)
+        probe_at = q._probe_at
+        sampled(q, t, refused=refused)
+        assert q.rate * 60 < 360_000
+        assert (q._probe_at > probe_at) is put_off
 
     def test_a_sample_leaves_out_what_settlements_gave_back(self) -> None:
         """Answers settling 300 tokens below their reservations (``max_tokens`` above the outputs):
