@@ -1797,7 +1797,7 @@ class RouteQuota:
             # capacity 429s, three of its eleven requests refused, read 0.75 of tpm and cut to it.
             return
         if sample < OVER_SENDING * sent:
-            if self.known and self._taken.since(start, at) <= 0.0:
+            if self.known and self._took_nothing(start, at, now):
                 # Paced at a given tpm, nothing taken over the sample: the quota is closed (a fixed
                 # window until its minute ends, another job holding all of it), not measured. The
                 # route cannot have overdrawn it by itself; the streak's backoff spaces the
@@ -2192,6 +2192,16 @@ class RouteQuota:
     def _request_size(self) -> float:
         """What the largest request seen is expected to cost, settled."""
         return self._floor / MIN_REQUESTS_PER_S + max(self._extra, 0.0)
+
+    def _took_nothing(self, start: float, at: float, now: float) -> bool:
+        """Whether the quota admitted none of the requests admitted from ``start`` to ``at`` whose
+        fate is known by ``now``: those sent within :meth:`_refusal_wait` of ``now`` with no 429
+        back yet may still get one. (Counted as taken, one such request read a fixed window closed
+        for 30 s as a quota of 4,500 TPM, and with `tpm` given that cut the rate to its floor,
+        its streak's backoff off while the cut was judged: a 429 every 0.4 s for 15 s.)"""
+        pending = now - self._refusal_wait()
+        undecided = sum(c.reserved + c.owed for c in self._in_flight if max(start, pending) < c.at <= at)
+        return self._taken.since(start, at) - undecided <= 0.0
 
     def _refusal_wait(self) -> float:
         """How long after its admission a request with no 429 back was admitted (see

@@ -309,13 +309,17 @@ class TestKnownQuota:
                 q.throttled(charge, 0.06)
             assert q.phase == "steady"
 
+    @pytest.mark.parametrize("lag", [0.0, 0.15])
     @pytest.mark.parametrize("seed", [1, 2])
-    def test_a_given_tpm_holds_through_a_closed_minute(self, seed: int) -> None:
+    def test_a_given_tpm_holds_through_a_closed_minute(self, seed: int, lag: float) -> None:
         """A fixed window found used up, closed for its first 30 s, `tpm` given: paced at it, the
         route cannot have overdrawn the quota by itself, so a sample of nothing is a closed quota,
         not a measure (four of them halved the rate to 19,700 TPM of 294,000, where it stayed until
         the drain's minute was over: 43 of 643 requests throttled), and a long run of 429s waits
-        seconds between requests, not a fraction of one."""
+        seconds between requests, not a fraction of one. With 429s read late, the request sent
+        last before a sample ends has no 429 back yet: it is no sign that the quota admits (taken
+        for one, it read the closed minute as 4,500 TPM and cut the rate to its floor, and while
+        that cut was judged the streak's backoff was off: a 429 every 0.4 s for 15 s)."""
         rates: list[float] = []
         out = run(
             shape="fixed",
@@ -323,6 +327,7 @@ class TestKnownQuota:
             reset_s=30.0,
             known=True,
             seed=seed,
+            lag_s=lag,
             notify=lambda event, fields: rates.append(fields["rate_tpm"]) if event == "quota.rate" else None,
             **BENCH_SHAPE,
         )
