@@ -338,9 +338,10 @@ the fourth, then :data:`STREAK_MAX_BACKOFF`), as TCP backs off its retransmissio
 cut below the rate refuses every request sent at the rate until a sample can cut it (ten requests
 at least), and paced one request apart those were ten 429s in a row: a 300,000 TPM quota halved
 mid-run, `tpm` unknown, cost 4.4 % of the job's requests in 429s in quota_sim, 3.5 % with the
-back-off. Not while a cut is being judged: the requests it sends are what tell capacity 429s from
-the quota, and 30 % capacity 429s refuse four in a row often enough that a route backing off
-starved the judge; its cut stood, and a job of 41 s took 1,646."""
+back-off. Not while a cut is being judged, but for a streak capacity 429s could not make (see
+:data:`STREAK_JUDGED_WAIT_S`): the requests it sends are what tell capacity 429s from the quota,
+and 30 % capacity 429s refuse four in a row often enough that a route backing off starved the
+judge; its cut stood, and a job of 41 s took 1,646."""
 STREAK_JUDGED_WAIT_S = 2.0
 """A cut being judged is no ban on backing off a streak of 429s that capacity 429s at the share a
 judge could undo (60 %) would hardly make: a fixed window found used up, `tpm` unknown, was judged
@@ -1407,7 +1408,9 @@ class RouteQuota:
             self.level -= charge.reserved * min(2.0 ** (k - 1), STREAK_MAX_BACKOFF)
             if k > STREAK_LONG:
                 wait = min(STREAK_WAIT_S * 2.0 ** (k - STREAK_LONG - 1), STREAK_MAX_WAIT_S)
-                self.level = min(self.level, -self.rate * min(wait, STREAK_JUDGED_WAIT_S if judged else wait))
+                if judged:
+                    wait = min(wait, STREAK_JUDGED_WAIT_S)
+                self.level = min(self.level, -self.rate * wait)
 
     def _empty(self, now: float) -> None:
         """The quota is empty now: the level the service sees is about zero, and what the requests in
@@ -1823,17 +1826,10 @@ class RouteQuota:
             self._cut_from.append((now, before))
             while self._cut_from[0][0] < now - QUIET_KEPT_S:
                 self._cut_from.popleft()
-            if not self.known and (
-                self._taken.since(start, at) <= 0.0
-                or (self._streak >= STREAK_LONG and self._took_nothing(start, at, now))
-            ):
+            if not self.known and self._took_nothing(start, at, now):
                 # Nothing taken: a closed quota (a fixed window's spent minute, another job holding
                 # all of it) or a debt, not a rate. The cut stands while it lasts; the rate before
                 # the chain of cuts that led here comes back when it admits again (:meth:`_reopened`).
-                # Requests with no 429 back yet count as taken but in a long streak of 429s: left
-                # out of every sample, random 429s at 10 % made closures of cuts (one run 3.5 ->
-                # 14.8 % throttled); counted in one, a closed minute read as 3,400 TPM and the
-                # route probed up from a cut to a third of its quota (0.62 of its limit).
                 chain = max(r for t, r in self._cut_from if t >= now - MAX_SAMPLE_S)
                 minute = self._taken.since(at - WINDOW_S + SLOT_S, at) / WINDOW_S
                 closed = self._closed or (at, 0.0, self.discovering)
@@ -2212,14 +2208,19 @@ class RouteQuota:
         return self._floor / MIN_REQUESTS_PER_S + max(self._extra, 0.0)
 
     def _took_nothing(self, start: float, at: float, now: float) -> bool:
-        """Whether the quota admitted none of the requests admitted from ``start`` to ``at`` whose
-        fate is known by ``now``: those sent within :meth:`_refusal_wait` of ``now`` with no 429
-        back yet may still get one. (Counted as taken, one such request read a fixed window closed
-        for 30 s as a quota of 4,500 TPM, and with `tpm` given that cut the rate to its floor,
-        its streak's backoff off while the cut was judged: a 429 every 0.4 s for 15 s.)"""
-        pending = now - self._refusal_wait()
-        undecided = sum(c.reserved + c.owed for c in self._in_flight if max(start, pending) < c.at <= at)
-        return self._taken.since(start, at) - undecided <= 0.0
+        """Whether the quota admitted none of the requests admitted from ``start`` to ``at``. Those
+        sent within :meth:`_refusal_wait` of ``now`` with no 429 back yet may still get one: they
+        are left out with `tpm` given, and with it unknown in a long streak of 429s. (Counted as
+        taken, one such request read a fixed window closed for 30 s as a quota of 4,500 TPM, and
+        with `tpm` given that cut the rate to its floor, its streak's backoff off while the cut was
+        judged: a 429 every 0.4 s for 15 s; with it unknown, a cut to a third of the quota with no
+        return, 0.62 of the job's limit. Left out of every sample with it unknown, random 429s at
+        10 % made closures of cuts, whose rates came back: one run 3.5 -> 14.8 % throttled.)"""
+        taken = self._taken.since(start, at)
+        if taken <= 0.0 or not (self.known or self._streak >= STREAK_LONG):
+            return taken <= 0.0
+        pending = max(start, now - self._refusal_wait())
+        return taken - sum(c.reserved + c.owed for c in self._in_flight if pending < c.at <= at) <= 0.0
 
     def _refusal_wait(self) -> float:
         """How long after its admission a request with no 429 back was admitted (see
